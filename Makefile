@@ -1,0 +1,46 @@
+# Strait: build, test and benchmark everything from a fresh machine.
+#
+# `make run`  starts one broker on 127.0.0.1:1883 (admin on 127.0.0.1:8080).
+# `make test` installs what the tests need (Debian packages, a Python venv, the
+#             Kubernetes control-plane binaries), then runs every test.
+# Each area adds its own targets in mk/*.mk and appends to TEST_TARGETS / BENCH_TARGETS.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+CACHE_DIR ?= $(HOME)/.cache/strait
+export CACHE_DIR
+
+TEST_TARGETS :=
+BENCH_TARGETS :=
+DEPS_TARGETS :=
+
+include $(sort $(wildcard mk/*.mk))
+
+.PHONY: all build run test bench deps fmt fmt-check lint clippy unit
+
+all: build
+
+deps: $(DEPS_TARGETS)
+
+build:
+	$(CARGO) build --workspace --release
+
+run:
+	$(CARGO) run --release -p strait-broker --bin strait-broker
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+test: deps fmt-check lint $(TEST_TARGETS)
+	$(CARGO) test --workspace
+
+bench: $(BENCH_TARGETS)

@@ -1,0 +1,390 @@
+//! Typed broker configuration: the one format the operator renders and the broker parses.
+//!
+//! Every field has a default, so an empty file (or no file) is a working
+//! single-node broker on loopback. [`Config::validate`] refuses combinations that
+//! would be unsafe, such as anonymous access on a non-loopback listener.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole broker configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// This node's identity within its cluster.
+    pub node: NodeConfig,
+    /// Client-facing listeners; MQTT 3.1.1 and 5.0 share each one.
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin HTTP endpoint: health, readiness, metrics.
+    pub admin: AdminConfig,
+    pub auth: AuthConfig,
+    pub limits: Limits,
+    pub persistence: PersistenceConfig,
+    /// `$SYS/` statistics topics.
+    pub sys: SysConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: NodeConfig::default(),
+            listeners: vec![ListenerConfig::default()],
+            admin: AdminConfig::default(),
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+            persistence: PersistenceConfig::default(),
+            sys: SysConfig::default(),
+        }
+    }
+}
+
+/// Identity of this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The cluster this node belongs to; unique among linked clusters.
+    pub cluster: String,
+    /// This node's name within the cluster (the pod name on Kubernetes).
+    pub name: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            cluster: "strait".into(),
+            name: "strait-0".into(),
+        }
+    }
+}
+
+/// The transport a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ListenerProtocol {
+    /// MQTT over TCP (or TLS).
+    #[default]
+    Mqtt,
+    /// MQTT over WebSocket, subprotocol `mqtt` (or over TLS: wss).
+    Websocket,
+}
+
+/// One client-facing listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: ListenerProtocol,
+    /// Serve TLS on this listener.
+    pub tls: Option<TlsConfig>,
+    /// HTTP path for WebSocket upgrades; ignored for plain MQTT.
+    pub path: String,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            name: "mqtt".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            protocol: ListenerProtocol::Mqtt,
+            tls: None,
+            path: "/mqtt".into(),
+        }
+    }
+}
+
+/// TLS material for a listener (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// CA bundle to verify client certificates against.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by `client_ca_file`.
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// Use the client certificate's common name as the MQTT username.
+    #[serde(default)]
+    pub use_cert_cn_as_username: bool,
+}
+
+/// The admin HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// File holding the bearer token that guards the admin API (not the probes
+    /// or metrics). Without it the admin API is only served on loopback.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token_file: None,
+        }
+    }
+}
+
+/// Authentication and authorisation of clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Allow clients without credentials. Unset means: only when every
+    /// listener is bound to loopback. Set it to `true` explicitly to allow
+    /// anonymous access on other addresses.
+    pub allow_anonymous: Option<bool>,
+    /// Credentials file: one `username:<PHC argon2 hash>` per line
+    /// (`strait-broker passwd` writes them).
+    pub password_file: Option<PathBuf>,
+    /// Access rules; without any, every authenticated client may publish and
+    /// subscribe anywhere.
+    pub acl: Vec<AclRule>,
+}
+
+/// One access rule. `%u` and `%c` in filters stand for the username and client id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AclRule {
+    /// The username the rule applies to; `*` for everyone (anonymous clients included).
+    pub user: String,
+    /// Topic filters the user may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Topic filters the user may subscribe to (a subscription must be covered by one).
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+/// Resource limits; each is enforced with its MQTT reason code and counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Concurrent client connections; more are refused with 0x97 / 0x89.
+    pub max_connections: usize,
+    /// Largest packet accepted (and announced to v5 clients), in bytes.
+    pub max_packet_size: u32,
+    /// QoS 1/2 messages in flight per client, each way (v5 receive maximum).
+    pub max_inflight: u16,
+    /// Messages queued per session while offline or beyond the inflight window.
+    pub max_queued_messages: usize,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Topic aliases a v5 client may use towards the broker.
+    pub topic_alias_maximum: u16,
+    /// Longest session expiry granted, in seconds.
+    pub max_session_expiry_secs: u32,
+    /// Largest keepalive accepted; larger requests are lowered (v5 server keep alive).
+    pub max_keep_alive_secs: u16,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 100_000,
+            max_packet_size: 1024 * 1024,
+            max_inflight: 64,
+            max_queued_messages: 1000,
+            max_topic_length: 65535,
+            max_topic_levels: 128,
+            topic_alias_maximum: 64,
+            max_session_expiry_secs: u32::MAX,
+            max_keep_alive_secs: 65535,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+/// Durable state: retained messages and persistent sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// Where the store lives; unset keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// How often changes are committed to disk; a crash loses at most this much.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            data_dir: None,
+            flush_interval_ms: 1000,
+        }
+    }
+}
+
+/// `$SYS/` statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct SysConfig {
+    /// Seconds between updates; 0 turns `$SYS/` off.
+    pub interval_secs: u64,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig { interval_secs: 10 }
+    }
+}
+
+impl Config {
+    /// Reads and validates a YAML configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Whether clients without credentials are let in.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.auth
+            .allow_anonymous
+            .unwrap_or_else(|| self.listeners.iter().all(|l| l.bind.ip().is_loopback()))
+    }
+
+    /// Refuses configurations that cannot work or would be unsafe.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.listeners.is_empty() {
+            return invalid("at least one listener is required".into());
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let clash = self.listeners[..i].iter().find(|l| l.bind == listener.bind);
+            if let Some(other) = clash {
+                return invalid(format!(
+                    "listeners {:?} and {:?} both bind {}",
+                    other.name, listener.name, listener.bind
+                ));
+            }
+            if listener.bind == self.admin.bind {
+                return invalid(format!(
+                    "listener {:?} and the admin endpoint both bind {}",
+                    listener.name, listener.bind
+                ));
+            }
+            if let Some(tls) = &listener.tls {
+                if tls.require_client_cert && tls.client_ca_file.is_none() {
+                    return invalid(format!(
+                        "listener {:?} requires client certificates but has no clientCaFile",
+                        listener.name
+                    ));
+                }
+            }
+        }
+        let open = self.listeners.iter().find(|l| !l.bind.ip().is_loopback());
+        if let (Some(listener), None) = (open, self.auth.allow_anonymous) {
+            if self.auth.password_file.is_none() {
+                return invalid(format!(
+                    "listener {:?} binds non-loopback address {} with no passwordFile; \
+                     set auth.passwordFile, or auth.allowAnonymous: true to allow anonymous clients",
+                    listener.name, listener.bind
+                ));
+            }
+        }
+        let limits = &self.limits;
+        if limits.max_packet_size < 16 {
+            return invalid("limits.maxPacketSize must be at least 16 bytes".into());
+        }
+        if limits.max_inflight == 0 {
+            return invalid("limits.maxInflight must be at least 1".into());
+        }
+        if limits.max_connections == 0 {
+            return invalid("limits.maxConnections must be at least 1".into());
+        }
+        if limits.max_topic_levels == 0 || limits.max_topic_length == 0 {
+            return invalid("limits.maxTopicLength and maxTopicLevels must be at least 1".into());
+        }
+        if self.persistence.flush_interval_ms == 0 {
+            return invalid("persistence.flushIntervalMs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_a_loopback_broker_with_anonymous_access() {
+        let config: Config = serde_yaml::from_str("{}").expect("parse");
+        config.validate().expect("valid");
+        assert_eq!(config, Config::default());
+        assert!(config.anonymous_allowed());
+    }
+
+    #[test]
+    fn non_loopback_listener_needs_credentials_or_explicit_anonymous() {
+        let yaml = "listeners: [{bind: '0.0.0.0:1883'}]";
+        let config: Config = serde_yaml::from_str(yaml).expect("parse");
+        let err = config.validate().expect_err("must refuse");
+        assert!(err.to_string().contains("allowAnonymous"), "{err}");
+
+        let yaml = "listeners: [{bind: '0.0.0.0:1883'}]\nauth: {allowAnonymous: true}";
+        let config: Config = serde_yaml::from_str(yaml).expect("parse");
+        config.validate().expect("explicit anonymous is allowed");
+        assert!(config.anonymous_allowed());
+
+        let yaml = "listeners: [{bind: '0.0.0.0:1883'}]\nauth: {passwordFile: /etc/p}";
+        let config: Config = serde_yaml::from_str(yaml).expect("parse");
+        config.validate().expect("credentials make it safe");
+        assert!(!config.anonymous_allowed());
+    }
+
+    #[test]
+    fn clashing_binds_and_unknown_fields_are_refused() {
+        let yaml = "listeners: [{name: a, bind: '127.0.0.1:1883'}, {name: b, bind: '127.0.0.1:1883'}]";
+        let config: Config = serde_yaml::from_str(yaml).expect("parse");
+        assert!(config.validate().is_err());
+        assert!(serde_yaml::from_str::<Config>("listners: []").is_err());
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let mut config = Config::default();
+        config.persistence.data_dir = Some("/var/lib/strait".into());
+        config.auth.acl.push(AclRule {
+            user: "*".into(),
+            publish: vec!["devices/%c/#".into()],
+            subscribe: vec!["#".into()],
+        });
+        let yaml = serde_yaml::to_string(&config).expect("render");
+        let back: Config = serde_yaml::from_str(&yaml).expect("parse");
+        assert_eq!(back, config);
+    }
+}

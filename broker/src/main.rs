@@ -1,0 +1,76 @@
+//! `strait-broker`: run one broker node, or hash a password for the credentials file.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use strait_broker::config::Config;
+
+/// Strait's MQTT 3.1.1 / 5.0 broker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// YAML configuration file; without it, a loopback broker with defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of the (first) MQTT listener, overriding the configuration.
+    #[arg(long, value_name = "ADDR")]
+    mqtt_listen: Option<SocketAddr>,
+    /// Address of the admin HTTP endpoint, overriding the configuration.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read a password from standard input and print a credentials-file line for USER.
+    Passwd { user: String },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Passwd { user }) = cli.command {
+        let mut password = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut password)
+            .context("reading the password from standard input")?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!password.is_empty(), "the password is empty");
+        anyhow::ensure!(!user.contains(':'), "a username cannot contain ':'");
+        println!("{user}:{}", strait_broker::auth::hash_password(password));
+        return Ok(());
+    }
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(addr) = cli.mqtt_listen {
+        match config.listeners.first_mut() {
+            Some(first) => first.bind = addr,
+            None => anyhow::bail!("--mqtt-listen given but the configuration has no listener"),
+        }
+    }
+    if let Some(addr) = cli.admin_listen {
+        config.admin.bind = addr;
+    }
+    config.validate()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(strait_broker::server::run_until_signal(config))
+}

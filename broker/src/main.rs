@@ -72,5 +72,18 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(strait_broker::server::run_until_signal(config))
+    runtime.block_on(run_until_signal(config))
+}
+
+/// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
+async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    let server = strait_broker::server::Server::start(config).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+    }
+    server.shutdown().await;
+    Ok(())
 }

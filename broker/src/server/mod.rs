@@ -1,10 +1,159 @@
 //! The broker proper: accepts connections and ties codec, sessions, router,
 //! store and metrics together.
+//!
+//! [`Server::start`] binds every listener and the admin endpoint and returns at
+//! once; [`Server::shutdown`] stops accepting, tells v5 clients the server is
+//! shutting down (0x8B), flushes the store and returns within a bounded time.
 
+mod broker;
+mod connection;
+mod message;
+mod persist;
+mod registry;
+mod sys;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use broker::Broker;
+pub use message::{Message, Outgoing};
+
+use crate::admin::AdminSource;
+use crate::auth::password::AuthError;
 use crate::config::Config;
+use crate::store::StoreError;
+use crate::transport::{Listener, TransportError};
 
-/// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully.
-pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
-    let _ = config;
-    todo!("server")
+/// How long shutdown waits for connections to close before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot bind the admin endpoint {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Completes when the broker is told to shut down (or the sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// A running broker node.
+#[derive(Debug)]
+pub struct Server {
+    broker: Arc<Broker>,
+    mqtt_addrs: Vec<SocketAddr>,
+    admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Validates `config`, loads the store, binds every listener and starts serving.
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let broker = Arc::new(Broker::new(config, shutdown_rx.clone())?);
+        broker.restore_from_store()?;
+
+        let mut listeners = Vec::new();
+        for listener_config in &broker.config().listeners {
+            listeners.push(Arc::new(Listener::bind(listener_config).await?));
+        }
+        let admin_bind = broker.config().admin.bind;
+        let admin_listener = tokio::net::TcpListener::bind(admin_bind)
+            .await
+            .map_err(|source| ServerError::AdminBind {
+                addr: admin_bind,
+                source,
+            })?;
+        let admin_addr = admin_listener.local_addr().map_err(|source| ServerError::AdminBind {
+            addr: admin_bind,
+            source,
+        })?;
+
+        let mut tasks = Vec::new();
+        let mut mqtt_addrs = Vec::new();
+        for (listener, listener_config) in listeners.into_iter().zip(broker.config().listeners.clone()) {
+            mqtt_addrs.push(listener.local_addr());
+            tracing::info!(listener = %listener_config.name, addr = %listener.local_addr(), "listening for MQTT");
+            tasks.push(tokio::spawn(connection::accept_loop(
+                broker.clone(),
+                listener,
+                Arc::new(listener_config),
+                shutdown_rx.clone(),
+            )));
+        }
+        let admin_source: Arc<dyn AdminSource> = broker.clone();
+        let mut admin_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move { stopped(&mut admin_shutdown).await };
+            if let Err(err) = crate::admin::serve(admin_listener, admin_source, stop).await {
+                tracing::error!(error = %err, "admin endpoint failed");
+            }
+        }));
+        tracing::info!(addr = %admin_addr, "admin endpoint (/healthz /readyz /metrics)");
+        tasks.push(tokio::spawn(sys::publish_loop(broker.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(persist::flush_loop(broker.clone(), shutdown_rx)));
+        broker.set_ready();
+        Ok(Server {
+            broker,
+            mqtt_addrs,
+            admin_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The bound address of each MQTT listener, in configuration order.
+    pub fn mqtt_addrs(&self) -> &[SocketAddr] {
+        &self.mqtt_addrs
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The shared broker state (metrics, sessions), for tests and embedding.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, disconnects clients (v5: reason 0x8B), flushes the store.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.broker.connections_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.broker.metrics().connections_current(),
+                "connections still open after the shutdown grace period"
+            );
+        }
+        for task in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+        self.broker.final_flush().await;
+        tracing::info!("stopped");
+    }
 }

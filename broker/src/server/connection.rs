@@ -1,0 +1,889 @@
+//! One client connection: CONNECT, then packets in and deliveries out, in a
+//! single task that owns the socket.
+//!
+//! The task reads and decodes whatever has arrived, handles each packet
+//! (routing publishes straight to the subscribers' session queues), then drains
+//! its own session queue into one write. Idle, it holds a small read buffer and
+//! no write buffer, which keeps memory per connection low.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::broker::Broker;
+use super::message::{Message, Outgoing};
+use super::registry::{SessionHandle, SessionRef};
+use crate::config::ListenerConfig;
+use crate::metrics::{DropReason, RefusalReason};
+use crate::protocol::topic::{parse_shared, validate_topic_filter};
+use crate::protocol::{
+    decode, encode, AckProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect,
+    LastWill, Packet, ProtocolVersion, PubAck, Publish, PublishProperties, QoS, ReasonCode,
+    SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::router::Delivery;
+use crate::session::{Next, Resend};
+use crate::transport::{ClientStream, Listener};
+
+/// Smallest read reservation; an idle connection holds about this much.
+const MIN_READ: usize = 512;
+/// Largest read reservation, reached only under sustained load.
+const MAX_READ: usize = 64 * 1024;
+/// Write in batches of about this size while draining a long queue.
+const WRITE_BATCH: usize = 64 * 1024;
+/// How long a last DISCONNECT may take to write before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Accepts connections on one listener until shutdown.
+pub(super) async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: Arc<Listener>,
+    config: Arc<ListenerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Past twice the limit, connections are closed without reading CONNECT at
+    // all, so a flood cannot exhaust memory; below that they get a CONNACK with a reason.
+    let hard_limit = broker.config().limits.max_connections.saturating_mul(2);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = super::stopped(&mut shutdown) => return,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                if usize::try_from(broker.metrics().connections_current()).unwrap_or(0) >= hard_limit {
+                    broker.metrics().refused(RefusalReason::TooManyConnections);
+                    drop(tcp);
+                    continue;
+                }
+                broker.metrics().connection_opened();
+                tokio::spawn(serve(broker.clone(), listener.clone(), config.clone(), tcp, peer));
+            }
+            Err(err) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                tracing::warn!(listener = %config.name, error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Counts the connection as finished however its task ends.
+struct FinishGuard(Arc<Broker>);
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        self.0.connection_finished();
+    }
+}
+
+async fn serve(
+    broker: Arc<Broker>,
+    listener: Arc<Listener>,
+    config: Arc<ListenerConfig>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let _finish = FinishGuard(broker.clone());
+    let accepted = match listener.handshake(tcp).await {
+        Ok(accepted) => accepted,
+        Err(err) => {
+            broker.metrics().refused(RefusalReason::Handshake);
+            tracing::debug!(%peer, listener = %config.name, error = %err, "handshake failed");
+            return;
+        }
+    };
+    let cert_username = config
+        .tls
+        .as_ref()
+        .filter(|tls| tls.use_cert_cn_as_username)
+        .and(accepted.cert_common_name);
+    let mut reader = Reader::new(accepted.stream);
+    let Some(connect) = read_connect(&broker, &mut reader, peer).await else {
+        return;
+    };
+    if let Some(connection) = Connection::establish(broker, reader, peer, *connect, cert_username).await {
+        connection.run().await;
+    }
+}
+
+/// The socket plus its read buffer, which grows only under load.
+struct Reader {
+    stream: Box<dyn ClientStream>,
+    buf: BytesMut,
+    chunk: usize,
+}
+
+impl Reader {
+    fn new(stream: Box<dyn ClientStream>) -> Reader {
+        Reader {
+            stream,
+            buf: BytesMut::new(),
+            chunk: MIN_READ,
+        }
+    }
+
+    /// Reads once; Ok(false) on end of stream.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.buf.capacity() - self.buf.len() < self.chunk / 2 {
+            self.buf.reserve(self.chunk);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n == room && self.chunk < MAX_READ {
+            self.chunk *= 2;
+        }
+        Ok(n > 0)
+    }
+}
+
+/// Reads CONNECT within the connect timeout; answers and closes on anything else.
+async fn read_connect(broker: &Broker, reader: &mut Reader, peer: SocketAddr) -> Option<Box<Connect>> {
+    let limits = &broker.config().limits;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(limits.connect_timeout_secs);
+    loop {
+        match decode(&mut reader.buf, None, limits.max_packet_size) {
+            Ok(Some(Packet::Connect(connect))) => return Some(connect),
+            Ok(Some(other)) => {
+                broker.metrics().protocol_error(ReasonCode::ProtocolError);
+                tracing::debug!(%peer, packet = other.name(), "packet before CONNECT");
+                return None;
+            }
+            Ok(None) => {}
+            Err(DecodeError::UnsupportedProtocolVersion(level)) => {
+                broker.metrics().refused(RefusalReason::BadConnect);
+                tracing::debug!(%peer, level, "unsupported protocol level");
+                let connack = Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    code: ReasonCode::UnsupportedProtocolVersion,
+                    properties: ConnAckProperties::default(),
+                });
+                let mut out = BytesMut::new();
+                if encode(&connack, ProtocolVersion::V311, &mut out).is_ok() {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, reader.stream.write_all(&out)).await;
+                }
+                return None;
+            }
+            Err(err) => {
+                broker.metrics().protocol_error(err.reason_code());
+                tracing::debug!(%peer, error = %err, "invalid CONNECT");
+                return None;
+            }
+        }
+        match tokio::time::timeout_at(deadline, reader.fill()).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => return None,
+            Err(_) => {
+                broker.metrics().refused(RefusalReason::ConnectTimeout);
+                tracing::debug!(%peer, "no CONNECT in time");
+                return None;
+            }
+        }
+    }
+}
+
+/// How a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The client sent DISCONNECT; `will` says whether to publish the will anyway (0x04).
+    ClientDisconnect { will: bool },
+    /// End of stream or an I/O error.
+    Lost,
+    /// The broker ends it with this reason (sent in DISCONNECT to v5 clients).
+    Server(ReasonCode),
+}
+
+/// What woke the connection task.
+enum Event {
+    Read(std::io::Result<bool>),
+    Wake,
+    Kick,
+    Shutdown,
+    KeepAlive,
+}
+
+/// An established connection, attached to its session.
+struct Connection {
+    broker: Arc<Broker>,
+    reader: Reader,
+    wbuf: BytesMut,
+    peer: SocketAddr,
+    version: ProtocolVersion,
+    client_id: String,
+    username: Option<String>,
+    handle: Arc<SessionHandle>,
+    key: SessionRef,
+    epoch: u64,
+    will: Option<LastWill>,
+    /// 1.5 x the keepalive; `None` when keepalive is off.
+    keep_alive: Option<Duration>,
+    last_activity: Instant,
+    /// Largest packet the client accepts.
+    client_max_packet: u32,
+    /// Topic aliases the client set towards us.
+    inbound_aliases: HashMap<u16, String>,
+    /// Topic aliases we set towards the client, and how many it allows.
+    outbound_aliases: HashMap<String, u16>,
+    client_alias_max: u16,
+    /// Reused for routing, to avoid an allocation per publish.
+    scratch: Vec<(SessionRef, Delivery)>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Checks CONNECT, authenticates, attaches the session and sends CONNACK.
+    async fn establish(
+        broker: Arc<Broker>,
+        mut reader: Reader,
+        peer: SocketAddr,
+        connect: Connect,
+        cert_username: Option<String>,
+    ) -> Option<Connection> {
+        let version = connect.protocol;
+        let limits = broker.config().limits.clone();
+        let refuse = |code: ReasonCode| {
+            Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+                properties: ConnAckProperties::default(),
+            })
+        };
+        let refusal = Self::check_connect(&broker, &connect, cert_username.is_some()).await;
+        if let Some((code, reason)) = refusal {
+            broker.metrics().refused(reason);
+            tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, code = ?code, "connection refused");
+            let mut out = BytesMut::new();
+            if encode(&refuse(code), version, &mut out).is_ok() {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, reader.stream.write_all(&out)).await;
+            }
+            return None;
+        }
+
+        let mut properties = ConnAckProperties::default();
+        let client_id = if connect.client_id.is_empty() {
+            let assigned = format!("strait-{:016x}", rand::random::<u64>());
+            properties.assigned_client_identifier = Some(assigned.clone());
+            assigned
+        } else {
+            connect.client_id.clone()
+        };
+        let requested_expiry = match version {
+            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            ProtocolVersion::V311 if connect.clean_start => 0,
+            ProtocolVersion::V311 => u32::MAX,
+        };
+        let expiry = requested_expiry.min(limits.max_session_expiry_secs);
+        if expiry != requested_expiry && version.is_v5() {
+            properties.session_expiry_interval = Some(expiry);
+        }
+        let mut keep_alive = connect.keep_alive;
+        if keep_alive > limits.max_keep_alive_secs || (keep_alive == 0 && limits.max_keep_alive_secs < u16::MAX) {
+            keep_alive = limits.max_keep_alive_secs;
+            properties.server_keep_alive = Some(keep_alive);
+        }
+        let window = connect
+            .properties
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(limits.max_inflight);
+
+        let attached = broker.attach(&client_id, connect.clean_start, expiry);
+        let handle = attached.handle;
+        {
+            let mut state = handle.lock();
+            state.expiry_interval = expiry;
+            state.session.set_window(window);
+        }
+        broker.session_changed(&handle);
+
+        if version.is_v5() {
+            properties.receive_maximum = Some(limits.max_inflight);
+            properties.maximum_packet_size = Some(limits.max_packet_size);
+            properties.topic_alias_maximum = Some(limits.topic_alias_maximum);
+            properties.retain_available = Some(1);
+            properties.wildcard_subscription_available = Some(1);
+            properties.subscription_identifiers_available = Some(1);
+            properties.shared_subscription_available = Some(1);
+        }
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: attached.session_present,
+            code: ReasonCode::Success,
+            properties,
+        });
+        let username = cert_username.or(connect.username);
+        let mut connection = Connection {
+            key: SessionRef(handle.clone()),
+            shutdown: broker.shutdown_signal(),
+            broker,
+            reader,
+            wbuf: BytesMut::new(),
+            peer,
+            version,
+            client_id,
+            username,
+            handle,
+            epoch: attached.epoch,
+            will: connect.will,
+            keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            last_activity: Instant::now(),
+            client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            inbound_aliases: HashMap::new(),
+            outbound_aliases: HashMap::new(),
+            client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
+            scratch: Vec::new(),
+        };
+        connection.send(&connack);
+        if attached.session_present {
+            connection.resend_inflight();
+        }
+        tracing::debug!(%peer, client_id = %connection.client_id, ?version, session_present = attached.session_present, "client connected");
+        Some(connection)
+    }
+
+    /// Why CONNECT must be refused, if it must.
+    async fn check_connect(
+        broker: &Arc<Broker>,
+        connect: &Connect,
+        cert_authenticated: bool,
+    ) -> Option<(ReasonCode, RefusalReason)> {
+        let limits = &broker.config().limits;
+        if usize::try_from(broker.metrics().connections_current()).unwrap_or(0) > limits.max_connections {
+            return Some((ReasonCode::QuotaExceeded, RefusalReason::TooManyConnections));
+        }
+        if connect.client_id.is_empty() && connect.protocol == ProtocolVersion::V311 && !connect.clean_start {
+            return Some((ReasonCode::ClientIdentifierNotValid, RefusalReason::BadConnect));
+        }
+        if connect.properties.authentication_method.is_some() {
+            return Some((ReasonCode::BadAuthenticationMethod, RefusalReason::BadCredentials));
+        }
+        if !cert_authenticated {
+            let authenticator_broker = broker.clone();
+            let username = connect.username.clone();
+            let password = connect.password.clone();
+            let verdict = if username.is_some() {
+                tokio::task::spawn_blocking(move || {
+                    authenticator_broker
+                        .authenticator()
+                        .authenticate(username.as_deref(), password.as_deref())
+                })
+                .await
+                .unwrap_or(false)
+            } else {
+                broker.authenticator().authenticate(None, None)
+            };
+            if !verdict {
+                return Some((ReasonCode::BadUserNameOrPassword, RefusalReason::BadCredentials));
+            }
+        }
+        if let (Some(will), Some(acl)) = (&connect.will, broker.acl()) {
+            if !acl.can_publish(connect.username.as_deref(), &connect.client_id, &will.topic) {
+                broker.metrics().acl_denied();
+                return Some((ReasonCode::NotAuthorized, RefusalReason::BadCredentials));
+            }
+        }
+        None
+    }
+
+    /// Serves the connection until it ends, then settles the session and the will.
+    async fn run(mut self) {
+        let close = self.serve().await;
+        self.finish(close).await;
+    }
+
+    async fn serve(&mut self) -> Close {
+        let handle = self.handle.clone();
+        let keep_alive_sleep = tokio::time::sleep(self.keep_alive.unwrap_or(Duration::from_secs(86400)));
+        tokio::pin!(keep_alive_sleep);
+        loop {
+            self.pump();
+            if !self.wbuf.is_empty() {
+                if let Err(close) = self.flush().await {
+                    return close;
+                }
+                if handle.lock().session.has_sendable() {
+                    continue;
+                }
+            }
+            let event = tokio::select! {
+                read = self.reader.fill() => Event::Read(read),
+                _ = handle.wake.notified() => Event::Wake,
+                _ = handle.kick.notified() => Event::Kick,
+                _ = super::stopped(&mut self.shutdown) => Event::Shutdown,
+                _ = &mut keep_alive_sleep, if self.keep_alive.is_some() => Event::KeepAlive,
+            };
+            match event {
+                Event::Read(Ok(true)) => {
+                    self.last_activity = Instant::now();
+                    if let Err(close) = self.handle_input() {
+                        return close;
+                    }
+                }
+                Event::Read(Ok(false)) | Event::Read(Err(_)) => return Close::Lost,
+                Event::Wake => {}
+                Event::Kick if handle.epoch() != self.epoch => {
+                    return Close::Server(ReasonCode::SessionTakenOver)
+                }
+                Event::Kick => {}
+                Event::Shutdown => return Close::Server(ReasonCode::ServerShuttingDown),
+                Event::KeepAlive => {
+                    let limit = self.keep_alive.unwrap_or_default();
+                    let deadline = self.last_activity + limit;
+                    if Instant::now() >= deadline {
+                        self.broker.metrics().refused(RefusalReason::KeepAliveTimeout);
+                        return Close::Server(ReasonCode::KeepAliveTimeout);
+                    }
+                    keep_alive_sleep.as_mut().reset(tokio::time::Instant::from_std(deadline));
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every whole packet in the read buffer.
+    fn handle_input(&mut self) -> Result<(), Close> {
+        let max = self.broker.config().limits.max_packet_size;
+        loop {
+            match decode(&mut self.reader.buf, Some(self.version), max) {
+                Ok(Some(packet)) => self.handle_packet(packet)?,
+                Ok(None) => return Ok(()),
+                Err(err) => {
+                    tracing::debug!(peer = %self.peer, client_id = %self.client_id, error = %err, "protocol violation");
+                    return Err(Close::Server(err.reason_code()));
+                }
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::PubAck(ack) => {
+                if self.handle.lock().session.on_puback(ack.packet_id).is_ok() {
+                    self.broker.session_changed(&self.handle);
+                }
+                Ok(())
+            }
+            Packet::PubRec(ack) => {
+                let failed = ack.reason.is_error();
+                let release = self.handle.lock().session.on_pubrec(ack.packet_id, failed);
+                match release {
+                    Ok(true) => self.send(&Packet::PubRel(PubAck::success(ack.packet_id))),
+                    Ok(false) => self.broker.session_changed(&self.handle),
+                    Err(_) => {
+                        let mut rel = PubAck::success(ack.packet_id);
+                        rel.reason = ReasonCode::PacketIdentifierNotFound;
+                        self.send(&Packet::PubRel(rel));
+                    }
+                }
+                Ok(())
+            }
+            Packet::PubComp(ack) => {
+                if self.handle.lock().session.on_pubcomp(ack.packet_id).is_ok() {
+                    self.broker.session_changed(&self.handle);
+                }
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                let known = self.handle.lock().session.release_incoming_qos2(rel.packet_id);
+                let mut comp = PubAck::success(rel.packet_id);
+                if !known {
+                    comp.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(&Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => {
+                self.handle_unsubscribe(unsubscribe);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => self.handle_disconnect(disconnect),
+            other => {
+                tracing::debug!(client_id = %self.client_id, packet = other.name(), "unexpected packet from a client");
+                Err(Close::Server(ReasonCode::ProtocolError))
+            }
+        }
+    }
+
+    fn handle_disconnect(&mut self, disconnect: Disconnect) -> Result<(), Close> {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            let mut state = self.handle.lock();
+            if state.expiry_interval == 0 && expiry != 0 {
+                return Err(Close::Server(ReasonCode::ProtocolError));
+            }
+            state.expiry_interval = expiry.min(self.broker.config().limits.max_session_expiry_secs);
+        }
+        Err(Close::ClientDisconnect {
+            will: disconnect.reason == ReasonCode::DisconnectWithWillMessage,
+        })
+    }
+
+    fn topic_within_limits(&self, topic: &str) -> bool {
+        let limits = &self.broker.config().limits;
+        topic.len() <= limits.max_topic_length
+            && topic.bytes().filter(|b| *b == b'/').count() < limits.max_topic_levels
+    }
+
+    fn handle_publish(&mut self, mut publish: Publish) -> Result<(), Close> {
+        if let Some(alias) = publish.properties.topic_alias {
+            if alias == 0 || alias > self.broker.config().limits.topic_alias_maximum {
+                return Err(Close::Server(ReasonCode::TopicAliasInvalid));
+            }
+            if publish.topic.is_empty() {
+                match self.inbound_aliases.get(&alias) {
+                    Some(topic) => publish.topic = topic.clone(),
+                    None => return Err(Close::Server(ReasonCode::ProtocolError)),
+                }
+            } else {
+                self.inbound_aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        if !self.topic_within_limits(&publish.topic) {
+            self.broker.metrics().protocol_error(ReasonCode::TopicNameInvalid);
+            return Err(Close::Server(ReasonCode::TopicNameInvalid));
+        }
+        let qos = publish.qos;
+        let packet_id = publish.packet_id.unwrap_or(0);
+        self.broker.metrics().message_in(qos, publish.payload.len());
+
+        let refusal = self.publish_refusal(&publish);
+        if qos == QoS::ExactlyOnce {
+            let mut state = self.handle.lock();
+            if !state.session.begin_incoming_qos2(packet_id) {
+                drop(state);
+                self.ack(qos, packet_id, ReasonCode::Success);
+                return Ok(());
+            }
+            if state.session.incoming_qos2_len() > usize::from(self.broker.config().limits.max_inflight) {
+                return Err(Close::Server(ReasonCode::ReceiveMaximumExceeded));
+            }
+        }
+        let code = match refusal {
+            Some(code) => {
+                if qos == QoS::AtMostOnce && self.version.is_v5() && code == ReasonCode::PayloadFormatInvalid {
+                    return Err(Close::Server(code));
+                }
+                code
+            }
+            None => {
+                let message = Message::from_publish(publish, Instant::now());
+                let queued = self.broker.publish(message, Some(&self.key), &mut self.scratch);
+                if queued == 0 {
+                    ReasonCode::NoMatchingSubscribers
+                } else {
+                    ReasonCode::Success
+                }
+            }
+        };
+        self.ack(qos, packet_id, code);
+        Ok(())
+    }
+
+    /// Why a publish must not be routed: ACL, `$`-topics, payload format.
+    fn publish_refusal(&self, publish: &Publish) -> Option<ReasonCode> {
+        if publish.topic.starts_with('$') {
+            self.broker.metrics().acl_denied();
+            return Some(ReasonCode::NotAuthorized);
+        }
+        if let Some(acl) = self.broker.acl() {
+            if !acl.can_publish(self.username.as_deref(), &self.client_id, &publish.topic) {
+                self.broker.metrics().acl_denied();
+                self.broker.metrics().dropped(DropReason::NotAuthorized);
+                tracing::debug!(client_id = %self.client_id, topic = %publish.topic, "publish denied by ACL");
+                return Some(ReasonCode::NotAuthorized);
+            }
+        }
+        if publish.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&publish.payload).is_err() {
+            return Some(ReasonCode::PayloadFormatInvalid);
+        }
+        None
+    }
+
+    /// PUBACK or PUBREC for a received publish (nothing for QoS 0).
+    fn ack(&mut self, qos: QoS, packet_id: u16, code: ReasonCode) {
+        let mut ack = PubAck::success(packet_id);
+        ack.reason = code;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
+            QoS::ExactlyOnce => {
+                if code.is_error() {
+                    // The flow ends here; the client will not send PUBREL.
+                    self.handle.lock().session.release_incoming_qos2(packet_id);
+                }
+                self.send(&Packet::PubRec(ack));
+            }
+        }
+    }
+
+    fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
+        let identifier = subscribe.properties.subscription_identifier;
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut granted = Vec::new();
+        for entry in &subscribe.filters {
+            let shared = parse_shared(&entry.filter);
+            if matches!(shared, Ok(Some(_))) && entry.options.no_local && self.version.is_v5() {
+                return Err(Close::Server(ReasonCode::ProtocolError));
+            }
+            let code = if validate_topic_filter(&entry.filter).is_err() || !self.topic_within_limits(&entry.filter) {
+                ReasonCode::TopicFilterInvalid
+            } else if self.broker.acl().is_some_and(|acl| {
+                !acl.can_subscribe(self.username.as_deref(), &self.client_id, &entry.filter)
+            }) {
+                self.broker.metrics().acl_denied();
+                tracing::debug!(client_id = %self.client_id, filter = %entry.filter, "subscribe denied by ACL");
+                ReasonCode::NotAuthorized
+            } else {
+                let outcome = self.broker.subscribe(&self.handle, &entry.filter, entry.options, identifier);
+                granted.push((entry, outcome));
+                ReasonCode::granted(entry.options.qos)
+            };
+            reasons.push(code);
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+        for (entry, outcome) in granted {
+            self.broker
+                .send_retained(&self.handle, &entry.filter, entry.options, identifier, outcome);
+        }
+        Ok(())
+    }
+
+    fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let reasons = unsubscribe
+            .filters
+            .iter()
+            .map(|filter| {
+                if self.broker.unsubscribe(&self.handle, filter) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+    }
+
+    /// Encodes a control packet into the write buffer.
+    fn send(&mut self, packet: &Packet) {
+        if let Err(err) = encode(packet, self.version, &mut self.wbuf) {
+            tracing::warn!(client_id = %self.client_id, packet = packet.name(), error = %err, "cannot encode packet");
+        }
+    }
+
+    /// Resends unacknowledged messages after the session was resumed.
+    fn resend_inflight(&mut self) {
+        let handle = self.handle.clone();
+        let state = handle.lock();
+        let now = Instant::now();
+        for item in state.session.resend() {
+            match item {
+                Resend::Publish { packet_id, message } => {
+                    self.write_delivery(Some(packet_id), message, true, now);
+                }
+                Resend::PubRel { packet_id } => self.send(&Packet::PubRel(PubAck::success(packet_id))),
+            }
+        }
+    }
+
+    /// Moves queued deliveries into the write buffer, as far as the inflight
+    /// window and the batch size allow.
+    fn pump(&mut self) {
+        let handle = self.handle.clone();
+        let mut state = handle.lock();
+        let now = Instant::now();
+        while self.wbuf.len() < WRITE_BATCH {
+            match state.session.next_to_send(now) {
+                None => break,
+                Some(Next::Expired(_)) => self.broker.metrics().dropped(DropReason::Expired),
+                Some(Next::Send { packet_id, message }) => {
+                    if !self.write_delivery(packet_id, &message, false, now) {
+                        // Too large for this client: the spec says to discard it
+                        // as if delivered, so the flow is completed here.
+                        if let Some(pid) = packet_id {
+                            let _ = match message.qos {
+                                QoS::ExactlyOnce => state.session.on_pubrec(pid, true).map(|_| ()),
+                                _ => state.session.on_puback(pid).map(|_| ()),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Encodes one delivery; false when it exceeds the client's maximum packet size.
+    fn write_delivery(&mut self, packet_id: Option<u16>, out: &Outgoing, dup: bool, now: Instant) -> bool {
+        let message = &out.message;
+        let mut properties = if self.version.is_v5() {
+            PublishProperties {
+                message_expiry_interval: message.remaining_expiry(now),
+                subscription_identifiers: out.subscription_ids.clone(),
+                ..message.properties.clone()
+            }
+        } else {
+            PublishProperties::default()
+        };
+        let mut topic = message.topic.clone();
+        if self.client_alias_max > 0 && !dup {
+            match self.outbound_aliases.get(&topic) {
+                Some(alias) => {
+                    properties.topic_alias = Some(*alias);
+                    topic = String::new();
+                }
+                None => {
+                    let next = self.outbound_aliases.len() + 1;
+                    if let Ok(alias) = u16::try_from(next) {
+                        if alias <= self.client_alias_max {
+                            self.outbound_aliases.insert(topic.clone(), alias);
+                            properties.topic_alias = Some(alias);
+                        }
+                    }
+                }
+            }
+        }
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos: out.qos,
+            retain: out.retain,
+            topic,
+            packet_id,
+            payload: Bytes::clone(&message.payload),
+            properties,
+        });
+        let before = self.wbuf.len();
+        if let Err(err) = encode(&packet, self.version, &mut self.wbuf) {
+            tracing::warn!(client_id = %self.client_id, error = %err, "cannot encode delivery");
+            return false;
+        }
+        let size = self.wbuf.len() - before;
+        if u32::try_from(size).map_or(true, |s| s > self.client_max_packet) {
+            self.wbuf.truncate(before);
+            self.broker.metrics().dropped(DropReason::TooLargeForClient);
+            return false;
+        }
+        self.broker.metrics().message_out(out.qos, size);
+        true
+    }
+
+    async fn flush(&mut self) -> Result<(), Close> {
+        let result = self.reader.stream.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        if self.wbuf.capacity() > 4 * WRITE_BATCH {
+            self.wbuf = BytesMut::new();
+        }
+        result.map_err(|_| Close::Lost)
+    }
+
+    /// Tells a v5 client why it is disconnected, then settles session and will.
+    async fn finish(mut self, close: Close) {
+        if let Close::Server(reason) = close {
+            if reason != ReasonCode::ServerShuttingDown && reason != ReasonCode::SessionTakenOver {
+                self.broker.metrics().protocol_error(reason);
+            }
+            if self.version.is_v5() {
+                self.send(&Packet::Disconnect(Disconnect::with_reason(reason)));
+            }
+        }
+        if !self.wbuf.is_empty() {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.reader.stream.write_all(&self.wbuf)).await;
+        }
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.reader.stream.shutdown()).await;
+
+        let now = Instant::now();
+        let owned = self.handle.end_connection(self.epoch, now);
+        let expiry = self.handle.lock().expiry_interval;
+        let publish_will = match close {
+            Close::ClientDisconnect { will } => will,
+            Close::Lost | Close::Server(_) => true,
+        };
+        tracing::debug!(peer = %self.peer, client_id = %self.client_id, ?close, "client disconnected");
+        if let Some(will) = self.will.take().filter(|_| publish_will) {
+            let delay = will.properties.will_delay_interval.unwrap_or(0).min(expiry);
+            schedule_will(self.broker.clone(), self.handle.clone(), self.epoch, will, delay);
+        }
+        if owned {
+            if expiry == 0 {
+                self.broker.end_session(&self.handle);
+            } else {
+                self.broker.session_changed(&self.handle);
+                schedule_expiry(self.broker.clone(), self.handle.clone(), self.epoch);
+            }
+        }
+    }
+}
+
+/// Publishes a will now, or after `delay_secs` unless the session was resumed meanwhile.
+fn schedule_will(broker: Arc<Broker>, handle: Arc<SessionHandle>, epoch: u64, will: LastWill, delay_secs: u32) {
+    let publish = move |broker: &Broker| {
+        let now = Instant::now();
+        let p = will.properties;
+        let message = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            expires_at: p
+                .message_expiry_interval
+                .map(|secs| now + Duration::from_secs(u64::from(secs))),
+            properties: PublishProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval: p.message_expiry_interval,
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+                ..PublishProperties::default()
+            },
+        };
+        tracing::debug!(topic = %message.topic, "publishing will");
+        broker.publish(message, None, &mut Vec::new());
+    };
+    if delay_secs == 0 {
+        publish(&broker);
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))).await;
+        if handle.epoch() == epoch {
+            publish(&broker);
+        }
+    });
+}
+
+/// Ends a disconnected session when its expiry interval runs out, unless a
+/// connection resumed it first.
+pub(super) fn schedule_expiry(broker: Arc<Broker>, handle: Arc<SessionHandle>, epoch: u64) {
+    let deadline = {
+        let state = handle.lock();
+        match state.disconnected_at {
+            Some(at) if state.expiry_interval != u32::MAX => {
+                at + Duration::from_secs(u64::from(state.expiry_interval))
+            }
+            _ => return,
+        }
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+        if handle.epoch() == epoch && !handle.is_connected() {
+            tracing::debug!(client_id = %handle.client_id, "session expired");
+            broker.end_session(&handle);
+        }
+    });
+}

@@ -105,6 +105,8 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     drops: [AtomicU64; 5],
     acl_denials: AtomicU64,
+    store_flushes: AtomicU64,
+    store_failures: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -120,6 +122,8 @@ impl Default for Metrics {
             bytes_out: AtomicU64::new(0),
             drops: Default::default(),
             acl_denials: AtomicU64::new(0),
+            store_flushes: AtomicU64::new(0),
+            store_failures: AtomicU64::new(0),
         }
     }
 }
@@ -176,6 +180,11 @@ impl Metrics {
         add(&self.acl_denials, 1);
     }
 
+    /// A flush cycle completed (or its commit failed).
+    pub fn store_flushed(&self, ok: bool) {
+        add(if ok { &self.store_flushes } else { &self.store_failures }, 1);
+    }
+
     /// Messages received from clients, all QoS.
     pub fn messages_in_total(&self) -> u64 {
         self.messages_in.iter().map(get).sum()
@@ -225,6 +234,8 @@ impl Metrics {
         family("bytes_sent_total", "counter", "Bytes of MQTT packets sent.");
         family("messages_dropped_total", "counter", "Messages not delivered, by reason.");
         family("acl_denials_total", "counter", "Publishes and subscriptions refused by access rules.");
+        family("store_flushes_total", "counter", "Flush cycles completed (each commits the changes since the previous one).");
+        family("store_flush_failures_total", "counter", "Batches of changes the store failed to commit.");
         // HELP/TYPE lines first keeps the code short; Prometheus accepts them anywhere
         // before the samples of their family.
         let mut line = |s: String| {
@@ -272,6 +283,8 @@ impl Metrics {
             ));
         }
         line(format!("strait_acl_denials_total {}", get(&self.acl_denials)));
+        line(format!("strait_store_flushes_total {}", get(&self.store_flushes)));
+        line(format!("strait_store_flush_failures_total {}", get(&self.store_failures)));
         out
     }
 }

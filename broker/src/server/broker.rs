@@ -365,7 +365,7 @@ impl Broker {
     /// Writes everything pending to the store, at shutdown.
     pub(super) async fn final_flush(&self) {
         if let Some(p) = &self.persistence {
-            p.flush(&self.registry).await;
+            p.flush(&self.registry, &self.metrics).await;
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::broker::Broker;
 use super::message::{unix_ms, Message, Outgoing};
 use super::registry::{Registry, SessionHandle, SessionState, SubscriptionRecord};
+use crate::metrics::Metrics;
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::store::{Snapshot, Store, StoreError, StoreOp, StoredSession, StoredSubscription};
 
@@ -66,18 +67,28 @@ impl Persistence {
     }
 
     /// Writes every pending change in one transaction.
-    pub async fn flush(&self, registry: &Registry) {
+    pub async fn flush(&self, registry: &Registry, metrics: &Metrics) {
         let _turn = self.flushing.lock().await;
         let ops = self.collect(registry);
         if ops.is_empty() {
+            metrics.store_flushed(true);
             return;
         }
         let store = self.store.clone();
         let count = ops.len();
         match tokio::task::spawn_blocking(move || store.apply(&ops)).await {
-            Ok(Ok(())) => tracing::debug!(ops = count, "flushed to the store"),
-            Ok(Err(err)) => tracing::error!(error = %err, ops = count, "flush to the store failed"),
-            Err(err) => tracing::error!(error = %err, "flush task failed"),
+            Ok(Ok(())) => {
+                metrics.store_flushed(true);
+                tracing::debug!(ops = count, "flushed to the store");
+            }
+            Ok(Err(err)) => {
+                metrics.store_flushed(false);
+                tracing::error!(error = %err, ops = count, "flush to the store failed; changes are lost");
+            }
+            Err(err) => {
+                metrics.store_flushed(false);
+                tracing::error!(error = %err, "flush task failed");
+            }
         }
     }
 
@@ -207,7 +218,7 @@ pub async fn flush_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => persistence.flush(broker.registry()).await,
+            _ = tick.tick() => persistence.flush(broker.registry(), broker.metrics()).await,
             _ = super::stopped(&mut shutdown) => return,
         }
     }

@@ -16,7 +16,7 @@ mod table;
 
 use std::path::Path;
 
-use redb::{Database, DatabaseError, Durability};
+use redb::{Builder, Database, DatabaseError, Durability};
 
 pub use codec::CodecError;
 pub use error::{Corruption, StoreError};
@@ -27,6 +27,11 @@ use table::Record;
 
 /// Name of the database file inside the data directory.
 const FILE_NAME: &str = "strait.redb";
+
+/// Memory redb may use to cache pages (redb's default is 1 GiB). The store is
+/// read once at start-up and then only written, so a big read cache buys
+/// little and would count against the pod's memory limit.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The on-disk store of one broker node.
 ///
@@ -52,13 +57,19 @@ impl Store {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|source| match source {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
-            source => StoreError::Open {
-                path: path.clone(),
-                source,
-            },
-        })?;
+        // File format v3 is the one redb 3 and later read; writing it now
+        // spares a migration when the redb dependency moves on.
+        let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_file_format_v3(true)
+            .create(&path)
+            .map_err(|source| match source {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+                source => StoreError::Open {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
         let txn = db
             .begin_write()
             .map_err(database("begin the set-up transaction"))?;

@@ -48,9 +48,11 @@ fn open(dir: &Path) -> Store {
     Store::open(dir).expect("open store")
 }
 
-/// Writes raw bytes under `key` in `R`'s table, bypassing the codec, with
-/// no `Store` holding the file.
+/// Writes raw bytes under `key` in `R`'s table, bypassing the codec. The
+/// file is first made (or opened) by `Store::open`, so it has the store's own
+/// format; no `Store` may hold it during the call.
 fn write_raw<R: Record>(dir: &Path, key: &[u8], value: &[u8]) {
+    drop(open(dir));
     let db = Database::create(dir.join(FILE_NAME)).expect("open redb directly");
     let txn = db.begin_write().expect("begin write");
     {

@@ -37,7 +37,8 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 ///
 /// It holds an exclusive lock on its file for as long as it lives, so a
 /// second broker pointed at the same directory fails at start-up instead of
-/// corrupting it.
+/// corrupting it. It is `Send + Sync`: share it behind an `Arc`; redb runs
+/// concurrent `apply` calls one after another.
 #[derive(Debug)]
 pub struct Store {
     db: Database,

@@ -123,7 +123,11 @@ impl Listener {
     pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.tcp.accept().await?;
         // MQTT packets are small and latency matters more than packing them.
-        stream.set_nodelay(true)?;
+        // Failing to set it (the peer may already be gone) is no reason to
+        // fail the accept: the connection works either way.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(listener = %self.name, %peer, "cannot set TCP_NODELAY: {e}");
+        }
         Ok((stream, peer))
     }
 

@@ -437,3 +437,40 @@ async fn a_silent_client_times_out_in_the_handshake() {
     assert!(err.to_string().contains("no handshake within"), "{err}");
     assert!(started.elapsed() >= limit);
 }
+
+#[tokio::test]
+async fn websocket_over_tls_carries_bytes_and_the_client_cn() {
+    let pki = Pki::new();
+    let listener = Listener::bind(&listener_config(
+        ListenerProtocol::Websocket,
+        Some(pki.tls_config(true)),
+    ))
+    .await
+    .expect("bind");
+    let addr = listener.local_addr();
+    let server = echo_once(listener, 3);
+
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("server name");
+    let tls = pki
+        .connector(Some(pki.client_identity()))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let mut request = format!("wss://localhost:{}/mqtt", addr.port())
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("mqtt"));
+    let (mut client, _) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("upgrade");
+    client
+        .send(Message::binary(&b"\xc0\x00\xd0"[..]))
+        .await
+        .expect("send");
+    let echoed = client.next().await.expect("open").expect("message");
+    assert_eq!(echoed, Message::binary(&b"\xc0\x00\xd0"[..]));
+    assert_eq!(server.await.expect("join").as_deref(), Some("device-42"));
+}

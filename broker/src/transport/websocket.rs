@@ -8,7 +8,9 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use futures::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Callback, ErrorResponse, Request, Response,
+};
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -26,39 +28,44 @@ pub(super) async fn upgrade<S>(stream: S, path: &str) -> Result<WsStream<S>, WsE
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let check = |request: &Request, response: Response| check_upgrade(request, response, path);
-    let ws = tokio_tungstenite::accept_hdr_async(stream, check).await?;
+    let ws = tokio_tungstenite::accept_hdr_async(stream, UpgradeCheck { path }).await?;
     Ok(WsStream::new(ws))
 }
 
-/// Accepts the upgrade request if it targets `path` and offers `mqtt`, which
-/// the response then selects.
-fn check_upgrade(
-    request: &Request,
-    mut response: Response,
-    path: &str,
-) -> Result<Response, ErrorResponse> {
-    if request.uri().path() != path {
-        return Err(refusal(StatusCode::NOT_FOUND, "unknown WebSocket path"));
+/// Vets an upgrade request: it must target `path` and offer `mqtt`, which the
+/// response then selects.
+struct UpgradeCheck<'a> {
+    path: &'a str,
+}
+
+impl Callback for UpgradeCheck<'_> {
+    fn on_request(
+        self,
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
+        if request.uri().path() != self.path {
+            return Err(refusal(StatusCode::NOT_FOUND, "unknown WebSocket path"));
+        }
+        let offers_mqtt = request
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .any(|offered| offered.trim() == SUBPROTOCOL);
+        if !offers_mqtt {
+            return Err(refusal(
+                StatusCode::BAD_REQUEST,
+                "the WebSocket subprotocol `mqtt` is required",
+            ));
+        }
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        Ok(response)
     }
-    let offers_mqtt = request
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|list| list.split(','))
-        .any(|offered| offered.trim() == SUBPROTOCOL);
-    if !offers_mqtt {
-        return Err(refusal(
-            StatusCode::BAD_REQUEST,
-            "the WebSocket subprotocol `mqtt` is required",
-        ));
-    }
-    response.headers_mut().insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    Ok(response)
 }
 
 fn refusal(status: StatusCode, reason: &str) -> ErrorResponse {

@@ -1,0 +1,6 @@
+//! Codec tests that span decode and encode: round trips, byte-exact spec
+//! examples, and one test per malformed-input rule.
+
+mod malformed;
+mod roundtrip;
+mod samples;

@@ -138,3 +138,135 @@ fn remove_below<V>(level: &mut Level<V>, mut names: std::str::Split<'_, char>) -
     }
     removed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RetainedStore;
+
+    fn store(topics: &[&str]) -> RetainedStore<String> {
+        let mut store = RetainedStore::new();
+        for topic in topics {
+            store.insert(topic, (*topic).to_owned());
+        }
+        store
+    }
+
+    fn matching(store: &RetainedStore<String>, filter: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        store.matching(filter, &mut out);
+        out.sort();
+        out
+    }
+
+    const TOPICS: [&str; 9] = [
+        "sport",
+        "sport/tennis",
+        "sport/tennis/player1",
+        "sport/golf",
+        "sport/",
+        "/finance",
+        "finance",
+        "$SYS/load",
+        "$SYS",
+    ];
+
+    #[test]
+    fn insert_replaces_and_counts_topics() {
+        let mut store = RetainedStore::new();
+        assert!(store.is_empty());
+        store.insert("a/b", 1);
+        store.insert("a/b", 2);
+        store.insert("a", 3);
+        assert_eq!(store.len(), 2);
+        let mut out = Vec::new();
+        store.matching("a/b", &mut out);
+        assert_eq!(out, vec![2]);
+    }
+
+    #[test]
+    fn literal_filters_find_only_their_topic() {
+        let store = store(&TOPICS);
+        assert_eq!(matching(&store, "sport/tennis"), vec!["sport/tennis"]);
+        assert_eq!(matching(&store, "sport/"), vec!["sport/"]);
+        assert_eq!(matching(&store, "/finance"), vec!["/finance"]);
+        assert!(matching(&store, "sport/cricket").is_empty());
+        assert!(matching(&store, "sport/tennis/player1/x").is_empty());
+    }
+
+    #[test]
+    fn plus_matches_one_level() {
+        let store = store(&TOPICS);
+        assert_eq!(
+            matching(&store, "sport/+"),
+            vec!["sport/", "sport/golf", "sport/tennis"]
+        );
+        assert_eq!(
+            matching(&store, "+/+"),
+            vec!["/finance", "sport/", "sport/golf", "sport/tennis"]
+        );
+        assert_eq!(matching(&store, "+"), vec!["finance", "sport"]);
+        assert_eq!(matching(&store, "+/tennis/+"), vec!["sport/tennis/player1"]);
+    }
+
+    #[test]
+    fn hash_matches_the_parent_and_everything_below() {
+        let store = store(&TOPICS);
+        assert_eq!(
+            matching(&store, "sport/#"),
+            vec![
+                "sport",
+                "sport/",
+                "sport/golf",
+                "sport/tennis",
+                "sport/tennis/player1"
+            ]
+        );
+        assert_eq!(
+            matching(&store, "sport/tennis/#"),
+            vec!["sport/tennis", "sport/tennis/player1"]
+        );
+        assert_eq!(matching(&store, "+/#").len(), 7);
+    }
+
+    #[test]
+    fn leading_wildcards_skip_dollar_topics() {
+        let store = store(&TOPICS);
+        let all = matching(&store, "#");
+        assert_eq!(all.len(), 7);
+        assert!(all.iter().all(|topic| !topic.starts_with('$')));
+        assert!(matching(&store, "+/load").is_empty());
+        assert_eq!(matching(&store, "$SYS/#"), vec!["$SYS", "$SYS/load"]);
+        assert_eq!(matching(&store, "$SYS/+"), vec!["$SYS/load"]);
+    }
+
+    #[test]
+    fn remove_returns_the_value_and_prunes_levels() {
+        let mut store = store(&["a/b/c", "a"]);
+        let nodes = store.root.node_count();
+        assert_eq!(store.remove("a/b"), None);
+        assert_eq!(store.remove("a/b/c/d"), None);
+        assert_eq!(store.root.node_count(), nodes);
+        assert_eq!(store.remove("a/b/c").as_deref(), Some("a/b/c"));
+        assert_eq!(store.remove("a/b/c"), None);
+        // Root and `a` are left; `a` still holds a value.
+        assert_eq!(store.root.node_count(), 2);
+        assert_eq!(matching(&store, "#"), vec!["a"]);
+        assert_eq!(store.remove("a").as_deref(), Some("a"));
+        assert!(store.is_empty());
+        assert_eq!(store.root.node_count(), 1);
+    }
+
+    #[test]
+    fn many_inserts_and_removes_leave_the_store_empty() {
+        let mut store = RetainedStore::new();
+        for n in 0..2_000u32 {
+            let topic = format!("devices/{}/state/{n}", n % 13);
+            store.insert(&topic, n);
+            store.insert("devices", n);
+            assert_eq!(store.remove(&topic), Some(n));
+            assert_eq!(store.remove("devices"), Some(n));
+        }
+        assert!(store.is_empty());
+        assert_eq!(store.root.node_count(), 1);
+    }
+}

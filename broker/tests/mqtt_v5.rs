@@ -5,9 +5,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{
-    DisconnectReasonCode, PubAckReason, RetainForwardRule, SubscribeReasonCode,
-};
+use rumqttc::v5::mqttbytes::v5::{PubAckReason, RetainForwardRule, SubscribeReasonCode};
 use support::start_broker;
 use support::v5::{
     self, ConnectProperties, Filter, LastWill, LastWillProperties, Packet, PublishProperties, QoS,

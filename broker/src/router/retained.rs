@@ -170,6 +170,7 @@ impl<V: Clone> RetainedStore<V> {
         }
     }
 
+    /// Number of topics with a retained message.
     pub fn len(&self) -> usize {
         self.len
     }

@@ -43,8 +43,8 @@ const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
 const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
 const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
 
-/// One decoded property, with its value already range-checked.
-#[derive(Debug)]
+/// One decoded property, with its value already range-checked. Deliberately
+/// not `Debug`: it may hold authentication data.
 pub(super) enum Property {
     PayloadFormatIndicator(u8),
     MessageExpiryInterval(u32),
@@ -209,8 +209,11 @@ pub(super) fn read_properties<P: PropertySet>(buf: &mut Bytes) -> Result<P, Deco
     if len > buf.len() {
         return Err(DecodeError::Malformed("property length exceeds the packet"));
     }
-    let mut block = buf.split_to(len);
     let mut set = P::default();
+    if len == 0 {
+        return Ok(set);
+    }
+    let mut block = buf.split_to(len);
     while !block.is_empty() {
         set.accept(Property::read(&mut block)?)?;
     }

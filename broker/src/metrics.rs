@@ -279,7 +279,11 @@ impl Metrics {
             "counter",
             "Bytes read from client connections (MQTT packets).",
         );
-        family("bytes_sent_total", "counter", "Bytes written to client connections (MQTT packets).");
+        family(
+            "bytes_sent_total",
+            "counter",
+            "Bytes written to client connections (MQTT packets).",
+        );
         family(
             "messages_dropped_total",
             "counter",

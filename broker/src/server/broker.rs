@@ -208,7 +208,9 @@ impl Broker {
             // pinning the whole buffer.
             let mut stored = Message::clone(message);
             stored.payload = bytes::Bytes::copy_from_slice(&message.payload);
-            self.retained.write().insert(&message.topic, Arc::new(stored));
+            self.retained
+                .write()
+                .insert(&message.topic, Arc::new(stored));
         }
         if let (true, Some(p)) = (persist, &self.persistence) {
             p.retained_changed(message, Instant::now());

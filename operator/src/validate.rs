@@ -317,7 +317,7 @@ fn is_path_component(s: &str) -> bool {
         if sep && prev_sep {
             return false;
         }
-        if !sep && !(b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        if !(sep || b.is_ascii_lowercase() || b.is_ascii_digit()) {
             return false;
         }
         prev_sep = sep;

@@ -42,7 +42,7 @@ fn credentials() -> Credentials {
 }
 
 fn build_fixture(cluster: &MqttCluster) -> Children {
-    let users = vec!["alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()];
+    let users = ["alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()];
     let user_lines = if cluster.spec.auth.users.is_empty() {
         &[][..]
     } else {

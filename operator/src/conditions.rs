@@ -150,7 +150,14 @@ fn desired(outcome: &Outcome) -> Option<Vec<Condition>> {
                     );
                     condition(types::PROGRESSING, true, reasons::ROLLING_OUT, msg)
                 },
-                condition(types::DEGRADED, false, reasons::AS_EXPECTED, String::new()),
+                // Never an empty message: Kubernetes 1.20's server-side
+                // apply turns "" into null, which the schema refuses.
+                condition(
+                    types::DEGRADED,
+                    false,
+                    reasons::AS_EXPECTED,
+                    "the children match the spec".to_owned(),
+                ),
             ])
         }
     }

@@ -10,13 +10,13 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use strait_broker::config::Config;
 use strait_operator::conditions::{find, reasons, types};
+use strait_operator::controller::ChildKinds;
 use strait_operator::crd::MqttCluster;
 use strait_operator::leader::LeaseTiming;
 use strait_operator::operator::Election;
@@ -83,9 +83,16 @@ async fn wait_for_children(client: &Client, ns: &str, name: &str) {
                 .await
                 .is_some()
             && get::<StatefulSet>(client, ns, name).await.is_some()
-            && get::<PodDisruptionBudget>(client, ns, name).await.is_some()
+            && pdb_exists(client, ns, name).await
     })
     .await;
+}
+
+/// Whether the PodDisruptionBudget exists, in whichever version the server serves.
+async fn pdb_exists(client: &Client, ns: &str, name: &str) -> bool {
+    let kinds = ChildKinds::discover(client).await.expect("discovery");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &kinds.pdb);
+    api.get_opt(name).await.expect("get pdb").is_some()
 }
 
 async fn condition(
@@ -379,9 +386,7 @@ async fn deleting_the_cluster_garbage_collects_its_children() {
                 .await
                 .is_none()
             && get::<StatefulSet>(&client, &ns, "gone").await.is_none()
-            && get::<PodDisruptionBudget>(&client, &ns, "gone")
-                .await
-                .is_none()
+            && !pdb_exists(&client, &ns, "gone").await
     })
     .await;
     op.stop().await.expect("clean stop");

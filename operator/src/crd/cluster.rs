@@ -77,6 +77,7 @@ pub struct MqttClusterSpec {
     pub image: Option<String>,
     /// When the kubelet pulls the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_pull_policy")]
     pub image_pull_policy: Option<PullPolicy>,
     /// Client-facing listeners and the link listener.
     #[serde(default)]
@@ -114,6 +115,16 @@ pub enum PullPolicy {
     Always,
     IfNotPresent,
     Never,
+}
+
+/// The schema of an optional [`PullPolicy`]: schemars would list `null` among
+/// the enum values, which Kubernetes 1.20 cannot compare and so refuses the CRD.
+fn optional_pull_policy(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Always", "IfNotPresent", "Never"],
+        "nullable": true,
+    })
 }
 
 impl PullPolicy {

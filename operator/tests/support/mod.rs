@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use strait_operator::operator::{self, Election, Handle};
@@ -21,6 +21,11 @@ pub use control_plane::skipped;
 
 /// A client of the shared control plane, with the CRDs installed from `crds/`.
 pub async fn client() -> Client {
+    // RUST_LOG=strait_operator=debug shows the operator's logs in failing tests.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let plane = control_plane::shared();
     let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -43,13 +48,13 @@ async fn install_crds(client: &Client) {
         let crd: CustomResourceDefinition =
             serde::Deserialize::deserialize(doc).expect("a CRD document");
         let name = crd.metadata.name.clone().expect("name");
-        crds.patch(
-            &name,
-            &PatchParams::apply("strait-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("install CRD");
+        // Created, not server-side applied: 1.20 applies a CRD through its
+        // v1beta1 defaults (preserveUnknownFields) and refuses the result.
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => panic!("install CRD: {error}"),
+        }
         eventually(
             Duration::from_secs(30),
             "the CRD is established",

@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         let password = password.trim_end_matches(['\r', '\n']);
         anyhow::ensure!(!password.is_empty(), "the password is empty");
         anyhow::ensure!(!user.contains(':'), "a username cannot contain ':'");
-        println!("{user}:{}", strait_broker::auth::hash_password(password));
+        println!("{user}:{}", strait_broker::auth::hash_password(password)?);
         return Ok(());
     }
 

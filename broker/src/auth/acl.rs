@@ -1,26 +1,416 @@
 //! Access rules: which topic filters a user may publish and subscribe to.
+//!
+//! A rule applies to one username, or to everyone with user `*`. A publish is
+//! allowed when an applicable publish filter matches the topic; a subscription
+//! when an applicable subscribe filter *covers* it, that is, matches every topic
+//! the subscription could ever deliver. `%u` and `%c` in a rule stand for the
+//! username and client id; a value that would change the rule's shape (it
+//! holds `/`, `+`, `#`, or starts with `$`) makes the rule not apply, so a
+//! crafted username cannot widen its own access.
+//!
+//! Topic matching lives here rather than in `protocol::topic` so that the
+//! security decision depends on nothing but this file.
+
+use std::borrow::Cow;
 
 use crate::config::AclRule;
 
 /// Compiled access rules. Without rules, everything is allowed.
 #[derive(Debug, Clone)]
-pub struct Acl {}
+pub struct Acl {
+    /// `None` when the configuration has no rules at all: everything is allowed.
+    rules: Option<Vec<Rule>>,
+}
+
+/// One rule with its malformed filters removed.
+#[derive(Debug, Clone)]
+struct Rule {
+    /// `None` for `*`.
+    user: Option<String>,
+    publish: Vec<String>,
+    subscribe: Vec<String>,
+}
+
+impl Rule {
+    fn applies_to(&self, username: Option<&str>) -> bool {
+        match (&self.user, username) {
+            (None, _) => true,
+            (Some(user), Some(username)) => user == username,
+            (Some(_), None) => false,
+        }
+    }
+}
 
 impl Acl {
+    /// Compiles `rules`. A rule filter that is not a valid MQTT topic filter can
+    /// never match, so it is dropped with a warning (failing closed).
     pub fn new(rules: &[AclRule]) -> Acl {
-        let _ = rules;
-        todo!("auth")
+        if rules.is_empty() {
+            return Acl { rules: None };
+        }
+        let keep_valid = |user: &str, filters: &[String]| -> Vec<String> {
+            filters
+                .iter()
+                .filter(|filter| {
+                    let valid = is_valid_filter(filter);
+                    if !valid {
+                        tracing::warn!(user, filter = %filter, "ignoring malformed ACL filter");
+                    }
+                    valid
+                })
+                .cloned()
+                .collect()
+        };
+        let compiled = rules
+            .iter()
+            .map(|rule| Rule {
+                user: (rule.user != "*").then(|| rule.user.clone()),
+                publish: keep_valid(&rule.user, &rule.publish),
+                subscribe: keep_valid(&rule.user, &rule.subscribe),
+            })
+            .collect();
+        Acl {
+            rules: Some(compiled),
+        }
     }
 
     /// Whether `username` (connected as `client_id`) may publish to `topic`.
     pub fn can_publish(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
-        let _ = (username, client_id, topic);
-        todo!("auth")
+        let Some(rules) = &self.rules else {
+            return true;
+        };
+        if !is_valid_topic(topic) {
+            return false;
+        }
+        applicable_filters(rules, username, client_id, |rule| &rule.publish)
+            .any(|filter| matches(&filter, topic))
     }
 
     /// Whether `username` may subscribe to `filter` (every topic it matches must be allowed).
+    /// For a shared subscription `$share/<group>/<filter>` the inner filter is checked.
     pub fn can_subscribe(&self, username: Option<&str>, client_id: &str, filter: &str) -> bool {
-        let _ = (username, client_id, filter);
-        todo!("auth")
+        let Some(rules) = &self.rules else {
+            return true;
+        };
+        let Some(filter) = strip_share(filter) else {
+            return false;
+        };
+        if !is_valid_filter(filter) {
+            return false;
+        }
+        applicable_filters(rules, username, client_id, |rule| &rule.subscribe)
+            .any(|rule_filter| covers(&rule_filter, filter))
+    }
+}
+
+/// The filters of every rule that applies to `username`, with `%u`/`%c` filled in;
+/// filters whose substitution is impossible are skipped.
+fn applicable_filters<'a>(
+    rules: &'a [Rule],
+    username: Option<&'a str>,
+    client_id: &'a str,
+    pick: impl Fn(&'a Rule) -> &'a Vec<String> + 'a,
+) -> impl Iterator<Item = Cow<'a, str>> + 'a {
+    rules
+        .iter()
+        .filter(move |rule| rule.applies_to(username))
+        .flat_map(move |rule| pick(rule).iter())
+        .filter_map(move |template| substitute(template, username, client_id))
+}
+
+/// Fills `%u` and `%c` into `template` in one pass (so a value is never itself
+/// expanded). `None` when a needed value is missing or unsafe to substitute.
+fn substitute<'a>(
+    template: &'a str,
+    username: Option<&str>,
+    client_id: &str,
+) -> Option<Cow<'a, str>> {
+    if !template.contains('%') {
+        return Some(Cow::Borrowed(template));
+    }
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut lookahead = chars.clone();
+        let value = match lookahead.next() {
+            Some('u') => Some(safe_value(username?)?),
+            Some('c') => Some(safe_value(client_id)?),
+            _ => None,
+        };
+        match value {
+            Some(value) => {
+                out.push_str(value);
+                chars = lookahead;
+            }
+            None => out.push('%'),
+        }
+    }
+    Some(Cow::Owned(out))
+}
+
+/// A username or client id that can stand for exactly one literal topic level.
+fn safe_value(value: &str) -> Option<&str> {
+    let unsafe_char = |c: char| matches!(c, '/' | '+' | '#' | '\0');
+    (!value.is_empty() && !value.starts_with('$') && !value.contains(unsafe_char)).then_some(value)
+}
+
+/// The filter inside `$share/<group>/<filter>`, or `filter` itself when not shared.
+/// `None` for a malformed shared subscription.
+fn strip_share(filter: &str) -> Option<&str> {
+    let Some(rest) = filter.strip_prefix("$share/") else {
+        return Some(filter);
+    };
+    let (group, inner) = rest.split_once('/')?;
+    let group_ok = !group.is_empty() && !group.contains(['+', '#']);
+    (group_ok && !inner.is_empty()).then_some(inner)
+}
+
+/// A topic name: non-empty, no wildcards.
+fn is_valid_topic(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+/// A topic filter: non-empty, `+` only as a whole level, `#` only as the whole last level.
+fn is_valid_filter(filter: &str) -> bool {
+    if filter.is_empty() || filter.contains('\0') {
+        return false;
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    let last = levels.len() - 1;
+    levels.iter().enumerate().all(|(i, level)| match *level {
+        "+" => true,
+        "#" => i == last,
+        other => !other.contains(['+', '#']),
+    })
+}
+
+/// Whether the valid `filter` matches the valid `topic`, by MQTT rules: `+` is one
+/// level, `#` is the rest including the parent level, and a topic starting with
+/// `$` is not matched by a filter starting with a wildcard.
+fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut filter_levels = filter.split('/');
+    let mut topic_levels = topic.split('/');
+    loop {
+        match (filter_levels.next(), topic_levels.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(f), Some(t)) if f == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether the valid rule filter `rule` matches every topic that the valid filter
+/// `filter` matches, so that subscribing to `filter` delivers nothing `rule`
+/// does not allow. `a/#` covers `a/+/b`; `a/+` does not cover `a/#`.
+fn covers(rule: &str, filter: &str) -> bool {
+    // A rule starting with a wildcard matches no `$` topic, while a filter
+    // starting with `$` matches only those.
+    if rule.starts_with(['+', '#']) && filter.starts_with('$') {
+        return false;
+    }
+    let mut rule_levels = rule.split('/');
+    let mut filter_levels = filter.split('/');
+    loop {
+        match (rule_levels.next(), filter_levels.next()) {
+            // `#` matches any rest, the parent level included.
+            (Some("#"), _) => return true,
+            (None, None) => return true,
+            // Any level the filter accepts at this depth, `+` accepts too.
+            (Some("+"), Some(f)) if f != "#" => {}
+            (Some(r), Some(f)) if r == f && f != "+" && f != "#" => {}
+            // Depth mismatch, a filter wildcard the rule does not match, or different literals.
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(user: &str, publish: &[&str], subscribe: &[&str]) -> AclRule {
+        AclRule {
+            user: user.into(),
+            publish: publish.iter().map(|s| s.to_string()).collect(),
+            subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn matches_follows_mqtt_wildcard_rules() {
+        assert!(matches("a/b", "a/b"));
+        assert!(!matches("a/b", "a/c"));
+        assert!(!matches("a/b", "a/b/c"));
+        assert!(!matches("a/b/c", "a/b"));
+        assert!(matches("a/+", "a/b"));
+        assert!(matches("a/+", "a/"));
+        assert!(!matches("a/+", "a"));
+        assert!(!matches("a/+", "a/b/c"));
+        assert!(matches("a/#", "a"));
+        assert!(matches("a/#", "a/b/c"));
+        assert!(matches("#", "a/b"));
+        assert!(matches("+/+", "/x"));
+        assert!(!matches("#", "$SYS/x"));
+        assert!(!matches("+/x", "$SYS/x"));
+        assert!(matches("$SYS/#", "$SYS/x"));
+    }
+
+    #[test]
+    fn covers_is_subset_of_matched_topics() {
+        assert!(covers("a/#", "a/+/b"));
+        assert!(covers("a/#", "a/#"));
+        assert!(covers("a/#", "a"));
+        assert!(covers("a/#", "a/b/#"));
+        assert!(covers("#", "+/b/#"));
+        assert!(covers("a/+", "a/b"));
+        assert!(covers("a/+", "a/+"));
+        assert!(covers("a/+/c", "a/b/c"));
+        assert!(covers("a/+/#", "a/+"));
+        assert!(covers("a/b", "a/b"));
+
+        assert!(!covers("a/+", "a/#"));
+        assert!(!covers("a/+", "a"));
+        assert!(!covers("a/+/#", "a/#"), "a/# also matches `a` itself");
+        assert!(!covers("a/b", "a/+"));
+        assert!(!covers("a/b", "a/b/c"));
+        assert!(!covers("a/b/c", "a/b"));
+        assert!(!covers("a/b", "a/#"));
+        assert!(!covers("a/+", "b/c"));
+        assert!(!covers("#", "$SYS/#"));
+        assert!(!covers("+/#", "$SYS/x"));
+        assert!(covers("$SYS/#", "$SYS/broker/+"));
+    }
+
+    #[test]
+    fn filter_and_topic_validation() {
+        assert!(is_valid_filter("a/+/#"));
+        assert!(is_valid_filter("#"));
+        assert!(!is_valid_filter("a/#/b"));
+        assert!(!is_valid_filter("a/b+"));
+        assert!(!is_valid_filter("a#"));
+        assert!(!is_valid_filter(""));
+        assert!(is_valid_topic("a/b"));
+        assert!(!is_valid_topic("a/+"));
+        assert!(!is_valid_topic(""));
+    }
+
+    #[test]
+    fn no_rules_allow_everything() {
+        let acl = Acl::new(&[]);
+        assert!(acl.can_publish(None, "c", "any/topic"));
+        assert!(acl.can_subscribe(Some("u"), "c", "#"));
+    }
+
+    #[test]
+    fn rules_apply_to_their_user_and_to_star() {
+        let acl = Acl::new(&[
+            rule("alice", &["alice/out/#"], &["alice/in/#"]),
+            rule("*", &["public/+"], &["public/#"]),
+        ]);
+        assert!(acl.can_publish(Some("alice"), "c1", "alice/out/x"));
+        assert!(acl.can_publish(Some("alice"), "c1", "public/x"));
+        assert!(!acl.can_publish(Some("bob"), "c2", "alice/out/x"));
+        assert!(acl.can_publish(Some("bob"), "c2", "public/x"));
+        assert!(acl.can_publish(None, "c3", "public/x"));
+        assert!(!acl.can_publish(None, "c3", "public/x/y"));
+        assert!(
+            !acl.can_publish(Some("alice"), "c1", "alice/in/x"),
+            "publish and subscribe lists are separate"
+        );
+
+        assert!(acl.can_subscribe(Some("alice"), "c1", "alice/in/+"));
+        assert!(acl.can_subscribe(Some("alice"), "c1", "public/#"));
+        assert!(!acl.can_subscribe(Some("bob"), "c2", "alice/in/#"));
+        assert!(!acl.can_subscribe(Some("alice"), "c1", "#"));
+    }
+
+    #[test]
+    fn percent_u_is_the_username_and_never_matches_anonymous() {
+        let acl = Acl::new(&[rule("*", &["users/%u/#"], &["users/%u/+"])]);
+        assert!(acl.can_publish(Some("alice"), "c", "users/alice/x"));
+        assert!(!acl.can_publish(Some("alice"), "c", "users/bob/x"));
+        assert!(!acl.can_publish(None, "c", "users//x"));
+        assert!(!acl.can_publish(None, "c", "users/%u/x"));
+        assert!(acl.can_subscribe(Some("bob"), "c", "users/bob/+"));
+        assert!(!acl.can_subscribe(Some("bob"), "c", "users/bob/#"));
+        assert!(!acl.can_subscribe(None, "c", "users/+/+"));
+    }
+
+    #[test]
+    fn percent_c_is_the_client_id() {
+        let acl = Acl::new(&[rule("*", &["devices/%c/telemetry"], &["devices/%c/cmd/#"])]);
+        assert!(acl.can_publish(None, "dev-1", "devices/dev-1/telemetry"));
+        assert!(!acl.can_publish(None, "dev-1", "devices/dev-2/telemetry"));
+        assert!(acl.can_subscribe(Some("x"), "dev-1", "devices/dev-1/cmd/+"));
+        assert!(!acl.can_subscribe(Some("x"), "dev-1", "devices/+/cmd/#"));
+    }
+
+    #[test]
+    fn substitution_is_single_pass_and_keeps_other_percents() {
+        assert_eq!(
+            substitute("a/%u/%c/50%", Some("%c"), "cid").as_deref(),
+            Some("a/%c/cid/50%")
+        );
+        assert_eq!(substitute("a/%x", None, "cid").as_deref(), Some("a/%x"));
+    }
+
+    #[test]
+    fn wildcards_or_separators_in_names_cannot_widen_access() {
+        let acl = Acl::new(&[rule("*", &["users/%u/#", "devices/%c"], &["users/%u/#"])]);
+        // A username `#` would otherwise turn the rule into `users/#/#`.
+        assert!(!acl.can_publish(Some("#"), "c", "users/bob/x"));
+        assert!(!acl.can_subscribe(Some("#"), "c", "users/#"));
+        assert!(!acl.can_subscribe(Some("+"), "c", "users/+/#"));
+        assert!(!acl.can_publish(Some("bob/x"), "c", "users/bob/x/y"));
+        assert!(!acl.can_publish(None, "a/b", "devices/a/b"));
+        assert!(!acl.can_publish(None, "+", "devices/x"));
+        assert!(!acl.can_publish(None, "", "devices/"));
+
+        let acl = Acl::new(&[rule("*", &["%u/#"], &[])]);
+        assert!(!acl.can_publish(Some("$SYS"), "c", "$SYS/broker/uptime"));
+        assert!(acl.can_publish(Some("alice"), "c", "alice/x"));
+    }
+
+    #[test]
+    fn shared_subscriptions_check_the_inner_filter() {
+        let acl = Acl::new(&[rule("*", &[], &["jobs/#"])]);
+        assert!(acl.can_subscribe(None, "c", "$share/workers/jobs/+"));
+        assert!(!acl.can_subscribe(None, "c", "$share/workers/other/+"));
+        assert!(!acl.can_subscribe(None, "c", "$share/workers/#"));
+        assert!(!acl.can_subscribe(None, "c", "$share/workers"));
+        assert!(!acl.can_subscribe(None, "c", "$share//jobs/x"));
+    }
+
+    #[test]
+    fn malformed_rule_filters_never_match() {
+        let acl = Acl::new(&[rule("*", &["a/#/b", "ok/+"], &["x+/#"])]);
+        assert!(!acl.can_publish(None, "c", "a/x/b"));
+        assert!(acl.can_publish(None, "c", "ok/1"));
+        assert!(!acl.can_subscribe(None, "c", "x+/y"));
+    }
+
+    #[test]
+    fn wildcard_topics_cannot_be_published() {
+        let acl = Acl::new(&[rule("*", &["#"], &[])]);
+        assert!(acl.can_publish(None, "c", "a/b"));
+        assert!(!acl.can_publish(None, "c", "a/+"));
+        assert!(!acl.can_publish(None, "c", "$SYS/x"));
+    }
+
+    #[test]
+    fn a_named_rule_with_no_rule_for_others_denies_them() {
+        let acl = Acl::new(&[rule("admin", &["#"], &["#"])]);
+        assert!(acl.can_publish(Some("admin"), "c", "x"));
+        assert!(!acl.can_publish(Some("guest"), "c", "x"));
+        assert!(!acl.can_subscribe(None, "c", "x"));
     }
 }

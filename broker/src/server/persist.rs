@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::broker::Broker;
 use super::message::{unix_ms, Message, Outgoing};
 use super::registry::{Registry, SessionHandle, SessionState, SubscriptionRecord};
+use crate::metrics::Metrics;
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::store::{Snapshot, Store, StoreError, StoreOp, StoredSession, StoredSubscription};
 
@@ -66,18 +67,28 @@ impl Persistence {
     }
 
     /// Writes every pending change in one transaction.
-    pub async fn flush(&self, registry: &Registry) {
+    pub async fn flush(&self, registry: &Registry, metrics: &Metrics) {
         let _turn = self.flushing.lock().await;
         let ops = self.collect(registry);
         if ops.is_empty() {
+            metrics.store_flushed(true);
             return;
         }
         let store = self.store.clone();
         let count = ops.len();
         match tokio::task::spawn_blocking(move || store.apply(&ops)).await {
-            Ok(Ok(())) => tracing::debug!(ops = count, "flushed to the store"),
-            Ok(Err(err)) => tracing::error!(error = %err, ops = count, "flush to the store failed"),
-            Err(err) => tracing::error!(error = %err, "flush task failed"),
+            Ok(Ok(())) => {
+                metrics.store_flushed(true);
+                tracing::debug!(ops = count, "flushed to the store");
+            }
+            Ok(Err(err)) => {
+                metrics.store_flushed(false);
+                tracing::error!(error = %err, ops = count, "flush to the store failed; changes are lost");
+            }
+            Err(err) => {
+                metrics.store_flushed(false);
+                tracing::error!(error = %err, "flush task failed");
+            }
         }
     }
 
@@ -99,7 +110,11 @@ impl Persistence {
             if state.expiry_interval == 0 {
                 ops.push(StoreOp::DeleteSession(handle.client_id.clone()));
             } else {
-                ops.push(StoreOp::PutSession(stored_session(&handle.client_id, &state, now)));
+                ops.push(StoreOp::PutSession(stored_session(
+                    &handle.client_id,
+                    &state,
+                    now,
+                )));
             }
         }
         ops
@@ -107,7 +122,12 @@ impl Persistence {
 
     /// Rebuilds a session's state from its stored form; `None` when it expired
     /// while the broker was down.
-    pub fn session_state(&self, stored: StoredSession, broker: &Broker, now: Instant) -> Option<SessionState> {
+    pub fn session_state(
+        &self,
+        stored: StoredSession,
+        broker: &Broker,
+        now: Instant,
+    ) -> Option<SessionState> {
         let disconnected_at = match stored.disconnected_at_unix_ms {
             // Connected at the crash: it went away then, as far as anyone can tell.
             None => now,
@@ -155,7 +175,9 @@ impl Persistence {
                     subscription_ids: Vec::new(),
                 };
                 if state.session.enqueue(outgoing).is_err() {
-                    broker.metrics().dropped(crate::metrics::DropReason::QueueFull);
+                    broker
+                        .metrics()
+                        .dropped(crate::metrics::DropReason::QueueFull);
                 }
             }
         }
@@ -203,11 +225,13 @@ pub async fn flush_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
     let Some(persistence) = broker.persistence() else {
         return;
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(broker.config().persistence.flush_interval_ms));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        broker.config().persistence.flush_interval_ms,
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => persistence.flush(broker.registry()).await,
+            _ = tick.tick() => persistence.flush(broker.registry(), broker.metrics()).await,
             _ = super::stopped(&mut shutdown) => return,
         }
     }

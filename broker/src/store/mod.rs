@@ -4,95 +4,135 @@
 //! interval, in one transaction; after a crash the store holds the state of the
 //! last completed flush. Records are plain serde types so the on-disk encoding
 //! is a well-known format inside a well-kept embedded database.
+//!
+//! On disk: one [redb] file, `strait.redb`, in the node's data directory, with
+//! a `retained` table (topic to message) and a `sessions` table (client id to
+//! session). Values are postcard behind a format-version byte (see `codec.rs`).
+
+mod codec;
+mod error;
+mod records;
+mod table;
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use redb::{Builder, Database, DatabaseError, Durability};
 
-/// A failure to open, read or write the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store I/O failed: {0}")]
-    Io(String),
-    #[error("store record is corrupt: {0}")]
-    Corrupt(String),
-}
+pub use codec::CodecError;
+pub use error::{Corruption, StoreError};
+pub use records::{Snapshot, StoreOp, StoredMessage, StoredSession, StoredSubscription};
 
-/// A message as stored: retained, or queued for an offline session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredMessage {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub qos: u8,
-    pub retain: bool,
-    /// Wall-clock expiry (Unix milliseconds), from the message expiry interval.
-    pub expires_at_unix_ms: Option<u64>,
-    pub payload_format_indicator: Option<u8>,
-    pub content_type: Option<String>,
-    pub response_topic: Option<String>,
-    pub correlation_data: Option<Vec<u8>>,
-    pub user_properties: Vec<(String, String)>,
-}
+use error::database;
+use table::Record;
 
-/// One subscription of a stored session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredSubscription {
-    pub filter: String,
-    pub qos: u8,
-    pub no_local: bool,
-    pub retain_as_published: bool,
-    pub retain_handling: u8,
-    pub subscription_id: Option<u32>,
-}
+/// Name of the database file inside the data directory.
+const FILE_NAME: &str = "strait.redb";
 
-/// A persistent session: what a client finds when it reconnects without clean start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredSession {
-    pub client_id: String,
-    pub expiry_interval_secs: u32,
-    /// When the client went away (Unix milliseconds); `None` while connected.
-    pub disconnected_at_unix_ms: Option<u64>,
-    pub subscriptions: Vec<StoredSubscription>,
-    /// QoS 1/2 messages not yet acknowledged by the client, oldest first.
-    pub queue: Vec<StoredMessage>,
-}
-
-/// One change, applied with others in a single transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreOp {
-    PutRetained(StoredMessage),
-    DeleteRetained(String),
-    PutSession(StoredSession),
-    DeleteSession(String),
-}
-
-/// Everything the store holds, read once at start-up.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub retained: Vec<StoredMessage>,
-    pub sessions: Vec<StoredSession>,
-}
+/// Memory redb may use to cache pages (redb's default is 1 GiB). The store is
+/// read once at start-up and then only written, so a big read cache buys
+/// little and would count against the pod's memory limit.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The on-disk store of one broker node.
+///
+/// It holds an exclusive lock on its file for as long as it lives, so a
+/// second broker pointed at the same directory fails at start-up instead of
+/// corrupting it. It is `Send + Sync`: share it behind an `Arc`; redb runs
+/// concurrent `apply` calls one after another.
 #[derive(Debug)]
-pub struct Store {}
+pub struct Store {
+    db: Database,
+}
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// A file left by a crash is repaired by redb here, which may take a while
+    /// on a large store. Both tables are created on first open, so [`load`]
+    /// works on a fresh store.
+    ///
+    /// [`load`]: Store::load
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let _ = dir;
-        todo!("store")
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        // File format v3 is the one redb 3 and later read; writing it now
+        // spares a migration when the redb dependency moves on.
+        let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_file_format_v3(true)
+            .create(&path)
+            .map_err(|source| match source {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+                source => StoreError::Open {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+        let txn = db
+            .begin_write()
+            .map_err(database("begin the set-up transaction"))?;
+        txn.open_table(StoredMessage::definition())
+            .map_err(database("create the retained table"))?;
+        txn.open_table(StoredSession::definition())
+            .map_err(database("create the sessions table"))?;
+        txn.commit()
+            .map_err(database("commit the set-up transaction"))?;
+        Ok(Store { db })
     }
 
     /// Reads everything back, at start-up.
+    ///
+    /// Any record that cannot be read fails the whole load with
+    /// [`StoreError::Corrupt`]: skipping it would silently lose a session or
+    /// a retained message.
     pub fn load(&self) -> Result<Snapshot, StoreError> {
-        todo!("store")
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(database("begin a read transaction"))?;
+        Ok(Snapshot {
+            retained: table::read_all(&txn)?,
+            sessions: table::read_all(&txn)?,
+        })
     }
 
     /// Applies `ops` in one durable transaction. Blocking: call it from
     /// `spawn_blocking`.
+    ///
+    /// Either every op is on disk when this returns `Ok`, or none is. An empty
+    /// batch returns at once without touching the disk.
     pub fn apply(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let _ = ops;
-        todo!("store")
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(database("begin a write transaction"))?;
+        // redb's default, stated because the crash guarantee rests on it.
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut retained = txn
+                .open_table(StoredMessage::definition())
+                .map_err(database("open the retained table"))?;
+            let mut sessions = txn
+                .open_table(StoredSession::definition())
+                .map_err(database("open the sessions table"))?;
+            for op in ops {
+                match op {
+                    StoreOp::PutRetained(message) => table::put(&mut retained, message)?,
+                    StoreOp::DeleteRetained(topic) => table::delete(&mut retained, topic)?,
+                    StoreOp::PutSession(session) => table::put(&mut sessions, session)?,
+                    StoreOp::DeleteSession(client_id) => table::delete(&mut sessions, client_id)?,
+                }
+            }
+        }
+        txn.commit().map_err(database("commit a write transaction"))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,22 @@
 //! Listeners: plain TCP, TLS (rustls) and WebSocket, all yielding one byte-stream
 //! type so the connection code does not care which one a client came in on.
+//!
+//! Accepting and handshaking are separate steps: the accept loop only takes TCP
+//! connections, and each connection's TLS/WebSocket handshake runs in that
+//! connection's own task under a deadline, so a slow or silent client holds up
+//! nobody but itself.
+
+mod tls;
+mod websocket;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, ListenerProtocol};
 
 /// A client byte stream, whatever the transport.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -41,30 +51,153 @@ pub enum TransportError {
     Handshake(String),
 }
 
+/// The longest a client may take over its TLS and WebSocket handshakes.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A bound listener of one of the configured kinds.
-#[derive(Debug)]
-pub struct Listener {}
+pub struct Listener {
+    name: String,
+    tcp: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<TlsSettings>,
+    /// The upgrade path, for WebSocket listeners only.
+    websocket_path: Option<String>,
+}
+
+/// What a TLS listener needs per handshake.
+struct TlsSettings {
+    acceptor: TlsAcceptor,
+    cert_cn_as_username: bool,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("name", &self.name)
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .field("websocket_path", &self.websocket_path)
+            .finish()
+    }
+}
 
 impl Listener {
     /// Binds the socket and loads TLS material, failing early on bad config.
     pub async fn bind(config: &ListenerConfig) -> Result<Listener, TransportError> {
-        let _ = config;
-        todo!("transport")
+        // TLS first: a bad certificate should fail before the port is taken.
+        let tls = match &config.tls {
+            Some(tls) => Some(TlsSettings {
+                acceptor: TlsAcceptor::from(tls::server_config(tls).await?),
+                cert_cn_as_username: tls.use_cert_cn_as_username,
+            }),
+            None => None,
+        };
+        let tcp = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| TransportError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let local_addr = tcp.local_addr().map_err(|source| TransportError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let websocket_path =
+            (config.protocol == ListenerProtocol::Websocket).then(|| config.path.clone());
+        Ok(Listener {
+            name: config.name.clone(),
+            tcp,
+            local_addr,
+            tls,
+            websocket_path,
+        })
     }
 
+    /// The bound address (with the real port when the configuration asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        todo!("transport")
+        self.local_addr
     }
 
     /// Accepts the next TCP connection (no handshake yet, so a slow client
     /// cannot hold up the accept loop).
     pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
-        todo!("transport")
+        let (stream, peer) = self.tcp.accept().await?;
+        // MQTT packets are small and latency matters more than packing them.
+        // Failing to set it (the peer may already be gone) is no reason to
+        // fail the accept: the connection works either way.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(listener = %self.name, %peer, "cannot set TCP_NODELAY: {e}");
+        }
+        Ok((stream, peer))
     }
 
-    /// Runs the TLS and/or WebSocket handshake this listener needs.
+    /// Runs the TLS and/or WebSocket handshake this listener needs, within
+    /// [`HANDSHAKE_TIMEOUT`].
     pub async fn handshake(&self, tcp: TcpStream) -> Result<Accepted, TransportError> {
-        let _ = tcp;
-        todo!("transport")
+        self.handshake_within(HANDSHAKE_TIMEOUT, tcp).await
+    }
+
+    async fn handshake_within(
+        &self,
+        limit: Duration,
+        tcp: TcpStream,
+    ) -> Result<Accepted, TransportError> {
+        tokio::time::timeout(limit, self.handshake_untimed(tcp))
+            .await
+            .map_err(|_| {
+                TransportError::Handshake(format!(
+                    "listener {:?}: no handshake within {:?}",
+                    self.name, limit
+                ))
+            })?
+    }
+
+    async fn handshake_untimed(&self, tcp: TcpStream) -> Result<Accepted, TransportError> {
+        let Some(tls) = &self.tls else {
+            let stream = self.maybe_websocket(tcp).await?;
+            return Ok(Accepted {
+                stream,
+                cert_common_name: None,
+            });
+        };
+        let stream = tls.acceptor.accept(tcp).await.map_err(|e| {
+            TransportError::Handshake(format!("listener {:?}: TLS: {e}", self.name))
+        })?;
+        let cert_common_name = if tls.cert_cn_as_username {
+            let (_, session) = stream.get_ref();
+            session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(tls::common_name)
+        } else {
+            None
+        };
+        let stream = self.maybe_websocket(stream).await?;
+        Ok(Accepted {
+            stream,
+            cert_common_name,
+        })
+    }
+
+    /// Upgrades `stream` to WebSocket on WebSocket listeners; passes it through otherwise.
+    async fn maybe_websocket<S: ClientStream>(
+        &self,
+        stream: S,
+    ) -> Result<Box<dyn ClientStream>, TransportError> {
+        match &self.websocket_path {
+            Some(path) => {
+                let ws = websocket::upgrade(stream, path).await.map_err(|e| {
+                    TransportError::Handshake(format!(
+                        "listener {:?}: WebSocket upgrade: {e}",
+                        self.name
+                    ))
+                })?;
+                Ok(Box::new(ws))
+            }
+            None => Ok(Box::new(stream)),
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,70 @@
+//! The records the store keeps, and the changes the server asks it to make.
+//!
+//! These are plain serde types: the store encodes them itself (`codec.rs`),
+//! so the server never deals with bytes.
+
+use serde::{Deserialize, Serialize};
+
+/// A message as stored: retained, or queued for an offline session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    /// Wall-clock expiry (Unix milliseconds), from the message expiry interval.
+    pub expires_at_unix_ms: Option<u64>,
+    pub payload_format_indicator: Option<u8>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// One subscription of a stored session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSubscription {
+    pub filter: String,
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: u8,
+    pub subscription_id: Option<u32>,
+}
+
+/// A persistent session: what a client finds when it reconnects without clean start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSession {
+    pub client_id: String,
+    pub expiry_interval_secs: u32,
+    /// When the client went away (Unix milliseconds); `None` while connected.
+    pub disconnected_at_unix_ms: Option<u64>,
+    pub subscriptions: Vec<StoredSubscription>,
+    /// QoS 1/2 messages not yet acknowledged by the client, oldest first.
+    pub queue: Vec<StoredMessage>,
+}
+
+/// One change, applied with others in a single transaction.
+///
+/// Ops apply in order, so the last op for a key in a batch wins. Deleting a
+/// key that is not stored is not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Stores the retained message of its topic, replacing any earlier one.
+    PutRetained(StoredMessage),
+    /// Removes the retained message of this topic.
+    DeleteRetained(String),
+    /// Stores the session of its client id, replacing any earlier one.
+    PutSession(StoredSession),
+    /// Removes the session of this client id.
+    DeleteSession(String),
+}
+
+/// Everything the store holds, read once at start-up.
+///
+/// Both lists are sorted by key (topic, client id) in byte order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub retained: Vec<StoredMessage>,
+    pub sessions: Vec<StoredSession>,
+}

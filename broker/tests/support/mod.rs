@@ -1,0 +1,315 @@
+//! Shared helpers for the broker's integration tests: an in-process broker on
+//! loopback ports, rumqttc clients whose events arrive on a channel, and a raw
+//! client that speaks packets through the broker's own codec.
+
+#![allow(dead_code, unused_imports)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use strait_broker::config::Config;
+use strait_broker::protocol::{decode, encode, Packet, ProtocolVersion};
+use strait_broker::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Upper bound for anything a test waits for; reaching it fails the test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A broker on free loopback ports, with `$SYS` off unless `adjust` turns it on.
+pub async fn start_broker(adjust: impl FnOnce(&mut Config)) -> Server {
+    let mut config = Config::default();
+    config.listeners[0].bind = "127.0.0.1:0".parse().expect("addr");
+    config.admin.bind = "127.0.0.1:0".parse().expect("addr");
+    config.sys.interval_secs = 0;
+    adjust(&mut config);
+    Server::start(config).await.expect("broker starts")
+}
+
+/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// rumqttc MQTT 3.1.1 client with its event loop running in a task.
+pub mod v4 {
+    use super::*;
+    pub use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, Publish, QoS};
+
+    pub struct Client {
+        pub client: AsyncClient,
+        pub events: mpsc::UnboundedReceiver<Packet>,
+    }
+
+    pub fn options(addr: SocketAddr, id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    }
+
+    /// Connects and waits for CONNACK.
+    pub async fn connect(options: MqttOptions) -> Client {
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        let (tx, mut events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(packet) = event {
+                    if tx.send(packet).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut client = Client {
+            client,
+            events: mpsc::unbounded_channel().1,
+        };
+        within("CONNACK", async {
+            loop {
+                match events.recv().await {
+                    Some(Packet::ConnAck(_)) => break,
+                    Some(_) => continue,
+                    None => panic!("connection closed before CONNACK"),
+                }
+            }
+        })
+        .await;
+        client.events = events;
+        client
+    }
+
+    impl Client {
+        /// The next incoming packet matching `pick`.
+        pub async fn next<T>(
+            &mut self,
+            what: &str,
+            mut pick: impl FnMut(Packet) -> Option<T>,
+        ) -> T {
+            within(what, async {
+                loop {
+                    match self.events.recv().await {
+                        Some(packet) => {
+                            if let Some(found) = pick(packet) {
+                                return found;
+                            }
+                        }
+                        None => panic!("connection closed while waiting for {what}"),
+                    }
+                }
+            })
+            .await
+        }
+
+        pub async fn publish_received(&mut self) -> Publish {
+            self.next("PUBLISH", |p| match p {
+                Packet::Publish(publish) => Some(publish),
+                _ => None,
+            })
+            .await
+        }
+
+        pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
+            self.client
+                .subscribe(filter, qos)
+                .await
+                .expect("queue SUBSCRIBE");
+            self.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+                .await;
+        }
+
+        /// Publishes at QoS 1 and waits for PUBACK: the broker has routed it by then.
+        pub async fn publish_acked(&mut self, topic: &str, retain: bool, payload: &[u8]) {
+            self.client
+                .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+                .await
+                .expect("queue PUBLISH");
+            self.next("PUBACK", |p| matches!(p, Packet::PubAck(_)).then_some(()))
+                .await;
+        }
+    }
+}
+
+/// rumqttc MQTT 5 client with its event loop running in a task.
+pub mod v5 {
+    use super::*;
+    pub use rumqttc::v5::mqttbytes::v5::{
+        ConnectProperties, Filter, LastWill, LastWillProperties, Packet, Publish,
+        PublishProperties, SubscribeProperties,
+    };
+    pub use rumqttc::v5::mqttbytes::QoS;
+    pub use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+    pub struct Client {
+        pub client: AsyncClient,
+        pub events: mpsc::UnboundedReceiver<Packet>,
+        pub connack: rumqttc::v5::mqttbytes::v5::ConnAck,
+    }
+
+    pub fn options(addr: SocketAddr, id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    }
+
+    /// Connects and waits for CONNACK.
+    pub async fn connect(options: MqttOptions) -> Client {
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        let (tx, mut events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(packet)) => {
+                        if tx.send(packet).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(rumqttc::v5::ConnectionError::MqttState(
+                        rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
+                    )) => {
+                        let _ =
+                            tx.send(Packet::Disconnect(rumqttc::v5::mqttbytes::v5::Disconnect {
+                                reason_code,
+                                properties: None,
+                            }));
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        let connack = within("CONNACK", async {
+            loop {
+                match events.recv().await {
+                    Some(Packet::ConnAck(connack)) => break connack,
+                    Some(_) => continue,
+                    None => panic!("connection closed before CONNACK"),
+                }
+            }
+        })
+        .await;
+        Client {
+            client,
+            events,
+            connack,
+        }
+    }
+
+    impl Client {
+        /// The next incoming packet matching `pick`.
+        pub async fn next<T>(
+            &mut self,
+            what: &str,
+            mut pick: impl FnMut(Packet) -> Option<T>,
+        ) -> T {
+            within(what, async {
+                loop {
+                    match self.events.recv().await {
+                        Some(packet) => {
+                            if let Some(found) = pick(packet) {
+                                return found;
+                            }
+                        }
+                        None => panic!("connection closed while waiting for {what}"),
+                    }
+                }
+            })
+            .await
+        }
+
+        pub async fn publish_received(&mut self) -> Publish {
+            self.next("PUBLISH", |p| match p {
+                Packet::Publish(publish) => Some(publish),
+                _ => None,
+            })
+            .await
+        }
+
+        pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
+            self.client
+                .subscribe(filter, qos)
+                .await
+                .expect("queue SUBSCRIBE");
+            self.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+                .await;
+        }
+
+        /// Publishes at QoS 1 and waits for PUBACK, returning its reason code.
+        pub async fn publish_acked(
+            &mut self,
+            topic: &str,
+            retain: bool,
+            payload: &[u8],
+        ) -> rumqttc::v5::mqttbytes::v5::PubAckReason {
+            self.client
+                .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+                .await
+                .expect("queue PUBLISH");
+            self.next("PUBACK", |p| match p {
+                Packet::PubAck(ack) => Some(ack.reason),
+                _ => None,
+            })
+            .await
+        }
+    }
+}
+
+/// A client that writes and reads raw packets, for protocol-level tests.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    pub version: ProtocolVersion,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr, version: ProtocolVersion) -> RawClient {
+        let stream = TcpStream::connect(addr).await.expect("TCP connect");
+        stream.set_nodelay(true).expect("nodelay");
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    pub async fn send(&mut self, packet: &Packet) {
+        let mut out = BytesMut::new();
+        encode(packet, self.version, &mut out).expect("encode");
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next packet, or `None` when the broker closed the connection.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        within("a packet or close", async {
+            loop {
+                match decode(&mut self.buf, Some(self.version), u32::MAX) {
+                    Ok(Some(packet)) => return Some(packet),
+                    Ok(None) => {}
+                    Err(err) => panic!("broker sent an invalid packet: {err}"),
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads until the broker closes the connection, returning what it sent.
+    pub async fn recv_until_closed(&mut self) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        while let Some(packet) = self.recv().await {
+            packets.push(packet);
+        }
+        packets
+    }
+}

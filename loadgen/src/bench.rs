@@ -5,14 +5,24 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::broker::{BrokerProcess, BrokerSpec, INFLIGHT_PER_CLIENT, QUEUED_PER_CLIENT};
+use crate::broker::{
+    BrokerError, BrokerProcess, BrokerSpec, INFLIGHT_PER_CLIENT, QUEUED_PER_CLIENT,
+};
+use crate::client::ClientError;
 use crate::idle::{bytes_per_connection, open_idle};
 use crate::report::{format_count, format_micros, BrokerResults, Report};
-use crate::run::{run_scenario, settle, Outcome, PUBLISH_WINDOW};
+use crate::run::{run_scenario, settle, Outcome, RunError, PUBLISH_WINDOW};
 use crate::scenario::{Plan, Scenario};
 
 /// How long a broker may take to drain the previous run before the next starts.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time allowed on top of a run's warm-up and window (connecting, subscribing,
+/// winding down) before it counts as hung.
+const RUN_SLACK: Duration = Duration::from_secs(60);
+
+/// How long opening every idle connection may take before it counts as hung.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs `plan` against each broker in turn; the first is the subject of the ratios.
 pub async fn run_bench(brokers: &[BrokerSpec], plan: &Plan) -> Report {
@@ -50,12 +60,17 @@ async fn bench_broker(spec: &BrokerSpec, plan: &Plan) -> BrokerResults {
     }
     match BrokerProcess::start(spec).await {
         Ok(broker) => {
-            match idle_memory(&broker, plan.idle_connections).await {
-                Ok(bytes) => {
+            match tokio::time::timeout(IDLE_TIMEOUT, idle_memory(&broker, plan.idle_connections))
+                .await
+            {
+                Err(_) => results.errors.push(format!(
+                    "idle connections: not all open within {IDLE_TIMEOUT:?}"
+                )),
+                Ok(Err(e)) => results.errors.push(format!("idle connections: {e}")),
+                Ok(Ok(bytes)) => {
                     eprintln!("[{name}] {} bytes per idle connection", format_count(bytes));
                     results.idle_bytes_per_connection = Some(bytes);
                 }
-                Err(e) => results.errors.push(format!("idle connections: {e}")),
             }
             broker.stop().await;
         }
@@ -126,7 +141,12 @@ async fn one_run(
     tag: &str,
     results: &mut BrokerResults,
 ) -> Step {
-    let outcome = run_scenario(broker.addr(), scenario, plan.timing, tag).await;
+    let limit = plan.timing.warmup + plan.timing.measure + RUN_SLACK;
+    let outcome = tokio::time::timeout(
+        limit,
+        run_scenario(broker.addr(), scenario, plan.timing, tag),
+    )
+    .await;
     let settled = tokio::time::timeout(SETTLE_TIMEOUT, settle(broker.addr(), tag)).await;
     if let Err(e) = broker.check_alive() {
         eprintln!("[{}] {scenario}: {e}", broker.kind());
@@ -141,20 +161,35 @@ async fn one_run(
         )),
     }
     match outcome {
-        Ok(outcome) => Step::Measured(outcome),
-        Err(e) => {
+        Ok(Ok(outcome)) => Step::Measured(outcome),
+        Ok(Err(e)) => {
             eprintln!("[{}] {scenario}: failed: {e}", broker.kind());
             results.errors.push(format!("{scenario}: {e}"));
+            Step::Failed
+        }
+        Err(_) => {
+            eprintln!("[{}] {scenario}: hung for {limit:?}", broker.kind());
+            results
+                .errors
+                .push(format!("{scenario}: did not finish within {limit:?}"));
             Step::Failed
         }
     }
 }
 
+/// Why the idle-connection measurement failed.
+#[derive(Debug, thiserror::Error)]
+enum IdleError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
 /// Resident-memory growth per idle connection, in bytes.
-async fn idle_memory(
-    broker: &BrokerProcess,
-    connections: usize,
-) -> Result<f64, Box<dyn std::error::Error>> {
+async fn idle_memory(broker: &BrokerProcess, connections: usize) -> Result<f64, IdleError> {
     let before = broker.memory()?;
     let clients = open_idle(broker.addr(), connections, "idle").await?;
     // A round trip after the last CONNACK: the broker has finished with every handshake.

@@ -89,12 +89,14 @@ async fn traffic_runs(broker: &mut BrokerProcess, plan: &Plan, results: &mut Bro
             Step::BrokerDied => return,
         };
         let rate = outcome.throughput.per_second();
+        let published = outcome.published as f64 / outcome.throughput.window.as_secs_f64();
         eprintln!(
             "[{name}] {scenario}: {} msg/s delivered, {} msg/s published",
             format_count(rate),
-            format_count(outcome.published as f64 / outcome.throughput.window.as_secs_f64()),
+            format_count(published),
         );
         results.throughput.insert(scenario.to_string(), rate);
+        results.published.insert(scenario.to_string(), published);
     }
     match broker.memory() {
         Ok(memory) => results.peak_rss_kib = Some(memory.peak_kib),

@@ -2,7 +2,8 @@
 //! configured from here so that every one gets comparable limits.
 //!
 //! Limits are set alike where the brokers have a matching knob: 100 QoS 1
-//! messages in flight per client, 10,000 queued per client, no connection
+//! messages in flight per client, 1,000 queued per client (the default of
+//! both strait and mosquitto), no connection
 //! limit below the file-descriptor limit, no `$SYS` publishing, no persistence.
 
 use std::fmt;
@@ -22,7 +23,7 @@ use crate::run::settle;
 pub const INFLIGHT_PER_CLIENT: u16 = 100;
 
 /// Messages queued per client beyond the inflight window, for every broker.
-pub const QUEUED_PER_CLIENT: usize = 10_000;
+pub const QUEUED_PER_CLIENT: usize = 1_000;
 
 /// Connections every broker accepts (the fd limit is the real bound).
 pub const MAX_CONNECTIONS: usize = 100_000;

@@ -13,6 +13,9 @@ pub struct BrokerResults {
     pub name: String,
     /// Delivered messages per second, by scenario name.
     pub throughput: HashMap<String, f64>,
+    /// PUBLISH packets the broker took from publishers per second, by scenario
+    /// name: above the delivered rate (divided by the fan-out) when it dropped.
+    pub published: HashMap<String, f64>,
     /// Latency percentiles, by scenario name.
     pub latency: HashMap<String, LatencySummary>,
     /// `VmHWM` after the throughput runs, in KiB.
@@ -135,6 +138,32 @@ impl Report {
             .collect();
         out.push_str(&markdown_table(&header, &rows));
 
+        out.push_str(
+            "\nPUBLISH packets taken from the publishers per second in the same runs: where this \
+             exceeds deliveries (divided by the fan-out), the broker accepted more than it delivered \
+             and dropped the rest.\n\n",
+        );
+        let mut header = vec!["Scenario".to_owned()];
+        header.extend(
+            self.brokers
+                .iter()
+                .map(|b| format!("{} publishes/s", b.name)),
+        );
+        let rows: Vec<Vec<String>> = self
+            .throughput_scenarios
+            .iter()
+            .map(|scenario| {
+                let mut row = vec![scenario.clone()];
+                row.extend(
+                    self.brokers
+                        .iter()
+                        .map(|b| cell(b.published.get(scenario).copied(), format_count)),
+                );
+                row
+            })
+            .collect();
+        out.push_str(&markdown_table(&header, &rows));
+
         out.push_str("\n## Latency\n\nEnd-to-end publish-to-delivery latency at a fixed offered load, in µs (lower is better; a ratio below 1 means ");
         let _ = write!(out, "{} was faster).\n\n", subject.name);
         let mut header = vec!["Scenario".to_owned(), "Percentile".to_owned()];
@@ -252,6 +281,7 @@ mod tests {
         };
         if let Some(rate) = rate {
             results.throughput.insert("pairs".to_owned(), rate);
+            results.published.insert("pairs".to_owned(), rate * 2.0);
         }
         results.latency.insert(
             "paced".to_owned(),

@@ -13,6 +13,7 @@ use crate::idle::{bytes_per_connection, open_idle};
 use crate::report::{format_count, format_micros, BrokerResults, Report};
 use crate::run::{run_scenario, settle, Outcome, RunError, PUBLISH_WINDOW};
 use crate::scenario::{Plan, Scenario};
+use tokio::runtime::Handle;
 
 /// How long a broker may take to drain the previous run before the next starts.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,10 +26,11 @@ const RUN_SLACK: Duration = Duration::from_secs(60);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs `plan` against each broker in turn; the first is the subject of the ratios.
-pub async fn run_bench(brokers: &[BrokerSpec], plan: &Plan) -> Report {
+/// Publishers run on `publishers_runtime`, everything else on the caller's.
+pub async fn run_bench(publishers_runtime: &Handle, brokers: &[BrokerSpec], plan: &Plan) -> Report {
     let mut results = Vec::with_capacity(brokers.len());
     for spec in brokers {
-        results.push(bench_broker(spec, plan).await);
+        results.push(bench_broker(publishers_runtime, spec, plan).await);
     }
     Report {
         throughput_scenarios: plan.throughput.iter().map(ToString::to_string).collect(),
@@ -40,7 +42,11 @@ pub async fn run_bench(brokers: &[BrokerSpec], plan: &Plan) -> Report {
 
 /// Throughput and latency runs on one broker process, then the idle-connection
 /// measurement on a fresh one (so its baseline is not inflated by earlier runs).
-async fn bench_broker(spec: &BrokerSpec, plan: &Plan) -> BrokerResults {
+async fn bench_broker(
+    publishers_runtime: &Handle,
+    spec: &BrokerSpec,
+    plan: &Plan,
+) -> BrokerResults {
     let name = spec.kind.name();
     let mut results = BrokerResults {
         name: name.to_owned(),
@@ -50,7 +56,7 @@ async fn bench_broker(spec: &BrokerSpec, plan: &Plan) -> BrokerResults {
     eprintln!("[{name}] starting {}", spec.binary.display());
     match BrokerProcess::start(spec).await {
         Ok(mut broker) => {
-            traffic_runs(&mut broker, plan, &mut results).await;
+            traffic_runs(publishers_runtime, &mut broker, plan, &mut results).await;
             broker.stop().await;
         }
         Err(e) => {
@@ -80,10 +86,24 @@ async fn bench_broker(spec: &BrokerSpec, plan: &Plan) -> BrokerResults {
 }
 
 /// The throughput runs, the peak-memory reading, then the latency runs.
-async fn traffic_runs(broker: &mut BrokerProcess, plan: &Plan, results: &mut BrokerResults) {
+async fn traffic_runs(
+    publishers_runtime: &Handle,
+    broker: &mut BrokerProcess,
+    plan: &Plan,
+    results: &mut BrokerResults,
+) {
     let name = broker.kind().name();
     for (i, scenario) in plan.throughput.iter().enumerate() {
-        let outcome = match one_run(broker, scenario, plan, &format!("t{i}"), results).await {
+        let outcome = match one_run(
+            publishers_runtime,
+            broker,
+            scenario,
+            plan,
+            &format!("t{i}"),
+            results,
+        )
+        .await
+        {
             Step::Measured(outcome) => outcome,
             Step::Failed => continue,
             Step::BrokerDied => return,
@@ -103,7 +123,16 @@ async fn traffic_runs(broker: &mut BrokerProcess, plan: &Plan, results: &mut Bro
         Err(e) => results.errors.push(e.to_string()),
     }
     for (i, scenario) in plan.latency.iter().enumerate() {
-        let outcome = match one_run(broker, scenario, plan, &format!("l{i}"), results).await {
+        let outcome = match one_run(
+            publishers_runtime,
+            broker,
+            scenario,
+            plan,
+            &format!("l{i}"),
+            results,
+        )
+        .await
+        {
             Step::Measured(outcome) => outcome,
             Step::Failed => continue,
             Step::BrokerDied => return,
@@ -137,6 +166,7 @@ enum Step {
 
 /// One run followed by waiting for the broker to catch up.
 async fn one_run(
+    publishers_runtime: &Handle,
     broker: &mut BrokerProcess,
     scenario: &Scenario,
     plan: &Plan,
@@ -146,7 +176,13 @@ async fn one_run(
     let limit = plan.timing.warmup + plan.timing.measure + RUN_SLACK;
     let outcome = tokio::time::timeout(
         limit,
-        run_scenario(broker.addr(), scenario, plan.timing, tag),
+        run_scenario(
+            publishers_runtime,
+            broker.addr(),
+            scenario,
+            plan.timing,
+            tag,
+        ),
     )
     .await;
     let settled = tokio::time::timeout(SETTLE_TIMEOUT, settle(broker.addr(), tag)).await;
@@ -210,7 +246,7 @@ fn notes(brokers: &[BrokerSpec], plan: &Plan) -> Vec<String> {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let mut notes = vec![
         format!(
-            "Each broker ran alone on 127.0.0.1 as a child of the load generator, which shares the machine's {cpus} CPUs with it."
+            "Each broker ran alone on 127.0.0.1 as a child of the load generator, which shares the machine's {cpus} CPUs with it",
         ),
         "Every client speaks MQTT 3.1.1 with clean sessions; QoS 1 subscriptions for QoS 1 runs.".to_owned(),
         format!(

@@ -37,9 +37,12 @@ struct Cli {
     /// Idle connections for the memory-per-connection figure, overriding the plan's.
     #[arg(long, value_name = "N")]
     idle_connections: Option<usize>,
-    /// Worker threads of the load generator.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    /// Threads of the load generator's publishers.
+    #[arg(long, default_value_t = 1)]
+    publisher_threads: usize,
+    /// Threads of the load generator's subscribers (and its control flow).
+    #[arg(long, default_value_t = 1)]
+    subscriber_threads: usize,
     /// Where to write the markdown report.
     #[arg(long, value_name = "FILE", default_value = "target/bench/report.md")]
     out: PathBuf,
@@ -88,12 +91,25 @@ fn main() -> anyhow::Result<()> {
         plan.idle_connections = usable;
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.threads.max(1))
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let report = runtime.block_on(run_bench(&brokers, &plan));
+    let runtime = |threads: usize| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_all()
+            .build()
+            .context("starting an async runtime")
+    };
+    let publishers = runtime(cli.publisher_threads)?;
+    let subscribers = runtime(cli.subscriber_threads)?;
+    let mut report = subscribers.block_on(run_bench(publishers.handle(), &brokers, &plan));
+    report.notes.insert(
+        1,
+        format!(
+            "The load generator ran its publishers on {} thread(s) and its subscribers on {} other thread(s), \
+             so flooding publishers cannot starve the subscribers.",
+            cli.publisher_threads.max(1),
+            cli.subscriber_threads.max(1)
+        ),
+    );
     let markdown = report.to_markdown();
     print!("{markdown}");
     if let Some(dir) = cli.out.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use strait_broker::protocol::{Packet, PubAck, Publish, PublishProperties, QoS};
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -52,7 +53,13 @@ pub struct Outcome {
 
 /// Runs `scenario` against the broker at `addr`. `tag` makes client ids and
 /// topics unique to this run.
+///
+/// Publishers run on `publishers`, subscribers on the caller's runtime: with
+/// their own threads, publishers flooding a broker that never pushes back
+/// cannot starve the subscribers of CPU (which would show up as the broker's
+/// drops rather than the load generator's).
 pub async fn run_scenario(
+    publishers_runtime: &Handle,
     addr: SocketAddr,
     scenario: &Scenario,
     timing: Timing,
@@ -90,7 +97,10 @@ pub async fn run_scenario(
             properties: PublishProperties::default(),
         };
         let pace = scenario.rate_per_publisher().map(Pace::new);
-        publisher_tasks.spawn(publish_loop(client, publish, pace, clock, window));
+        publisher_tasks.spawn_on(
+            publish_loop(client, publish, pace, clock, window),
+            publishers_runtime,
+        );
     }
 
     let mut published = 0;

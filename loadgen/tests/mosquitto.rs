@@ -111,7 +111,13 @@ async fn a_short_qos1_run_counts_deliveries_and_latency() {
     };
     let outcome = tokio::time::timeout(
         TEST_TIMEOUT,
-        run_scenario(broker.addr(), &scenario, timing, "it-run"),
+        run_scenario(
+            &tokio::runtime::Handle::current(),
+            broker.addr(),
+            &scenario,
+            timing,
+            "it-run",
+        ),
     )
     .await
     .expect("the run ends in time")

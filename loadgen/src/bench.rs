@@ -246,7 +246,7 @@ fn notes(brokers: &[BrokerSpec], plan: &Plan) -> Vec<String> {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let mut notes = vec![
         format!(
-            "Each broker ran alone on 127.0.0.1 as a child of the load generator, which shares the machine's {cpus} CPUs with it",
+            "Each broker ran alone on 127.0.0.1 as a child of the load generator, which shares the machine's {cpus} CPUs with it.",
         ),
         "Every client speaks MQTT 3.1.1 with clean sessions; QoS 1 subscriptions for QoS 1 runs.".to_owned(),
         format!(

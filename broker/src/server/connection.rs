@@ -37,6 +37,8 @@ const MIN_READ: usize = 512;
 const MAX_READ: usize = 64 * 1024;
 /// Write in batches of about this size while draining a long queue.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Deliveries taken out of the session per lock in `pump`.
+const PUMP_BATCH: usize = 64;
 /// Packets handled before the task yields to others (see `handle_input`).
 const PACKETS_PER_TURN: usize = 64;
 /// How long a last DISCONNECT may take to write before the socket is dropped.
@@ -796,25 +798,47 @@ impl Connection {
 
     /// Moves queued deliveries into the write buffer, as far as the inflight
     /// window and the batch size allow.
+    ///
+    /// Deliveries are taken out of the session in small batches and encoded
+    /// with the session unlocked, so publishers routing to this session are not
+    /// held up while a large write is prepared.
     fn pump(&mut self) {
         let handle = self.handle.clone();
-        let mut state = handle.lock();
         let now = Instant::now();
+        let mut batch = Vec::new();
         while self.wbuf.len() < WRITE_BATCH {
-            match state.session.next_to_send(now) {
-                None => break,
-                Some(Next::Expired(_)) => self.broker.metrics().dropped(DropReason::Expired),
-                Some(Next::Send { packet_id, message }) => {
-                    if !self.write_delivery(packet_id, &message, false, now) {
-                        // Too large for this client: the spec says to discard it
-                        // as if delivered, so the flow is completed here.
-                        if let Some(pid) = packet_id {
-                            let _ = match message.qos {
-                                QoS::ExactlyOnce => state.session.on_pubrec(pid, true).map(|_| ()),
-                                _ => state.session.on_puback(pid).map(|_| ()),
-                            };
+            {
+                let mut state = handle.lock();
+                while batch.len() < PUMP_BATCH {
+                    match state.session.next_to_send(now) {
+                        None => break,
+                        Some(Next::Expired(_)) => {
+                            self.broker.metrics().dropped(DropReason::Expired)
                         }
+                        Some(Next::Send { packet_id, message }) => batch.push((packet_id, message)),
                     }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let mut undeliverable = Vec::new();
+            for (packet_id, message) in batch.drain(..) {
+                if !self.write_delivery(packet_id, &message, false, now) {
+                    if let Some(pid) = packet_id {
+                        undeliverable.push((pid, message.qos));
+                    }
+                }
+            }
+            if !undeliverable.is_empty() {
+                // Too large for this client: the spec says to discard it as if
+                // delivered, so its flow is completed here.
+                let mut state = handle.lock();
+                for (pid, qos) in undeliverable {
+                    let _ = match qos {
+                        QoS::ExactlyOnce => state.session.on_pubrec(pid, true).map(|_| ()),
+                        _ => state.session.on_puback(pid).map(|_| ()),
+                    };
                 }
             }
         }

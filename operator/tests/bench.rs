@@ -34,7 +34,11 @@ impl Drop for OperatorProcess {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// The operator's counters, from its own `/metrics`.
@@ -101,9 +105,11 @@ async fn bench_100_clusters() {
             .expect("start the operator"),
     );
     let pid = operator.0.id();
-    support::eventually(Duration::from_secs(30), "the operator serves metrics", || async {
-        TcpStream::connect(("127.0.0.1", http_port)).is_ok()
-    })
+    support::eventually(
+        Duration::from_secs(30),
+        "the operator serves metrics",
+        || async { TcpStream::connect(("127.0.0.1", http_port)).is_ok() },
+    )
     .await;
 
     let clusters: Api<MqttCluster> = Api::namespaced(client.clone(), &ns);
@@ -118,11 +124,17 @@ async fn bench_100_clusters() {
                 "spec": {"replicas": 1},
             }))
             .expect("cluster");
-            clusters.create(&PostParams::default(), &cluster).await.expect("create");
+            clusters
+                .create(&PostParams::default(), &cluster)
+                .await
+                .expect("create");
             (format!("c{i:03}"), started.elapsed())
         }
     });
-    let created: BTreeMap<String, Duration> = futures::future::join_all(creates).await.into_iter().collect();
+    let created: BTreeMap<String, Duration> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .collect();
 
     let kinds = ChildKinds::discover(&client).await.expect("discovery");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -133,7 +145,11 @@ async fn bench_100_clusters() {
     let mut complete: BTreeMap<String, Duration> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     while complete.len() < CLUSTERS {
-        assert!(Instant::now() < deadline, "children of {} clusters never appeared", CLUSTERS - complete.len());
+        assert!(
+            Instant::now() < deadline,
+            "children of {} clusters never appeared",
+            CLUSTERS - complete.len()
+        );
         let sets = [
             owners(&cms).await,
             owners(&secrets).await,
@@ -152,11 +168,17 @@ async fn bench_100_clusters() {
     let all_children = started.elapsed();
 
     // Steady state: every status describes its generation; then count writes over a window.
-    support::eventually(Duration::from_secs(300), "every status is current", || async {
-        clusters.list(&ListParams::default()).await.is_ok_and(|l| {
-            l.items.iter().all(|c| c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation)
-        })
-    })
+    support::eventually(
+        Duration::from_secs(300),
+        "every status is current",
+        || async {
+            clusters.list(&ListParams::default()).await.is_ok_and(|l| {
+                l.items.iter().all(|c| {
+                    c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation
+                })
+            })
+        },
+    )
     .await;
     let settled = scrape(http_port);
     let window = Duration::from_secs(20);
@@ -174,11 +196,19 @@ async fn bench_100_clusters() {
     let rss_mib = peak_rss_kib(pid) as f64 / 1024.0;
     println!("\n== operator benchmark: {CLUSTERS} MqttClusters created at once (Kubernetes 1.20.2, loopback) ==");
     println!("all children of all clusters exist after   {all_children:.2?}");
-    println!("time to all children, per cluster          p50 {:.2?}  p99 {:.2?}  max {:.2?}",
-        percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies[latencies.len() - 1]);
+    println!(
+        "time to all children, per cluster          p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
     println!("reconciles until settled                   {reconciles}");
-    println!("API requests per reconcile                 {:.1} ({:.1} reads + {:.1} writes)",
-        (reads + writes) / reconciles.max(1.0), reads / reconciles.max(1.0), writes / reconciles.max(1.0));
+    println!(
+        "API requests per reconcile                 {:.1} ({:.1} reads + {:.1} writes)",
+        (reads + writes) / reconciles.max(1.0),
+        reads / reconciles.max(1.0),
+        writes / reconciles.max(1.0)
+    );
     println!("steady state over {window:?}                {steady_writes} writes in {steady_reconciles} reconciles (goal: 0 writes)");
     println!("operator peak RSS                          {rss_mib:.1} MiB (goal: < 64 MiB)");
 }

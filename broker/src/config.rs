@@ -394,7 +394,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("strait.yaml");
         let var = "STRAIT_TEST_NODE_NAME_FROM_ENV";
-        std::fs::write(&path, format!("node: {{name: fallback, nameFromEnv: {var}}}")).expect("write");
+        std::fs::write(
+            &path,
+            format!("node: {{name: fallback, nameFromEnv: {var}}}"),
+        )
+        .expect("write");
         std::env::set_var(var, "strait-2");
         let config = Config::load(&path).expect("load");
         assert_eq!(config.node.name, "strait-2");

@@ -27,15 +27,15 @@ pub struct ChildKinds {
 impl ChildKinds {
     /// The children's resources, with the PodDisruptionBudget version the server serves.
     pub async fn discover(client: &Client) -> Result<ChildKinds, kube::Error> {
-        let policy_v1 = client
-            .list_api_group_resources("policy/v1")
-            .await
-            .map(|list| {
-                list.resources
-                    .iter()
-                    .any(|r| r.name == "poddisruptionbudgets")
-            })
-            .unwrap_or(false);
+        let policy_v1 = match client.list_api_group_resources("policy/v1").await {
+            Ok(list) => list
+                .resources
+                .iter()
+                .any(|r| r.name == "poddisruptionbudgets"),
+            // Only a server without the group version says so; other errors are real.
+            Err(kube::Error::Api(status)) if status.is_not_found() => false,
+            Err(error) => return Err(error),
+        };
         let version = if policy_v1 { "v1" } else { "v1beta1" };
         Ok(ChildKinds {
             config_map: ApiResource::erase::<ConfigMap>(&()),

@@ -69,6 +69,7 @@ pub async fn report(ctx: &Context, cluster: &MqttCluster, outcome: &Outcome) -> 
         },
     };
     if next != previous {
+        tracing::debug!(?previous, ?next, "status changed");
         let api: Api<MqttCluster> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({
             "apiVersion": MqttCluster::api_version(&()),

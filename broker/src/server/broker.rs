@@ -24,6 +24,15 @@ use crate::router::retained::RetainedStore;
 use crate::router::{Router, SubscribeOutcome};
 use crate::session::Session;
 
+/// What routing one message did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    /// Sessions the message was queued for.
+    pub queued: usize,
+    /// Some matching session's queue was full, so the message was dropped there.
+    pub congested: bool,
+}
+
 /// Everything connections share. Locks are short and never held across an `.await`.
 #[derive(Debug)]
 pub struct Broker {
@@ -168,14 +177,13 @@ impl Broker {
     }
 
     /// Routes a message to every matching session and stores it if retained.
-    /// `publisher` is skipped by its own no-local subscriptions. Returns how many
-    /// sessions it was queued for.
+    /// `publisher` is skipped by its own no-local subscriptions.
     pub(super) fn publish(
         &self,
         message: Message,
         publisher: Option<&SessionRef>,
         scratch: &mut Vec<(SessionRef, crate::router::Delivery)>,
-    ) -> usize {
+    ) -> Routed {
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
@@ -184,7 +192,7 @@ impl Broker {
         self.router
             .read()
             .route(&message.topic, publisher, |s| s.0.is_connected(), scratch);
-        let mut queued = 0;
+        let mut routed = Routed::default();
         for (target, delivery) in scratch.drain(..) {
             let outgoing = Outgoing {
                 message: message.clone(),
@@ -192,9 +200,13 @@ impl Broker {
                 retain: message.retain && delivery.retain_as_published,
                 subscription_ids: delivery.subscription_ids,
             };
-            queued += usize::from(self.deliver(&target.0, outgoing));
+            match self.deliver(&target.0, outgoing) {
+                Ok(()) => routed.queued += 1,
+                Err(DropReason::QueueFull) => routed.congested = true,
+                Err(_) => {}
+            }
         }
-        queued
+        routed
     }
 
     /// Updates the retained store: an empty payload clears the topic.
@@ -217,20 +229,24 @@ impl Broker {
         }
     }
 
-    /// Queues one message for one session and wakes its connection. Returns
-    /// false (and counts the drop) when it could not be queued.
-    pub(super) fn deliver(&self, handle: &Arc<SessionHandle>, outgoing: Outgoing) -> bool {
+    /// Queues one message for one session and wakes its connection; says (and
+    /// counts) why when it could not be queued.
+    pub(super) fn deliver(
+        &self,
+        handle: &Arc<SessionHandle>,
+        outgoing: Outgoing,
+    ) -> Result<(), DropReason> {
         let qos = outgoing.qos;
         if qos == QoS::AtMostOnce && !handle.is_connected() {
             self.metrics.dropped(DropReason::Qos0Offline);
-            return false;
+            return Err(DropReason::Qos0Offline);
         }
         let persistent = {
             let mut state = handle.lock();
             if state.session.enqueue(outgoing).is_err() {
                 drop(state);
                 self.metrics.dropped(DropReason::QueueFull);
-                return false;
+                return Err(DropReason::QueueFull);
             }
             state.expiry_interval > 0
         };
@@ -240,7 +256,7 @@ impl Broker {
         if handle.is_connected() {
             handle.wake.notify_one();
         }
-        true
+        Ok(())
     }
 
     /// Lists a persistent session for the next flush to the store.
@@ -317,7 +333,8 @@ impl Broker {
                 retain: true,
                 subscription_ids: identifier.into_iter().collect(),
             };
-            self.deliver(handle, outgoing);
+            // A full queue is counted by `deliver`; the subscribe itself succeeded.
+            let _ = self.deliver(handle, outgoing);
         }
     }
 

@@ -258,6 +258,8 @@ struct Connection {
     /// Topic aliases we set towards the client, and how many it allows.
     outbound_aliases: HashMap<String, u16>,
     client_alias_max: u16,
+    /// The last publish found a subscriber's queue full.
+    congested: bool,
     /// Reused for routing, to avoid an allocation per publish.
     scratch: Vec<(SessionRef, Delivery)>,
     shutdown: watch::Receiver<bool>,
@@ -368,6 +370,7 @@ impl Connection {
             inbound_aliases: HashMap::new(),
             outbound_aliases: HashMap::new(),
             client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
+            congested: false,
             scratch: Vec::new(),
             _finish: finish,
         };
@@ -516,7 +519,14 @@ impl Connection {
         let max = self.broker.config().limits.max_packet_size;
         for _ in 0..PACKETS_PER_TURN {
             match decode(&mut self.reader.buf, Some(self.version), max) {
-                Ok(Some(packet)) => self.handle_packet(packet)?,
+                Ok(Some(packet)) => {
+                    self.handle_packet(packet)?;
+                    if std::mem::take(&mut self.congested) {
+                        // A subscriber is not keeping up: end this turn early so
+                        // it gets the CPU, rather than routing more to drop.
+                        return Ok(true);
+                    }
+                }
                 Ok(None) => return Ok(false),
                 Err(err) => {
                     tracing::debug!(peer = %self.peer, client_id = %self.client_id, error = %err, "protocol violation");
@@ -655,10 +665,11 @@ impl Connection {
             }
             None => {
                 let message = Message::from_publish(publish, Instant::now());
-                let queued = self
+                let routed = self
                     .broker
                     .publish(message, Some(&self.key), &mut self.scratch);
-                if queued == 0 {
+                self.congested |= routed.congested;
+                if routed.queued == 0 {
                     ReasonCode::NoMatchingSubscribers
                 } else {
                     ReasonCode::Success

@@ -368,7 +368,8 @@ mod tests {
 
     #[test]
     fn clashing_binds_and_unknown_fields_are_refused() {
-        let yaml = "listeners: [{name: a, bind: '127.0.0.1:1883'}, {name: b, bind: '127.0.0.1:1883'}]";
+        let yaml =
+            "listeners: [{name: a, bind: '127.0.0.1:1883'}, {name: b, bind: '127.0.0.1:1883'}]";
         let config: Config = serde_yaml::from_str(yaml).expect("parse");
         assert!(config.validate().is_err());
         assert!(serde_yaml::from_str::<Config>("listners: []").is_err());

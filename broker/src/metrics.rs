@@ -182,7 +182,14 @@ impl Metrics {
 
     /// A flush cycle completed (or its commit failed).
     pub fn store_flushed(&self, ok: bool) {
-        add(if ok { &self.store_flushes } else { &self.store_failures }, 1);
+        add(
+            if ok {
+                &self.store_flushes
+            } else {
+                &self.store_failures
+            },
+            1,
+        );
     }
 
     /// Messages received from clients, all QoS.
@@ -219,23 +226,70 @@ impl Metrics {
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let mut family = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP strait_{name} {help}\n# TYPE strait_{name} {kind}");
+            let _ = writeln!(
+                out,
+                "# HELP strait_{name} {help}\n# TYPE strait_{name} {kind}"
+            );
         };
         family("connections", "gauge", "Open client connections.");
-        family("connections_accepted_total", "counter", "Client connections accepted.");
-        family("connections_refused_total", "counter", "Connections refused or closed by the broker, by reason.");
-        family("protocol_errors_total", "counter", "Connections ended for a protocol violation, by MQTT reason code.");
+        family(
+            "connections_accepted_total",
+            "counter",
+            "Client connections accepted.",
+        );
+        family(
+            "connections_refused_total",
+            "counter",
+            "Connections refused or closed by the broker, by reason.",
+        );
+        family(
+            "protocol_errors_total",
+            "counter",
+            "Connections ended for a protocol violation, by MQTT reason code.",
+        );
         family("sessions", "gauge", "Sessions, connected or not.");
-        family("subscriptions", "gauge", "Subscriptions across all sessions.");
+        family(
+            "subscriptions",
+            "gauge",
+            "Subscriptions across all sessions.",
+        );
         family("retained_messages", "gauge", "Retained messages stored.");
-        family("messages_received_total", "counter", "PUBLISH packets received from clients, by QoS.");
-        family("messages_sent_total", "counter", "PUBLISH packets sent to clients, by QoS.");
-        family("bytes_received_total", "counter", "Bytes of MQTT packets received.");
+        family(
+            "messages_received_total",
+            "counter",
+            "PUBLISH packets received from clients, by QoS.",
+        );
+        family(
+            "messages_sent_total",
+            "counter",
+            "PUBLISH packets sent to clients, by QoS.",
+        );
+        family(
+            "bytes_received_total",
+            "counter",
+            "Bytes of MQTT packets received.",
+        );
         family("bytes_sent_total", "counter", "Bytes of MQTT packets sent.");
-        family("messages_dropped_total", "counter", "Messages not delivered, by reason.");
-        family("acl_denials_total", "counter", "Publishes and subscriptions refused by access rules.");
-        family("store_flushes_total", "counter", "Flush cycles completed (each commits the changes since the previous one).");
-        family("store_flush_failures_total", "counter", "Batches of changes the store failed to commit.");
+        family(
+            "messages_dropped_total",
+            "counter",
+            "Messages not delivered, by reason.",
+        );
+        family(
+            "acl_denials_total",
+            "counter",
+            "Publishes and subscriptions refused by access rules.",
+        );
+        family(
+            "store_flushes_total",
+            "counter",
+            "Flush cycles completed (each commits the changes since the previous one).",
+        );
+        family(
+            "store_flush_failures_total",
+            "counter",
+            "Batches of changes the store failed to commit.",
+        );
         // HELP/TYPE lines first keeps the code short; Prometheus accepts them anywhere
         // before the samples of their family.
         let mut line = |s: String| {
@@ -257,7 +311,9 @@ impl Metrics {
         for (code, counter) in self.protocol_errors.iter().enumerate() {
             let n = get(counter);
             if n > 0 {
-                line(format!("strait_protocol_errors_total{{code=\"0x{code:02X}\"}} {n}"));
+                line(format!(
+                    "strait_protocol_errors_total{{code=\"0x{code:02X}\"}} {n}"
+                ));
             }
         }
         line(format!("strait_sessions {}", gauges.sessions));
@@ -273,7 +329,10 @@ impl Metrics {
                 get(&self.messages_out[qos])
             ));
         }
-        line(format!("strait_bytes_received_total {}", get(&self.bytes_in)));
+        line(format!(
+            "strait_bytes_received_total {}",
+            get(&self.bytes_in)
+        ));
         line(format!("strait_bytes_sent_total {}", get(&self.bytes_out)));
         for reason in DropReason::ALL {
             line(format!(
@@ -282,9 +341,18 @@ impl Metrics {
                 self.drops_total(reason)
             ));
         }
-        line(format!("strait_acl_denials_total {}", get(&self.acl_denials)));
-        line(format!("strait_store_flushes_total {}", get(&self.store_flushes)));
-        line(format!("strait_store_flush_failures_total {}", get(&self.store_failures)));
+        line(format!(
+            "strait_acl_denials_total {}",
+            get(&self.acl_denials)
+        ));
+        line(format!(
+            "strait_store_flushes_total {}",
+            get(&self.store_flushes)
+        ));
+        line(format!(
+            "strait_store_flush_failures_total {}",
+            get(&self.store_failures)
+        ));
         out
     }
 }

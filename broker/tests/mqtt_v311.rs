@@ -4,8 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::v4::{self, LastWill, Packet, QoS};
 use support::start_broker;
+use support::v4::{self, LastWill, Packet, QoS};
 
 #[tokio::test]
 async fn publish_reaches_subscriber_at_each_qos() {
@@ -15,7 +15,10 @@ async fn publish_reaches_subscriber_at_each_qos() {
     let publisher = v4::connect(v4::options(addr, "pub")).await;
     sub.subscribe("sensors/+/temp", QoS::ExactlyOnce).await;
 
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
         let payload = format!("reading {i}");
         publisher
             .client
@@ -72,7 +75,10 @@ async fn retained_message_is_sent_to_new_subscribers_and_cleared_by_empty_payloa
     second.subscribe("marker", QoS::AtLeastOnce).await;
     publisher.publish_acked("marker", false, b"m").await;
     let got = second.publish_received().await;
-    assert_eq!(got.topic, "marker", "no retained message after it was cleared");
+    assert_eq!(
+        got.topic, "marker",
+        "no retained message after it was cleared"
+    );
     server.shutdown().await;
 }
 
@@ -84,34 +90,48 @@ async fn will_is_published_when_a_client_vanishes_but_not_after_disconnect() {
     watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
 
     let mut polite = v4::options(addr, "polite");
-    polite.set_last_will(LastWill::new("wills/polite", "gone", QoS::AtLeastOnce, false));
+    polite.set_last_will(LastWill::new(
+        "wills/polite",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
     let polite = v4::connect(polite).await;
     polite.client.disconnect().await.expect("disconnect");
 
     // A raw TCP client with a will, dropped without DISCONNECT.
-    let mut raw = support::RawClient::connect(addr, strait_broker::protocol::ProtocolVersion::V311).await;
-    raw.send(&strait_broker::protocol::Packet::Connect(Box::new(strait_broker::protocol::Connect {
-        protocol: strait_broker::protocol::ProtocolVersion::V311,
-        clean_start: true,
-        keep_alive: 30,
-        client_id: "rude".into(),
-        will: Some(strait_broker::protocol::LastWill {
-            topic: "wills/rude".into(),
-            payload: bytes::Bytes::from_static(b"vanished"),
-            qos: strait_broker::protocol::QoS::AtLeastOnce,
-            retain: false,
+    let mut raw =
+        support::RawClient::connect(addr, strait_broker::protocol::ProtocolVersion::V311).await;
+    raw.send(&strait_broker::protocol::Packet::Connect(Box::new(
+        strait_broker::protocol::Connect {
+            protocol: strait_broker::protocol::ProtocolVersion::V311,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: "rude".into(),
+            will: Some(strait_broker::protocol::LastWill {
+                topic: "wills/rude".into(),
+                payload: bytes::Bytes::from_static(b"vanished"),
+                qos: strait_broker::protocol::QoS::AtLeastOnce,
+                retain: false,
+                properties: Default::default(),
+            }),
+            username: None,
+            password: None,
             properties: Default::default(),
-        }),
-        username: None,
-        password: None,
-        properties: Default::default(),
-    })))
+        },
+    )))
     .await;
-    assert!(matches!(raw.recv().await, Some(strait_broker::protocol::Packet::ConnAck(_))));
+    assert!(matches!(
+        raw.recv().await,
+        Some(strait_broker::protocol::Packet::ConnAck(_))
+    ));
     drop(raw);
 
     let got = watcher.publish_received().await;
-    assert_eq!(got.topic, "wills/rude", "only the vanished client's will is published");
+    assert_eq!(
+        got.topic, "wills/rude",
+        "only the vanished client's will is published"
+    );
     assert_eq!(&got.payload[..], b"vanished");
     server.shutdown().await;
 }
@@ -140,7 +160,11 @@ async fn persistent_session_keeps_subscriptions_and_queues_qos1_while_offline() 
     let mut durable = v4::connect(options).await;
     for expected in ["one", "two", "three"] {
         let got = durable.publish_received().await;
-        assert_eq!(&got.payload[..], expected.as_bytes(), "queued in order; QoS 0 not kept offline");
+        assert_eq!(
+            &got.payload[..],
+            expected.as_bytes(),
+            "queued in order; QoS 0 not kept offline"
+        );
     }
     server.shutdown().await;
 }
@@ -159,7 +183,9 @@ async fn clean_session_discards_the_previous_session() {
     options.set_clean_session(true);
     let mut client = v4::connect(options).await;
     let mut publisher = v4::connect(v4::options(addr, "pub")).await;
-    publisher.publish_acked("t", false, b"old subscription").await;
+    publisher
+        .publish_acked("t", false, b"old subscription")
+        .await;
     client.subscribe("marker", QoS::AtLeastOnce).await;
     publisher.publish_acked("marker", false, b"m").await;
     assert_eq!(client.publish_received().await.topic, "marker");
@@ -173,9 +199,13 @@ async fn wildcards_follow_the_spec_and_never_match_dollar_topics() {
     let mut all = v4::connect(v4::options(addr, "all")).await;
     all.subscribe("#", QoS::AtMostOnce).await;
     let mut sys = v4::connect(v4::options(addr, "sys")).await;
-    sys.subscribe("$SYS/broker/clients/connected", QoS::AtMostOnce).await;
+    sys.subscribe("$SYS/broker/clients/connected", QoS::AtMostOnce)
+        .await;
     let got = sys.publish_received().await;
-    let connected: i64 = std::str::from_utf8(&got.payload).expect("utf8").parse().expect("number");
+    let connected: i64 = std::str::from_utf8(&got.payload)
+        .expect("utf8")
+        .parse()
+        .expect("number");
     assert!(connected >= 2, "{connected}");
 
     let mut publisher = v4::connect(v4::options(addr, "pub")).await;
@@ -191,11 +221,15 @@ async fn shared_subscription_delivers_each_message_to_one_member() {
     let addr = server.mqtt_addrs()[0];
     let mut a = v4::connect(v4::options(addr, "worker-a")).await;
     let mut b = v4::connect(v4::options(addr, "worker-b")).await;
-    a.subscribe("$share/workers/tasks/#", QoS::AtLeastOnce).await;
-    b.subscribe("$share/workers/tasks/#", QoS::AtLeastOnce).await;
+    a.subscribe("$share/workers/tasks/#", QoS::AtLeastOnce)
+        .await;
+    b.subscribe("$share/workers/tasks/#", QoS::AtLeastOnce)
+        .await;
     let mut publisher = v4::connect(v4::options(addr, "pub")).await;
     for i in 0..10 {
-        publisher.publish_acked(&format!("tasks/{i}"), false, b"job").await;
+        publisher
+            .publish_acked(&format!("tasks/{i}"), false, b"job")
+            .await;
     }
     let mut received = Vec::new();
     for _ in 0..5 {
@@ -217,7 +251,10 @@ async fn unsubscribe_stops_delivery() {
     sub.subscribe("news", QoS::AtLeastOnce).await;
     sub.subscribe("marker", QoS::AtLeastOnce).await;
     sub.client.unsubscribe("news").await.expect("queue");
-    sub.next("UNSUBACK", |p| matches!(p, Packet::UnsubAck(_)).then_some(())).await;
+    sub.next("UNSUBACK", |p| {
+        matches!(p, Packet::UnsubAck(_)).then_some(())
+    })
+    .await;
     let mut publisher = v4::connect(v4::options(addr, "pub")).await;
     publisher.publish_acked("news", false, b"n").await;
     publisher.publish_acked("marker", false, b"m").await;
@@ -229,23 +266,32 @@ async fn unsubscribe_stops_delivery() {
 async fn keepalive_timeout_closes_a_silent_client() {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
-    let mut raw = support::RawClient::connect(addr, strait_broker::protocol::ProtocolVersion::V311).await;
-    raw.send(&strait_broker::protocol::Packet::Connect(Box::new(strait_broker::protocol::Connect {
-        protocol: strait_broker::protocol::ProtocolVersion::V311,
-        clean_start: true,
-        keep_alive: 1,
-        client_id: "silent".into(),
-        will: None,
-        username: None,
-        password: None,
-        properties: Default::default(),
-    })))
+    let mut raw =
+        support::RawClient::connect(addr, strait_broker::protocol::ProtocolVersion::V311).await;
+    raw.send(&strait_broker::protocol::Packet::Connect(Box::new(
+        strait_broker::protocol::Connect {
+            protocol: strait_broker::protocol::ProtocolVersion::V311,
+            clean_start: true,
+            keep_alive: 1,
+            client_id: "silent".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        },
+    )))
     .await;
-    assert!(matches!(raw.recv().await, Some(strait_broker::protocol::Packet::ConnAck(_))));
+    assert!(matches!(
+        raw.recv().await,
+        Some(strait_broker::protocol::Packet::ConnAck(_))
+    ));
     let started = std::time::Instant::now();
     let rest = raw.recv_until_closed().await;
     assert!(rest.is_empty(), "3.1.1 gets no DISCONNECT: {rest:?}");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(1400), "closed after 1.5 x keepalive, not before: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed after 1.5 x keepalive, not before: {waited:?}"
+    );
     server.shutdown().await;
 }

@@ -5,9 +5,14 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, PubAckReason, RetainForwardRule, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{
+    DisconnectReasonCode, PubAckReason, RetainForwardRule, SubscribeReasonCode,
+};
 use support::start_broker;
-use support::v5::{self, ConnectProperties, Filter, LastWill, LastWillProperties, Packet, PublishProperties, QoS, SubscribeProperties};
+use support::v5::{
+    self, ConnectProperties, Filter, LastWill, LastWillProperties, Packet, PublishProperties, QoS,
+    SubscribeProperties,
+};
 
 fn with_session_expiry(options: &mut v5::MqttOptions, secs: u32) {
     let mut props = ConnectProperties::new();
@@ -24,7 +29,11 @@ async fn connack_announces_limits_and_features() {
     })
     .await;
     let client = v5::connect(v5::options(server.mqtt_addrs()[0], "c")).await;
-    let props = client.connack.properties.clone().expect("v5 CONNACK has properties");
+    let props = client
+        .connack
+        .properties
+        .clone()
+        .expect("v5 CONNACK has properties");
     assert_eq!(props.receive_max, Some(20));
     assert_eq!(props.max_packet_size, Some(4096));
     assert_eq!(props.topic_alias_max, Some(7));
@@ -40,14 +49,19 @@ async fn properties_pass_through_unchanged_for_request_response() {
     let mut responder = v5::connect(v5::options(addr, "responder")).await;
     responder.subscribe("rpc/request", QoS::AtLeastOnce).await;
     let mut requester = v5::connect(v5::options(addr, "requester")).await;
-    requester.subscribe("rpc/reply/requester", QoS::AtLeastOnce).await;
+    requester
+        .subscribe("rpc/reply/requester", QoS::AtLeastOnce)
+        .await;
 
     let props = PublishProperties {
         response_topic: Some("rpc/reply/requester".into()),
         correlation_data: Some(Bytes::from_static(b"req-42")),
         content_type: Some("application/json".into()),
         payload_format_indicator: Some(1),
-        user_properties: vec![("trace".into(), "abc".into()), ("trace".into(), "def".into())],
+        user_properties: vec![
+            ("trace".into(), "abc".into()),
+            ("trace".into(), "def".into()),
+        ],
         ..Default::default()
     };
     requester
@@ -63,7 +77,10 @@ async fn properties_pass_through_unchanged_for_request_response() {
     assert_eq!(got.payload_format_indicator, Some(1));
     assert_eq!(
         got.user_properties,
-        vec![("trace".to_string(), "abc".to_string()), ("trace".to_string(), "def".to_string())],
+        vec![
+            ("trace".to_string(), "abc".to_string()),
+            ("trace".to_string(), "def".to_string())
+        ],
         "user properties keep order and duplicates"
     );
 
@@ -73,12 +90,21 @@ async fn properties_pass_through_unchanged_for_request_response() {
     };
     responder
         .client
-        .publish_with_properties(got.response_topic.expect("topic"), QoS::AtLeastOnce, false, "ok", reply)
+        .publish_with_properties(
+            got.response_topic.expect("topic"),
+            QoS::AtLeastOnce,
+            false,
+            "ok",
+            reply,
+        )
         .await
         .expect("queue");
     let response = requester.publish_received().await;
     assert_eq!(
-        response.properties.and_then(|p| p.correlation_data).as_deref(),
+        response
+            .properties
+            .and_then(|p| p.correlation_data)
+            .as_deref(),
         Some(&b"req-42"[..])
     );
     server.shutdown().await;
@@ -98,10 +124,13 @@ async fn subscription_identifiers_come_back_with_each_matching_subscription() {
             .subscribe_with_properties(filter, QoS::AtLeastOnce, props)
             .await
             .expect("queue");
-        sub.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+        sub.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+            .await;
     }
     let mut publisher = v5::connect(v5::options(addr, "pub")).await;
-    publisher.publish_acked("home/kitchen/temp", false, b"21").await;
+    publisher
+        .publish_acked("home/kitchen/temp", false, b"21")
+        .await;
     let got = sub.publish_received().await;
     let mut ids = got.properties.expect("properties").subscription_identifiers;
     ids.sort();
@@ -116,11 +145,19 @@ async fn no_local_suppresses_own_messages() {
     let mut chat = v5::connect(v5::options(addr, "chat")).await;
     let mut filter = Filter::new("room/1", QoS::AtLeastOnce);
     filter.nolocal = true;
-    chat.client.subscribe_many([filter, Filter::new("marker", QoS::AtLeastOnce)]).await.expect("queue");
-    chat.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+    chat.client
+        .subscribe_many([filter, Filter::new("marker", QoS::AtLeastOnce)])
+        .await
+        .expect("queue");
+    chat.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+        .await;
 
     let reason = chat.publish_acked("room/1", false, b"mine").await;
-    assert_eq!(reason, PubAckReason::NoMatchingSubscribers, "own no-local subscription does not count");
+    assert_eq!(
+        reason,
+        PubAckReason::NoMatchingSubscribers,
+        "own no-local subscription does not count"
+    );
     let mut other = v5::connect(v5::options(addr, "other")).await;
     other.publish_acked("room/1", false, b"theirs").await;
     let got = chat.publish_received().await;
@@ -139,7 +176,10 @@ async fn retain_as_published_and_retain_handling() {
     let mut keep = Filter::new("cfg/#", QoS::AtLeastOnce);
     keep.preserve_retain = true;
     keep.retain_forward_rule = RetainForwardRule::Never;
-    sub.client.subscribe_many([keep, Filter::new("marker", QoS::AtLeastOnce)]).await.expect("queue");
+    sub.client
+        .subscribe_many([keep, Filter::new("marker", QoS::AtLeastOnce)])
+        .await
+        .expect("queue");
     let codes = sub
         .next("SUBACK", |p| match p {
             Packet::SubAck(ack) => Some(ack.return_codes),
@@ -148,12 +188,22 @@ async fn retain_as_published_and_retain_handling() {
         .await;
     assert_eq!(
         codes,
-        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce), SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        vec![
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        ]
     );
     publisher.publish_acked("cfg/a", true, b"v2").await;
     let live = sub.publish_received().await;
-    assert_eq!(&live.payload[..], b"v2", "retain handling 2 sent no stored message first");
-    assert!(live.retain, "retain-as-published keeps RETAIN on live delivery");
+    assert_eq!(
+        &live.payload[..],
+        b"v2",
+        "retain handling 2 sent no stored message first"
+    );
+    assert!(
+        live.retain,
+        "retain-as-published keeps RETAIN on live delivery"
+    );
     server.shutdown().await;
 }
 
@@ -189,7 +239,9 @@ async fn message_expiry_drops_stale_queued_messages_and_counts_down() {
         .await
         .expect("queue");
     for _ in 0..2 {
-        publisher.next("PUBACK", |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+        publisher
+            .next("PUBACK", |p| matches!(p, Packet::PubAck(_)).then_some(()))
+            .await;
     }
     // Expiry is about wall-clock time passing, so the test lets it pass.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -197,9 +249,19 @@ async fn message_expiry_drops_stale_queued_messages_and_counts_down() {
     let mut slow = v5::connect(options).await;
     assert!(slow.connack.session_present);
     let got = slow.publish_received().await;
-    assert_eq!(&got.payload[..], b"long", "the expired message is not delivered");
-    let left = got.properties.and_then(|p| p.message_expiry_interval).expect("expiry forwarded");
-    assert!(left < 100 && left >= 97, "remaining lifetime is forwarded: {left}");
+    assert_eq!(
+        &got.payload[..],
+        b"long",
+        "the expired message is not delivered"
+    );
+    let left = got
+        .properties
+        .and_then(|p| p.message_expiry_interval)
+        .expect("expiry forwarded");
+    assert!(
+        (97..100).contains(&left),
+        "remaining lifetime is forwarded: {left}"
+    );
     server.shutdown().await;
 }
 
@@ -213,7 +275,10 @@ async fn second_connection_with_the_same_id_takes_the_session_over() {
     let mut first = v5::connect(options.clone()).await;
     first.subscribe("x", QoS::AtLeastOnce).await;
     let mut second = v5::connect(options).await;
-    assert!(second.connack.session_present, "the session moved to the new connection");
+    assert!(
+        second.connack.session_present,
+        "the session moved to the new connection"
+    );
     let reason = first
         .next("DISCONNECT", |p| match p {
             Packet::Disconnect(d) => Some(d.reason_code),
@@ -223,7 +288,10 @@ async fn second_connection_with_the_same_id_takes_the_session_over() {
     assert_eq!(reason, DisconnectReasonCode::SessionTakenOver);
     let mut publisher = v5::connect(v5::options(addr, "pub")).await;
     publisher.publish_acked("x", false, b"to the new one").await;
-    assert_eq!(&second.publish_received().await.payload[..], b"to the new one");
+    assert_eq!(
+        &second.publish_received().await.payload[..],
+        b"to the new one"
+    );
     server.shutdown().await;
 }
 
@@ -239,7 +307,10 @@ async fn session_expires_after_its_interval() {
     brief.client.disconnect().await.expect("disconnect");
     drop(brief);
     let reconnected = v5::connect(options.clone()).await;
-    assert!(reconnected.connack.session_present, "resumed within the interval");
+    assert!(
+        reconnected.connack.session_present,
+        "resumed within the interval"
+    );
     reconnected.client.disconnect().await.expect("disconnect");
     drop(reconnected);
     // Session expiry is about time passing, so the test lets it pass.
@@ -287,8 +358,16 @@ async fn will_delay_holds_the_will_and_a_quick_return_cancels_it() {
     let leaver = v5::connect(vanish("leaver", "status/leaver", 1)).await;
     server_side_drop(&server, "leaver", leaver).await;
     let got = watcher.publish_received().await;
-    assert_eq!(got.topic, Bytes::from_static(b"status/leaver"), "the returner's will was cancelled");
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert_eq!(
+        got.topic,
+        Bytes::from_static(b"status/leaver"),
+        "the returner's will was cancelled"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     server.shutdown().await;
 }
 

@@ -44,7 +44,7 @@ impl Broker {
         let child = command.spawn().expect("spawn strait-broker");
         let broker = Broker { child, mqtt, admin };
         support::within("the broker to become ready", async {
-            while !broker.metrics().await.is_some() {
+            while broker.metrics().await.is_none() {
                 tokio::time::sleep(Duration::from_millis(20)).await; // polling readiness
             }
         })
@@ -55,7 +55,10 @@ impl Broker {
     /// GET /metrics, or `None` while the endpoint is not up.
     async fn metrics(&self) -> Option<String> {
         let mut stream = tokio::net::TcpStream::connect(self.admin).await.ok()?;
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.admin);
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.admin
+        );
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await.ok()?;
@@ -96,7 +99,10 @@ impl Broker {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "broker did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "broker did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20)); // polling the child
         }
     }
@@ -156,7 +162,9 @@ async fn state_flushed_before_kill_9_survives_the_restart() {
     drop(durable);
 
     let mut publisher = v5::connect(v5::options(broker.mqtt, "pub")).await;
-    publisher.publish_acked("config/site", true, b"retained-v1").await;
+    publisher
+        .publish_acked("config/site", true, b"retained-v1")
+        .await;
     publisher.publish_acked("orders/1", false, b"first").await;
     publisher.publish_acked("orders/2", false, b"second").await;
     broker.wait_for_flush().await;
@@ -166,7 +174,10 @@ async fn state_flushed_before_kill_9_survives_the_restart() {
 
     let restarted = Broker::spawn(Some(&config)).await;
     let mut durable = v5::connect(durable_options(restarted.mqtt)).await;
-    assert!(durable.connack.session_present, "the session survived kill -9");
+    assert!(
+        durable.connack.session_present,
+        "the session survived kill -9"
+    );
     for expected in [&b"first"[..], b"second"] {
         assert_eq!(&durable.publish_received().await.payload[..], expected);
     }

@@ -5,7 +5,8 @@ mod support;
 
 use bytes::Bytes;
 use strait_broker::protocol::{
-    Connect, ConnectProperties, Packet, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode,
+    Connect, ConnectProperties, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
+    ReasonCode,
 };
 use support::{start_broker, RawClient};
 
@@ -36,10 +37,14 @@ async fn connected(addr: std::net::SocketAddr, version: ProtocolVersion, id: &st
 async fn v5_violation(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<ReasonCode> {
     let mut client = connected(addr, ProtocolVersion::V5, "offender").await;
     client.send_bytes(bytes).await;
-    client.recv_until_closed().await.into_iter().find_map(|p| match p {
-        Packet::Disconnect(d) => Some(d.reason),
-        _ => None,
-    })
+    client
+        .recv_until_closed()
+        .await
+        .into_iter()
+        .find_map(|p| match p {
+            Packet::Disconnect(d) => Some(d.reason),
+            _ => None,
+        })
 }
 
 #[tokio::test]
@@ -50,32 +55,60 @@ async fn each_violation_gets_its_reason_code_and_others_are_unaffected() {
 
     let cases: &[(&str, Vec<u8>, ReasonCode)] = &[
         // PUBLISH to a topic with a wildcard.
-        ("wildcard topic", vec![0x30, 0x06, 0x00, 0x03, b'a', b'/', b'#', 0x00], ReasonCode::TopicNameInvalid),
+        (
+            "wildcard topic",
+            vec![0x30, 0x06, 0x00, 0x03, b'a', b'/', b'#', 0x00],
+            ReasonCode::TopicNameInvalid,
+        ),
         // Remaining length of five bytes.
-        ("remaining length overflow", vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F], ReasonCode::MalformedPacket),
+        (
+            "remaining length overflow",
+            vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F],
+            ReasonCode::MalformedPacket,
+        ),
         // PUBREL with flags 0 instead of 0b0010.
-        ("wrong fixed-header flags", vec![0x60, 0x02, 0x00, 0x01], ReasonCode::MalformedPacket),
+        (
+            "wrong fixed-header flags",
+            vec![0x60, 0x02, 0x00, 0x01],
+            ReasonCode::MalformedPacket,
+        ),
         // A second CONNECT.
         (
             "second CONNECT",
             {
                 let mut out = bytes::BytesMut::new();
-                strait_broker::protocol::encode(&connect(ProtocolVersion::V5, "again"), ProtocolVersion::V5, &mut out)
-                    .expect("encode");
+                strait_broker::protocol::encode(
+                    &connect(ProtocolVersion::V5, "again"),
+                    ProtocolVersion::V5,
+                    &mut out,
+                )
+                .expect("encode");
                 out.to_vec()
             },
             ReasonCode::ProtocolError,
         ),
         // Larger than maxPacketSize (1024).
-        ("oversize", {
-            let mut v = vec![0x30, 0x80, 0x10];
-            v.extend(std::iter::repeat(0).take(2048));
-            v
-        }, ReasonCode::PacketTooLarge),
+        (
+            "oversize",
+            {
+                let mut v = vec![0x30, 0x80, 0x10];
+                v.extend(std::iter::repeat_n(0, 2048));
+                v
+            },
+            ReasonCode::PacketTooLarge,
+        ),
         // Invalid UTF-8 in a topic.
-        ("invalid utf-8", vec![0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, 0x00], ReasonCode::MalformedPacket),
+        (
+            "invalid utf-8",
+            vec![0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, 0x00],
+            ReasonCode::MalformedPacket,
+        ),
         // QoS 3.
-        ("qos 3", vec![0x36, 0x06, 0x00, 0x01, b'a', 0x00, 0x01, 0x00], ReasonCode::MalformedPacket),
+        (
+            "qos 3",
+            vec![0x36, 0x06, 0x00, 0x01, b'a', 0x00, 0x01, 0x00],
+            ReasonCode::MalformedPacket,
+        ),
     ];
     for (name, bytes, expected) in cases {
         let got = v5_violation(addr, bytes).await;
@@ -98,7 +131,13 @@ async fn packet_before_connect_closes_the_connection() {
     let mut client = RawClient::connect(server.mqtt_addrs()[0], ProtocolVersion::V311).await;
     client.send(&Packet::PingReq).await;
     assert!(client.recv_until_closed().await.is_empty());
-    assert!(server.broker().metrics().protocol_errors_total(ReasonCode::ProtocolError) > 0);
+    assert!(
+        server
+            .broker()
+            .metrics()
+            .protocol_errors_total(ReasonCode::ProtocolError)
+            > 0
+    );
     server.shutdown().await;
 }
 
@@ -114,8 +153,14 @@ async fn unsupported_protocol_level_gets_connack_0x01() {
     client.send_bytes(&packet).await;
     let mut raw = [0u8; 4];
     use tokio::io::AsyncReadExt;
-    support::within("CONNACK", client.stream.read_exact(&mut raw)).await.expect("read");
-    assert_eq!(raw, [0x20, 0x02, 0x00, 0x01], "3.1.1 CONNACK, return code 1");
+    support::within("CONNACK", client.stream.read_exact(&mut raw))
+        .await
+        .expect("read");
+    assert_eq!(
+        raw,
+        [0x20, 0x02, 0x00, 0x01],
+        "3.1.1 CONNACK, return code 1"
+    );
     server.shutdown().await;
 }
 
@@ -123,8 +168,13 @@ async fn unsupported_protocol_level_gets_connack_0x01() {
 async fn v311_violation_closes_without_disconnect() {
     let server = start_broker(|_| {}).await;
     let mut client = connected(server.mqtt_addrs()[0], ProtocolVersion::V311, "old").await;
-    client.send_bytes(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'+', 0x00]).await;
-    assert!(client.recv_until_closed().await.is_empty(), "3.1.1 has no server DISCONNECT");
+    client
+        .send_bytes(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'+', 0x00])
+        .await;
+    assert!(
+        client.recv_until_closed().await.is_empty(),
+        "3.1.1 has no server DISCONNECT"
+    );
     server.shutdown().await;
 }
 
@@ -159,7 +209,9 @@ async fn topic_alias_resolves_and_unknown_alias_is_a_protocol_error() {
             },
         })
     };
-    publisher.send(&publish("long/topic/name", 1, b"first")).await;
+    publisher
+        .send(&publish("long/topic/name", 1, b"first"))
+        .await;
     publisher.send(&publish("", 1, b"by alias")).await;
     for expected in [&b"first"[..], b"by alias"] {
         match sub.recv().await {
@@ -173,14 +225,18 @@ async fn topic_alias_resolves_and_unknown_alias_is_a_protocol_error() {
     publisher.send(&publish("", 2, b"unknown alias")).await;
     let closing = publisher.recv_until_closed().await;
     assert!(
-        closing.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::ProtocolError)),
+        closing
+            .iter()
+            .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::ProtocolError)),
         "{closing:?}"
     );
     let mut late = connected(addr, ProtocolVersion::V5, "late").await;
     late.send(&publish("x", 5, b"alias above maximum")).await;
     let closing = late.recv_until_closed().await;
     assert!(
-        closing.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::TopicAliasInvalid)),
+        closing.iter().any(
+            |p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::TopicAliasInvalid)
+        ),
         "{closing:?}"
     );
     server.shutdown().await;
@@ -237,7 +293,10 @@ async fn receive_maximum_limits_unacknowledged_deliveries() {
     // round trip shows nothing else was sent meanwhile.
     sub.send(&Packet::PingReq).await;
     assert_eq!(sub.recv().await, Some(Packet::PingResp));
-    sub.send(&Packet::PubAck(strait_broker::protocol::PubAck::success(ids[0]))).await;
+    sub.send(&Packet::PubAck(strait_broker::protocol::PubAck::success(
+        ids[0],
+    )))
+    .await;
     match sub.recv().await {
         Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], &[3]),
         other => panic!("expected the third PUBLISH, got {other:?}"),

@@ -7,8 +7,13 @@
 mod decode;
 mod encode;
 pub mod packet;
+mod properties;
 pub mod reason;
 pub mod topic;
+mod wire;
+
+#[cfg(test)]
+mod tests;
 
 pub use decode::{decode, DecodeError};
 pub use encode::{encode, EncodeError};

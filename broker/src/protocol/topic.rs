@@ -1,4 +1,7 @@
 //! Topic names and filters: validation, shared-subscription parsing, matching.
+//!
+//! Rules from OASIS MQTT 5.0 section 4.7 (identical in 3.1.1 section 4.7) and
+//! shared subscriptions from MQTT 5.0 section 4.8.2.
 
 /// Why a topic name or filter is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +20,20 @@ pub enum TopicError {
     InvalidShared,
 }
 
+impl TopicError {
+    /// A fixed description, for errors that carry a `&'static str`.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            TopicError::Empty => "topic is empty",
+            TopicError::Nul => "topic contains a NUL character",
+            TopicError::WildcardInName => "topic name contains a wildcard",
+            TopicError::MisplacedMultiLevel => "'#' must be the last level and stand alone",
+            TopicError::MisplacedSingleLevel => "'+' must stand alone in its level",
+            TopicError::InvalidShared => "shared subscription must be $share/<group>/<filter>",
+        }
+    }
+}
+
 /// A `$share/<group>/<filter>` subscription, split into its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedFilter<'a> {
@@ -24,27 +41,223 @@ pub struct SharedFilter<'a> {
     pub filter: &'a str,
 }
 
+/// The prefix that marks a shared subscription.
+const SHARE_PREFIX: &str = "$share/";
+
 /// Checks a topic name a client publishes to: non-empty, no wildcards, no NUL.
 pub fn validate_topic_name(topic: &str) -> Result<(), TopicError> {
-    let _ = topic;
-    todo!("codec")
+    if topic.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    for byte in topic.bytes() {
+        match byte {
+            0 => return Err(TopicError::Nul),
+            b'+' | b'#' => return Err(TopicError::WildcardInName),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks a subscription filter (including the `$share/` form).
 pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
-    let _ = filter;
-    todo!("codec")
+    match parse_shared(filter)? {
+        Some(shared) => validate_plain_filter(shared.filter),
+        None => validate_plain_filter(filter),
+    }
+}
+
+/// Checks an ordinary (non-shared) filter: `#` only as the whole last level,
+/// `+` only as a whole level.
+fn validate_plain_filter(filter: &str) -> Result<(), TopicError> {
+    if filter.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if filter.as_bytes().contains(&0) {
+        return Err(TopicError::Nul);
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(TopicError::MisplacedMultiLevel);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(TopicError::MisplacedSingleLevel);
+        }
+    }
+    Ok(())
 }
 
 /// Splits `$share/<group>/<filter>`; `Ok(None)` for an ordinary filter.
+///
+/// The group must be non-empty and free of `/`, `+` and `#`, and a filter must
+/// follow it; the filter itself is checked by [`validate_topic_filter`].
 pub fn parse_shared(filter: &str) -> Result<Option<SharedFilter<'_>>, TopicError> {
-    let _ = filter;
-    todo!("codec")
+    let Some(rest) = filter.strip_prefix(SHARE_PREFIX) else {
+        return Ok(None);
+    };
+    let (group, filter) = rest.split_once('/').ok_or(TopicError::InvalidShared)?;
+    if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
+        return Err(TopicError::InvalidShared);
+    }
+    Ok(Some(SharedFilter { group, filter }))
 }
 
 /// Whether `topic` matches `filter` (`+`, `#`; a topic starting with `$` never
 /// matches a filter starting with a wildcard).
+///
+/// `filter` is an ordinary filter: strip a `$share/<group>/` prefix with
+/// [`parse_shared`] first. Allocation-free: it walks both strings level by level.
 pub fn matches(filter: &str, topic: &str) -> bool {
-    let _ = (filter, topic);
-    todo!("codec")
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut filter_levels = filter.split('/');
+    let mut topic_levels = topic.split('/');
+    loop {
+        match (filter_levels.next(), topic_levels.next()) {
+            // `#` also matches the parent level: `sport/#` matches `sport`.
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(f), Some(t)) if f == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert_eq!(validate_topic_name("sport/tennis"), Ok(()));
+        assert_eq!(validate_topic_name("/"), Ok(()));
+        assert_eq!(validate_topic_name("$SYS/broker"), Ok(()));
+        assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
+        assert_eq!(validate_topic_name("a\0b"), Err(TopicError::Nul));
+        assert_eq!(
+            validate_topic_name("sport/+"),
+            Err(TopicError::WildcardInName)
+        );
+        assert_eq!(
+            validate_topic_name("sport#"),
+            Err(TopicError::WildcardInName)
+        );
+    }
+
+    #[test]
+    fn valid_filters() {
+        for filter in [
+            "#",
+            "+",
+            "/",
+            "sport/#",
+            "sport/+/player1",
+            "+/+",
+            "/+",
+            "+/tennis/#",
+            "$SYS/#",
+        ] {
+            assert_eq!(validate_topic_filter(filter), Ok(()), "{filter}");
+        }
+    }
+
+    #[test]
+    fn invalid_filters() {
+        assert_eq!(validate_topic_filter(""), Err(TopicError::Empty));
+        assert_eq!(validate_topic_filter("a/\0"), Err(TopicError::Nul));
+        assert_eq!(
+            validate_topic_filter("sport/tennis#"),
+            Err(TopicError::MisplacedMultiLevel)
+        );
+        assert_eq!(
+            validate_topic_filter("sport/#/ranking"),
+            Err(TopicError::MisplacedMultiLevel)
+        );
+        assert_eq!(
+            validate_topic_filter("sport+"),
+            Err(TopicError::MisplacedSingleLevel)
+        );
+        assert_eq!(
+            validate_topic_filter("sport/+x/a"),
+            Err(TopicError::MisplacedSingleLevel)
+        );
+    }
+
+    #[test]
+    fn shared_filters_are_split() {
+        assert_eq!(
+            parse_shared("$share/group/sport/#"),
+            Ok(Some(SharedFilter {
+                group: "group",
+                filter: "sport/#"
+            }))
+        );
+        assert_eq!(parse_shared("sport/#"), Ok(None));
+        assert_eq!(parse_shared("$sharefoo/x"), Ok(None));
+        assert_eq!(validate_topic_filter("$share/g/+/x"), Ok(()));
+    }
+
+    #[test]
+    fn invalid_shared_filters() {
+        for filter in [
+            "$share/",
+            "$share/group",
+            "$share//x",
+            "$share/g+/x",
+            "$share/g#/x",
+            "$share/group/",
+        ] {
+            assert_eq!(
+                parse_shared(filter),
+                Err(TopicError::InvalidShared),
+                "{filter}"
+            );
+            assert_eq!(
+                validate_topic_filter(filter),
+                Err(TopicError::InvalidShared),
+                "{filter}"
+            );
+        }
+        assert_eq!(
+            validate_topic_filter("$share/g/a#"),
+            Err(TopicError::MisplacedMultiLevel)
+        );
+    }
+
+    #[test]
+    fn spec_matching_examples() {
+        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/score/wimbledon"
+        ));
+        assert!(matches("sport/#", "sport"));
+        assert!(matches("#", "sport/tennis"));
+        assert!(matches("sport/tennis/+", "sport/tennis/player1"));
+        assert!(!matches("sport/tennis/+", "sport/tennis/player1/ranking"));
+        assert!(!matches("sport/+", "sport"));
+        assert!(matches("sport/+", "sport/"));
+        assert!(matches("+", "finance"));
+        assert!(!matches("+", "/finance"));
+        assert!(matches("+/+", "/finance"));
+        assert!(matches("/+", "/finance"));
+        assert!(matches("a/b", "a/b"));
+        assert!(!matches("a/b", "a/bc"));
+        assert!(!matches("a/b/c", "a/b"));
+    }
+
+    #[test]
+    fn dollar_topics_do_not_match_leading_wildcards() {
+        assert!(!matches("#", "$SYS/broker/clients"));
+        assert!(!matches("+/monitor/Clients", "$SYS/monitor/Clients"));
+        assert!(matches("$SYS/#", "$SYS/broker/clients"));
+        assert!(matches("$SYS/monitor/+", "$SYS/monitor/Clients"));
+    }
 }

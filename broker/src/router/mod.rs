@@ -3,11 +3,18 @@
 //! so they are tested without a server; the server keeps them behind a lock that is
 //! never held across an `.await`.
 
+mod merge;
 pub mod retained;
+mod shared;
+#[cfg(test)]
+mod tests;
+mod trie;
 
 use std::hash::Hash;
 
 use crate::protocol::{QoS, SubscriptionOptions};
+use merge::Merger;
+use trie::{Node, Sub};
 
 /// Whether a subscribe created a subscription or replaced one with the same filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +34,15 @@ pub struct Delivery {
 }
 
 /// The subscription table of one broker node.
+///
+/// A key that receives a message both through a shared group and through its
+/// own ordinary subscription gets two deliveries: MQTT 5 section 4.8.2 says
+/// shared and non-shared subscriptions are delivered independently.
 #[derive(Debug)]
 pub struct Router<K> {
-    _key: std::marker::PhantomData<K>,
+    root: Node<K>,
+    /// Subscriptions, shared memberships included.
+    len: usize,
 }
 
 impl<K: Clone + Eq + Hash> Default for Router<K> {
@@ -40,7 +53,10 @@ impl<K: Clone + Eq + Hash> Default for Router<K> {
 
 impl<K: Clone + Eq + Hash> Router<K> {
     pub fn new() -> Self {
-        todo!("router")
+        Self {
+            root: Node::default(),
+            len: 0,
+        }
     }
 
     /// Adds or replaces `key`'s subscription to `filter` (already validated; may
@@ -52,20 +68,36 @@ impl<K: Clone + Eq + Hash> Router<K> {
         options: SubscriptionOptions,
         subscription_id: Option<u32>,
     ) -> SubscribeOutcome {
-        let _ = (key, filter, options, subscription_id);
-        todo!("router")
+        let (group, filter) = split_share(filter);
+        let sub = Sub {
+            options,
+            id: subscription_id,
+        };
+        let outcome = self.root.subscribers_mut(filter).upsert(group, key, sub);
+        if outcome == SubscribeOutcome::New {
+            self.len += 1;
+        }
+        outcome
     }
 
     /// Removes `key`'s subscription to `filter`; false if it had none.
     pub fn unsubscribe(&mut self, key: &K, filter: &str) -> bool {
-        let _ = (key, filter);
-        todo!("router")
+        let (group, filter) = split_share(filter);
+        let removed = self.root.remove(filter, |subs| subs.remove(group, key));
+        if removed {
+            self.len -= 1;
+        }
+        removed
     }
 
     /// Appends one [`Delivery`] per subscriber that should receive a message
     /// published to `topic` by `publisher` (whose no-local subscriptions are
     /// skipped). For each matching shared group, one member is chosen, in turn,
     /// preferring members for which `online` is true.
+    ///
+    /// Allocates nothing beyond growing `out` and the subscription identifier
+    /// lists of the deliveries (except when two or more large fan-outs
+    /// overlap, where merging per key uses a temporary index).
     pub fn route(
         &self,
         topic: &str,
@@ -73,16 +105,50 @@ impl<K: Clone + Eq + Hash> Router<K> {
         online: impl Fn(&K) -> bool,
         out: &mut Vec<(K, Delivery)>,
     ) {
-        let _ = (topic, publisher, online, out);
-        todo!("router")
+        let mut merger = Merger::new(out);
+        let mut any_shared = false;
+        self.root.for_each_match(topic, &mut |subs| {
+            merger.add(&subs.plain, publisher);
+            any_shared |= !subs.shared.is_empty();
+        });
+        merger.finish();
+        // Shared deliveries are never merged, so they are appended after the
+        // merged ones in a second walk, only taken when a group matched.
+        if any_shared {
+            self.root.for_each_match(topic, &mut |subs| {
+                for group in &subs.shared {
+                    if let Some((key, sub)) = group.pick(&online) {
+                        out.push((key.clone(), Delivery::from(sub)));
+                    }
+                }
+            });
+        }
     }
 
     /// Number of subscriptions (shared ones included).
     pub fn len(&self) -> usize {
-        todo!("router")
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Trie nodes in use, the root included (1 when there are no subscriptions).
+    #[cfg(test)]
+    fn node_count(&self) -> usize {
+        self.root.node_count()
+    }
+}
+
+/// Splits `$share/<group>/<filter>` into its group and filter; any other
+/// filter has no group.
+fn split_share(filter: &str) -> (Option<&str>, &str) {
+    match filter
+        .strip_prefix("$share/")
+        .and_then(|shared| shared.split_once('/'))
+    {
+        Some((group, inner)) => (Some(group), inner),
+        None => (None, filter),
     }
 }

@@ -1,10 +1,49 @@
 //! Retained messages, indexed by topic level so a wildcard subscribe finds them
 //! without scanning every topic.
 
+use hashbrown::HashMap;
+
 /// Retained values by topic name.
 #[derive(Debug)]
 pub struct RetainedStore<V> {
-    _value: std::marker::PhantomData<V>,
+    root: Level<V>,
+    len: usize,
+}
+
+/// One topic level; `value` is the retained message of the topic ending here.
+#[derive(Debug)]
+struct Level<V> {
+    children: HashMap<String, Level<V>>,
+    value: Option<V>,
+}
+
+impl<V> Default for Level<V> {
+    fn default() -> Self {
+        Self {
+            children: HashMap::default(),
+            value: None,
+        }
+    }
+}
+
+impl<V> Level<V> {
+    fn is_empty(&self) -> bool {
+        self.value.is_none() && self.children.is_empty()
+    }
+
+    /// Children a wildcard at this level may match: at the root, topics
+    /// starting with `$` are excluded (MQTT 5 section 4.7.2).
+    fn wildcard_children(&self, at_root: bool) -> impl Iterator<Item = &Level<V>> {
+        self.children
+            .iter()
+            .filter(move |(name, _)| !(at_root && name.starts_with('$')))
+            .map(|(_, child)| child)
+    }
+
+    #[cfg(test)]
+    fn node_count(&self) -> usize {
+        1 + self.children.values().map(Level::node_count).sum::<usize>()
+    }
 }
 
 impl<V: Clone> Default for RetainedStore<V> {
@@ -15,32 +54,219 @@ impl<V: Clone> Default for RetainedStore<V> {
 
 impl<V: Clone> RetainedStore<V> {
     pub fn new() -> Self {
-        todo!("router")
+        Self {
+            root: Level::default(),
+            len: 0,
+        }
     }
 
     /// Stores `value` as the retained message of `topic`, replacing any other.
     pub fn insert(&mut self, topic: &str, value: V) {
-        let _ = (topic, value);
-        todo!("router")
+        let mut level = &mut self.root;
+        for name in topic.split('/') {
+            level = level.children.entry_ref(name).or_default();
+        }
+        if level.value.replace(value).is_none() {
+            self.len += 1;
+        }
     }
 
     /// Clears `topic`'s retained message; returns it if there was one.
     pub fn remove(&mut self, topic: &str) -> Option<V> {
-        let _ = topic;
-        todo!("router")
+        let removed = remove_below(&mut self.root, topic.split('/'));
+        if removed.is_some() {
+            self.len -= 1;
+        }
+        removed
     }
 
     /// Appends every retained value whose topic matches `filter` (no `$share/`).
+    ///
+    /// Only the branches the filter can reach are visited: a literal level is
+    /// one lookup, `+` visits each child, `#` the whole subtree.
     pub fn matching(&self, filter: &str, out: &mut Vec<V>) {
-        let _ = (filter, out);
-        todo!("router")
+        let levels: Vec<&str> = filter.split('/').collect();
+        // Explicit stack rather than recursion: topics can be thousands of
+        // levels deep.
+        let mut pending: Vec<(&Level<V>, usize)> = vec![(&self.root, 0)];
+        while let Some((level, depth)) = pending.pop() {
+            let at_root = depth == 0;
+            match levels.get(depth).copied() {
+                None => out.extend(level.value.iter().cloned()),
+                Some("#") => {
+                    // `a/#` matches `a` itself; the root has no value.
+                    out.extend(level.value.iter().cloned());
+                    let mut subtree: Vec<&Level<V>> = level.wildcard_children(at_root).collect();
+                    while let Some(below) = subtree.pop() {
+                        out.extend(below.value.iter().cloned());
+                        subtree.extend(below.children.values());
+                    }
+                }
+                Some("+") => {
+                    pending.extend(level.wildcard_children(at_root).map(|c| (c, depth + 1)));
+                }
+                Some(name) => {
+                    if let Some(child) = level.children.get(name) {
+                        pending.push((child, depth + 1));
+                    }
+                }
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        todo!("router")
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Takes the value at the end of `names` and drops the levels left empty.
+fn remove_below<V>(level: &mut Level<V>, mut names: std::str::Split<'_, char>) -> Option<V> {
+    let Some(name) = names.next() else {
+        return level.value.take();
+    };
+    let child = level.children.get_mut(name)?;
+    let removed = remove_below(child, names);
+    if child.is_empty() {
+        level.children.remove(name);
+        if level.children.capacity() > 16 && level.children.len() * 4 < level.children.capacity() {
+            level.children.shrink_to_fit();
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RetainedStore;
+
+    fn store(topics: &[&str]) -> RetainedStore<String> {
+        let mut store = RetainedStore::new();
+        for topic in topics {
+            store.insert(topic, (*topic).to_owned());
+        }
+        store
+    }
+
+    fn matching(store: &RetainedStore<String>, filter: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        store.matching(filter, &mut out);
+        out.sort();
+        out
+    }
+
+    const TOPICS: [&str; 9] = [
+        "sport",
+        "sport/tennis",
+        "sport/tennis/player1",
+        "sport/golf",
+        "sport/",
+        "/finance",
+        "finance",
+        "$SYS/load",
+        "$SYS",
+    ];
+
+    #[test]
+    fn insert_replaces_and_counts_topics() {
+        let mut store = RetainedStore::new();
+        assert!(store.is_empty());
+        store.insert("a/b", 1);
+        store.insert("a/b", 2);
+        store.insert("a", 3);
+        assert_eq!(store.len(), 2);
+        let mut out = Vec::new();
+        store.matching("a/b", &mut out);
+        assert_eq!(out, vec![2]);
+    }
+
+    #[test]
+    fn literal_filters_find_only_their_topic() {
+        let store = store(&TOPICS);
+        assert_eq!(matching(&store, "sport/tennis"), vec!["sport/tennis"]);
+        assert_eq!(matching(&store, "sport/"), vec!["sport/"]);
+        assert_eq!(matching(&store, "/finance"), vec!["/finance"]);
+        assert!(matching(&store, "sport/cricket").is_empty());
+        assert!(matching(&store, "sport/tennis/player1/x").is_empty());
+    }
+
+    #[test]
+    fn plus_matches_one_level() {
+        let store = store(&TOPICS);
+        assert_eq!(
+            matching(&store, "sport/+"),
+            vec!["sport/", "sport/golf", "sport/tennis"]
+        );
+        assert_eq!(
+            matching(&store, "+/+"),
+            vec!["/finance", "sport/", "sport/golf", "sport/tennis"]
+        );
+        assert_eq!(matching(&store, "+"), vec!["finance", "sport"]);
+        assert_eq!(matching(&store, "+/tennis/+"), vec!["sport/tennis/player1"]);
+    }
+
+    #[test]
+    fn hash_matches_the_parent_and_everything_below() {
+        let store = store(&TOPICS);
+        assert_eq!(
+            matching(&store, "sport/#"),
+            vec![
+                "sport",
+                "sport/",
+                "sport/golf",
+                "sport/tennis",
+                "sport/tennis/player1"
+            ]
+        );
+        assert_eq!(
+            matching(&store, "sport/tennis/#"),
+            vec!["sport/tennis", "sport/tennis/player1"]
+        );
+        assert_eq!(matching(&store, "+/#").len(), 7);
+    }
+
+    #[test]
+    fn leading_wildcards_skip_dollar_topics() {
+        let store = store(&TOPICS);
+        let all = matching(&store, "#");
+        assert_eq!(all.len(), 7);
+        assert!(all.iter().all(|topic| !topic.starts_with('$')));
+        assert!(matching(&store, "+/load").is_empty());
+        assert_eq!(matching(&store, "$SYS/#"), vec!["$SYS", "$SYS/load"]);
+        assert_eq!(matching(&store, "$SYS/+"), vec!["$SYS/load"]);
+    }
+
+    #[test]
+    fn remove_returns_the_value_and_prunes_levels() {
+        let mut store = store(&["a/b/c", "a"]);
+        let nodes = store.root.node_count();
+        assert_eq!(store.remove("a/b"), None);
+        assert_eq!(store.remove("a/b/c/d"), None);
+        assert_eq!(store.root.node_count(), nodes);
+        assert_eq!(store.remove("a/b/c").as_deref(), Some("a/b/c"));
+        assert_eq!(store.remove("a/b/c"), None);
+        // Root and `a` are left; `a` still holds a value.
+        assert_eq!(store.root.node_count(), 2);
+        assert_eq!(matching(&store, "#"), vec!["a"]);
+        assert_eq!(store.remove("a").as_deref(), Some("a"));
+        assert!(store.is_empty());
+        assert_eq!(store.root.node_count(), 1);
+    }
+
+    #[test]
+    fn many_inserts_and_removes_leave_the_store_empty() {
+        let mut store = RetainedStore::new();
+        for n in 0..2_000u32 {
+            let topic = format!("devices/{}/state/{n}", n % 13);
+            store.insert(&topic, n);
+            store.insert("devices", n);
+            assert_eq!(store.remove(&topic), Some(n));
+            assert_eq!(store.remove("devices"), Some(n));
+        }
+        assert!(store.is_empty());
+        assert_eq!(store.root.node_count(), 1);
     }
 }

@@ -11,7 +11,9 @@ use tokio::sync::{watch, Notify};
 
 use super::message::{Message, Outgoing};
 use super::persist::Persistence;
-use super::registry::{Attached, Registry, SessionHandle, SessionRef, SessionState, SubscriptionRecord};
+use super::registry::{
+    Attached, Registry, SessionHandle, SessionRef, SessionState, SubscriptionRecord,
+};
 use super::ServerError;
 use crate::admin::AdminSource;
 use crate::auth::{Acl, Authenticator};
@@ -40,7 +42,10 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub(super) fn new(config: Config, shutdown: watch::Receiver<bool>) -> Result<Broker, ServerError> {
+    pub(super) fn new(
+        config: Config,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Broker, ServerError> {
         let authenticator = Authenticator::new(
             config.auth.password_file.as_deref(),
             config.anonymous_allowed(),
@@ -133,7 +138,10 @@ impl Broker {
     /// A fresh session's state.
     pub(super) fn new_session_state(&self, expiry_interval: u32) -> SessionState {
         SessionState {
-            session: Session::new(self.config.limits.max_queued_messages, self.config.limits.max_inflight),
+            session: Session::new(
+                self.config.limits.max_queued_messages,
+                self.config.limits.max_inflight,
+            ),
             subscriptions: HashMap::new(),
             expiry_interval,
             disconnected_at: None,
@@ -142,10 +150,17 @@ impl Broker {
 
     /// Attaches a connection to its session and drops the subscriptions of a
     /// session it replaced.
-    pub(super) fn attach(&self, client_id: &str, clean_start: bool, expiry_interval: u32) -> Attached {
-        let attached = self.registry.attach(client_id, clean_start, Instant::now(), || {
-            self.new_session_state(expiry_interval)
-        });
+    pub(super) fn attach(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry_interval: u32,
+    ) -> Attached {
+        let attached = self
+            .registry
+            .attach(client_id, clean_start, Instant::now(), || {
+                self.new_session_state(expiry_interval)
+            });
         if let Some(old) = &attached.discarded {
             self.forget_session(old);
         }
@@ -188,7 +203,9 @@ impl Broker {
         if message.payload.is_empty() {
             self.retained.write().remove(&message.topic);
         } else {
-            self.retained.write().insert(&message.topic, message.clone());
+            self.retained
+                .write()
+                .insert(&message.topic, message.clone());
         }
         if let (true, Some(p)) = (persist, &self.persistence) {
             p.retained_changed(message, Instant::now());
@@ -238,14 +255,17 @@ impl Broker {
         options: SubscriptionOptions,
         identifier: Option<u32>,
     ) -> SubscribeOutcome {
-        let outcome = self
-            .router
-            .write()
-            .subscribe(SessionRef(handle.clone()), filter, options, identifier);
-        handle
-            .lock()
-            .subscriptions
-            .insert(filter.to_owned(), SubscriptionRecord { options, identifier });
+        let outcome =
+            self.router
+                .write()
+                .subscribe(SessionRef(handle.clone()), filter, options, identifier);
+        handle.lock().subscriptions.insert(
+            filter.to_owned(),
+            SubscriptionRecord {
+                options,
+                identifier,
+            },
+        );
         self.session_changed(handle);
         outcome
     }
@@ -348,7 +368,12 @@ impl Broker {
             let handle = self.registry.restore(&client_id, state);
             let mut router = self.router.write();
             for (filter, record) in subscriptions {
-                router.subscribe(SessionRef(handle.clone()), &filter, record.options, record.identifier);
+                router.subscribe(
+                    SessionRef(handle.clone()),
+                    &filter,
+                    record.options,
+                    record.identifier,
+                );
             }
             drop(router);
             super::connection::schedule_expiry(self.clone(), handle, 0);

@@ -24,8 +24,8 @@ use crate::metrics::{DropReason, RefusalReason};
 use crate::protocol::topic::{parse_shared, validate_topic_filter};
 use crate::protocol::{
     decode, encode, AckProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect,
-    LastWill, Packet, ProtocolVersion, PubAck, Publish, PublishProperties, QoS, ReasonCode,
-    SubAck, Subscribe, UnsubAck, Unsubscribe,
+    LastWill, Packet, ProtocolVersion, PubAck, Publish, PublishProperties, QoS, ReasonCode, SubAck,
+    Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::router::Delivery;
 use crate::session::{Next, Resend};
@@ -57,13 +57,21 @@ pub(super) async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                if usize::try_from(broker.metrics().connections_current()).unwrap_or(0) >= hard_limit {
+                if usize::try_from(broker.metrics().connections_current()).unwrap_or(0)
+                    >= hard_limit
+                {
                     broker.metrics().refused(RefusalReason::TooManyConnections);
                     drop(tcp);
                     continue;
                 }
                 broker.metrics().connection_opened();
-                tokio::spawn(serve(broker.clone(), listener.clone(), config.clone(), tcp, peer));
+                tokio::spawn(serve(
+                    broker.clone(),
+                    listener.clone(),
+                    config.clone(),
+                    tcp,
+                    peer,
+                ));
             }
             Err(err) => {
                 // Typically EMFILE: back off briefly instead of spinning.
@@ -108,7 +116,9 @@ async fn serve(
     let Some(connect) = read_connect(&broker, &mut reader, peer).await else {
         return;
     };
-    if let Some(connection) = Connection::establish(broker, reader, peer, *connect, cert_username).await {
+    if let Some(connection) =
+        Connection::establish(broker, reader, peer, *connect, cert_username).await
+    {
         connection.run().await;
     }
 }
@@ -144,7 +154,11 @@ impl Reader {
 }
 
 /// Reads CONNECT within the connect timeout; answers and closes on anything else.
-async fn read_connect(broker: &Broker, reader: &mut Reader, peer: SocketAddr) -> Option<Box<Connect>> {
+async fn read_connect(
+    broker: &Broker,
+    reader: &mut Reader,
+    peer: SocketAddr,
+) -> Option<Box<Connect>> {
     let limits = &broker.config().limits;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(limits.connect_timeout_secs);
     loop {
@@ -166,7 +180,8 @@ async fn read_connect(broker: &Broker, reader: &mut Reader, peer: SocketAddr) ->
                 });
                 let mut out = BytesMut::new();
                 if encode(&connack, ProtocolVersion::V311, &mut out).is_ok() {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, reader.stream.write_all(&out)).await;
+                    let _ =
+                        tokio::time::timeout(CLOSE_TIMEOUT, reader.stream.write_all(&out)).await;
                 }
                 return None;
             }
@@ -283,7 +298,9 @@ impl Connection {
             properties.session_expiry_interval = Some(expiry);
         }
         let mut keep_alive = connect.keep_alive;
-        if keep_alive > limits.max_keep_alive_secs || (keep_alive == 0 && limits.max_keep_alive_secs < u16::MAX) {
+        if keep_alive > limits.max_keep_alive_secs
+            || (keep_alive == 0 && limits.max_keep_alive_secs < u16::MAX)
+        {
             keep_alive = limits.max_keep_alive_secs;
             properties.server_keep_alive = Some(keep_alive);
         }
@@ -330,7 +347,8 @@ impl Connection {
             handle,
             epoch: attached.epoch,
             will: connect.will,
-            keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            keep_alive: (keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_activity: Instant::now(),
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
             inbound_aliases: HashMap::new(),
@@ -353,14 +371,25 @@ impl Connection {
         cert_authenticated: bool,
     ) -> Option<(ReasonCode, RefusalReason)> {
         let limits = &broker.config().limits;
-        if usize::try_from(broker.metrics().connections_current()).unwrap_or(0) > limits.max_connections {
+        if usize::try_from(broker.metrics().connections_current()).unwrap_or(0)
+            > limits.max_connections
+        {
             return Some((ReasonCode::QuotaExceeded, RefusalReason::TooManyConnections));
         }
-        if connect.client_id.is_empty() && connect.protocol == ProtocolVersion::V311 && !connect.clean_start {
-            return Some((ReasonCode::ClientIdentifierNotValid, RefusalReason::BadConnect));
+        if connect.client_id.is_empty()
+            && connect.protocol == ProtocolVersion::V311
+            && !connect.clean_start
+        {
+            return Some((
+                ReasonCode::ClientIdentifierNotValid,
+                RefusalReason::BadConnect,
+            ));
         }
         if connect.properties.authentication_method.is_some() {
-            return Some((ReasonCode::BadAuthenticationMethod, RefusalReason::BadCredentials));
+            return Some((
+                ReasonCode::BadAuthenticationMethod,
+                RefusalReason::BadCredentials,
+            ));
         }
         if !cert_authenticated {
             let authenticator_broker = broker.clone();
@@ -378,7 +407,10 @@ impl Connection {
                 broker.authenticator().authenticate(None, None)
             };
             if !verdict {
-                return Some((ReasonCode::BadUserNameOrPassword, RefusalReason::BadCredentials));
+                return Some((
+                    ReasonCode::BadUserNameOrPassword,
+                    RefusalReason::BadCredentials,
+                ));
             }
         }
         if let (Some(will), Some(acl)) = (&connect.will, broker.acl()) {
@@ -398,7 +430,8 @@ impl Connection {
 
     async fn serve(&mut self) -> Close {
         let handle = self.handle.clone();
-        let keep_alive_sleep = tokio::time::sleep(self.keep_alive.unwrap_or(Duration::from_secs(86400)));
+        let keep_alive_sleep =
+            tokio::time::sleep(self.keep_alive.unwrap_or(Duration::from_secs(86400)));
         tokio::pin!(keep_alive_sleep);
         loop {
             self.pump();
@@ -435,10 +468,14 @@ impl Connection {
                     let limit = self.keep_alive.unwrap_or_default();
                     let deadline = self.last_activity + limit;
                     if Instant::now() >= deadline {
-                        self.broker.metrics().refused(RefusalReason::KeepAliveTimeout);
+                        self.broker
+                            .metrics()
+                            .refused(RefusalReason::KeepAliveTimeout);
                         return Close::Server(ReasonCode::KeepAliveTimeout);
                     }
-                    keep_alive_sleep.as_mut().reset(tokio::time::Instant::from_std(deadline));
+                    keep_alive_sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(deadline));
                 }
             }
         }
@@ -489,7 +526,11 @@ impl Connection {
                 Ok(())
             }
             Packet::PubRel(rel) => {
-                let known = self.handle.lock().session.release_incoming_qos2(rel.packet_id);
+                let known = self
+                    .handle
+                    .lock()
+                    .session
+                    .release_incoming_qos2(rel.packet_id);
                 let mut comp = PubAck::success(rel.packet_id);
                 if !known {
                     comp.reason = ReasonCode::PacketIdentifierNotFound;
@@ -548,7 +589,9 @@ impl Connection {
             }
         }
         if !self.topic_within_limits(&publish.topic) {
-            self.broker.metrics().protocol_error(ReasonCode::TopicNameInvalid);
+            self.broker
+                .metrics()
+                .protocol_error(ReasonCode::TopicNameInvalid);
             return Err(Close::Server(ReasonCode::TopicNameInvalid));
         }
         let qos = publish.qos;
@@ -563,20 +606,27 @@ impl Connection {
                 self.ack(qos, packet_id, ReasonCode::Success);
                 return Ok(());
             }
-            if state.session.incoming_qos2_len() > usize::from(self.broker.config().limits.max_inflight) {
+            if state.session.incoming_qos2_len()
+                > usize::from(self.broker.config().limits.max_inflight)
+            {
                 return Err(Close::Server(ReasonCode::ReceiveMaximumExceeded));
             }
         }
         let code = match refusal {
             Some(code) => {
-                if qos == QoS::AtMostOnce && self.version.is_v5() && code == ReasonCode::PayloadFormatInvalid {
+                if qos == QoS::AtMostOnce
+                    && self.version.is_v5()
+                    && code == ReasonCode::PayloadFormatInvalid
+                {
                     return Err(Close::Server(code));
                 }
                 code
             }
             None => {
                 let message = Message::from_publish(publish, Instant::now());
-                let queued = self.broker.publish(message, Some(&self.key), &mut self.scratch);
+                let queued = self
+                    .broker
+                    .publish(message, Some(&self.key), &mut self.scratch);
                 if queued == 0 {
                     ReasonCode::NoMatchingSubscribers
                 } else {
@@ -602,7 +652,9 @@ impl Connection {
                 return Some(ReasonCode::NotAuthorized);
             }
         }
-        if publish.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&publish.payload).is_err() {
+        if publish.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
             return Some(ReasonCode::PayloadFormatInvalid);
         }
         None
@@ -634,7 +686,9 @@ impl Connection {
             if matches!(shared, Ok(Some(_))) && entry.options.no_local && self.version.is_v5() {
                 return Err(Close::Server(ReasonCode::ProtocolError));
             }
-            let code = if validate_topic_filter(&entry.filter).is_err() || !self.topic_within_limits(&entry.filter) {
+            let code = if validate_topic_filter(&entry.filter).is_err()
+                || !self.topic_within_limits(&entry.filter)
+            {
                 ReasonCode::TopicFilterInvalid
             } else if self.broker.acl().is_some_and(|acl| {
                 !acl.can_subscribe(self.username.as_deref(), &self.client_id, &entry.filter)
@@ -643,7 +697,9 @@ impl Connection {
                 tracing::debug!(client_id = %self.client_id, filter = %entry.filter, "subscribe denied by ACL");
                 ReasonCode::NotAuthorized
             } else {
-                let outcome = self.broker.subscribe(&self.handle, &entry.filter, entry.options, identifier);
+                let outcome =
+                    self.broker
+                        .subscribe(&self.handle, &entry.filter, entry.options, identifier);
                 granted.push((entry, outcome));
                 ReasonCode::granted(entry.options.qos)
             };
@@ -655,8 +711,13 @@ impl Connection {
             properties: AckProperties::default(),
         }));
         for (entry, outcome) in granted {
-            self.broker
-                .send_retained(&self.handle, &entry.filter, entry.options, identifier, outcome);
+            self.broker.send_retained(
+                &self.handle,
+                &entry.filter,
+                entry.options,
+                identifier,
+                outcome,
+            );
         }
         Ok(())
     }
@@ -697,7 +758,9 @@ impl Connection {
                 Resend::Publish { packet_id, message } => {
                     self.write_delivery(Some(packet_id), message, true, now);
                 }
-                Resend::PubRel { packet_id } => self.send(&Packet::PubRel(PubAck::success(packet_id))),
+                Resend::PubRel { packet_id } => {
+                    self.send(&Packet::PubRel(PubAck::success(packet_id)))
+                }
             }
         }
     }
@@ -729,7 +792,13 @@ impl Connection {
     }
 
     /// Encodes one delivery; false when it exceeds the client's maximum packet size.
-    fn write_delivery(&mut self, packet_id: Option<u16>, out: &Outgoing, dup: bool, now: Instant) -> bool {
+    fn write_delivery(
+        &mut self,
+        packet_id: Option<u16>,
+        out: &Outgoing,
+        dup: bool,
+        now: Instant,
+    ) -> bool {
         let message = &out.message;
         let mut properties = if self.version.is_v5() {
             PublishProperties {
@@ -802,7 +871,8 @@ impl Connection {
             }
         }
         if !self.wbuf.is_empty() {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.reader.stream.write_all(&self.wbuf)).await;
+            let _ =
+                tokio::time::timeout(CLOSE_TIMEOUT, self.reader.stream.write_all(&self.wbuf)).await;
         }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.reader.stream.shutdown()).await;
 
@@ -816,7 +886,13 @@ impl Connection {
         tracing::debug!(peer = %self.peer, client_id = %self.client_id, ?close, "client disconnected");
         if let Some(will) = self.will.take().filter(|_| publish_will) {
             let delay = will.properties.will_delay_interval.unwrap_or(0).min(expiry);
-            schedule_will(self.broker.clone(), self.handle.clone(), self.epoch, will, delay);
+            schedule_will(
+                self.broker.clone(),
+                self.handle.clone(),
+                self.epoch,
+                will,
+                delay,
+            );
         }
         if owned {
             if expiry == 0 {
@@ -830,7 +906,13 @@ impl Connection {
 }
 
 /// Publishes a will now, or after `delay_secs` unless the session was resumed meanwhile.
-fn schedule_will(broker: Arc<Broker>, handle: Arc<SessionHandle>, epoch: u64, will: LastWill, delay_secs: u32) {
+fn schedule_will(
+    broker: Arc<Broker>,
+    handle: Arc<SessionHandle>,
+    epoch: u64,
+    will: LastWill,
+    delay_secs: u32,
+) {
     let publish = move |broker: &Broker| {
         let now = Instant::now();
         let p = will.properties;

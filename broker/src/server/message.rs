@@ -156,8 +156,14 @@ mod tests {
         let back = Message::from_stored(message.to_stored(now), now).expect("not expired");
         assert_eq!(back.topic, message.topic);
         assert_eq!(back.payload, message.payload);
-        assert_eq!(back.properties.content_type, message.properties.content_type);
-        assert_eq!(back.properties.user_properties, message.properties.user_properties);
+        assert_eq!(
+            back.properties.content_type,
+            message.properties.content_type
+        );
+        assert_eq!(
+            back.properties.user_properties,
+            message.properties.user_properties
+        );
         let left = back.remaining_expiry(now).expect("has expiry");
         assert!((58..=60).contains(&left), "{left}");
     }

@@ -83,14 +83,18 @@ impl Server {
                 addr: admin_bind,
                 source,
             })?;
-        let admin_addr = admin_listener.local_addr().map_err(|source| ServerError::AdminBind {
-            addr: admin_bind,
-            source,
-        })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| ServerError::AdminBind {
+                addr: admin_bind,
+                source,
+            })?;
 
         let mut tasks = Vec::new();
         let mut mqtt_addrs = Vec::new();
-        for (listener, listener_config) in listeners.into_iter().zip(broker.config().listeners.clone()) {
+        for (listener, listener_config) in
+            listeners.into_iter().zip(broker.config().listeners.clone())
+        {
             mqtt_addrs.push(listener.local_addr());
             tracing::info!(listener = %listener_config.name, addr = %listener.local_addr(), "listening for MQTT");
             tasks.push(tokio::spawn(connection::accept_loop(
@@ -109,8 +113,14 @@ impl Server {
             }
         }));
         tracing::info!(addr = %admin_addr, "admin endpoint (/healthz /readyz /metrics)");
-        tasks.push(tokio::spawn(sys::publish_loop(broker.clone(), shutdown_rx.clone())));
-        tasks.push(tokio::spawn(persist::flush_loop(broker.clone(), shutdown_rx)));
+        tasks.push(tokio::spawn(sys::publish_loop(
+            broker.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(persist::flush_loop(
+            broker.clone(),
+            shutdown_rx,
+        )));
         broker.set_ready();
         Ok(Server {
             broker,

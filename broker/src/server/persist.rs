@@ -110,7 +110,11 @@ impl Persistence {
             if state.expiry_interval == 0 {
                 ops.push(StoreOp::DeleteSession(handle.client_id.clone()));
             } else {
-                ops.push(StoreOp::PutSession(stored_session(&handle.client_id, &state, now)));
+                ops.push(StoreOp::PutSession(stored_session(
+                    &handle.client_id,
+                    &state,
+                    now,
+                )));
             }
         }
         ops
@@ -118,7 +122,12 @@ impl Persistence {
 
     /// Rebuilds a session's state from its stored form; `None` when it expired
     /// while the broker was down.
-    pub fn session_state(&self, stored: StoredSession, broker: &Broker, now: Instant) -> Option<SessionState> {
+    pub fn session_state(
+        &self,
+        stored: StoredSession,
+        broker: &Broker,
+        now: Instant,
+    ) -> Option<SessionState> {
         let disconnected_at = match stored.disconnected_at_unix_ms {
             // Connected at the crash: it went away then, as far as anyone can tell.
             None => now,
@@ -166,7 +175,9 @@ impl Persistence {
                     subscription_ids: Vec::new(),
                 };
                 if state.session.enqueue(outgoing).is_err() {
-                    broker.metrics().dropped(crate::metrics::DropReason::QueueFull);
+                    broker
+                        .metrics()
+                        .dropped(crate::metrics::DropReason::QueueFull);
                 }
             }
         }
@@ -214,7 +225,9 @@ pub async fn flush_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
     let Some(persistence) = broker.persistence() else {
         return;
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(broker.config().persistence.flush_interval_ms));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        broker.config().persistence.flush_interval_ms,
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -220,7 +220,9 @@ impl Registry {
     /// Puts back a session read from the store at start-up (not connected).
     pub fn restore(&self, client_id: &str, state: SessionState) -> Arc<SessionHandle> {
         let handle = self.new_handle(client_id, state);
-        self.sessions.lock().insert(client_id.to_owned(), handle.clone());
+        self.sessions
+            .lock()
+            .insert(client_id.to_owned(), handle.clone());
         handle
     }
 
@@ -263,7 +265,9 @@ mod tests {
         assert!(Arc::ptr_eq(&first.handle, &second.handle));
         let third = registry.attach("c", true, now, fresh(60));
         assert!(!third.session_present);
-        assert!(third.discarded.is_some_and(|d| Arc::ptr_eq(&d, &first.handle)));
+        assert!(third
+            .discarded
+            .is_some_and(|d| Arc::ptr_eq(&d, &first.handle)));
         assert_eq!(registry.len(), 1);
     }
 
@@ -275,7 +279,10 @@ mod tests {
         let new = registry.attach("c", false, now, fresh(60));
         assert!(new.session_present);
         assert_ne!(old.epoch, new.epoch);
-        assert!(!old.handle.end_connection(old.epoch, now), "old connection no longer owns it");
+        assert!(
+            !old.handle.end_connection(old.epoch, now),
+            "old connection no longer owns it"
+        );
         assert!(new.handle.is_connected());
     }
 

@@ -16,16 +16,43 @@ fn statistics(broker: &Broker) -> Vec<(&'static str, String)> {
     let metrics = broker.metrics();
     let gauges = broker.gauges();
     vec![
-        ("$SYS/broker/version", format!("strait {}", env!("CARGO_PKG_VERSION"))),
-        ("$SYS/broker/uptime", format!("{} seconds", broker.uptime().as_secs())),
-        ("$SYS/broker/clients/connected", metrics.connections_current().to_string()),
+        (
+            "$SYS/broker/version",
+            format!("strait {}", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "$SYS/broker/uptime",
+            format!("{} seconds", broker.uptime().as_secs()),
+        ),
+        (
+            "$SYS/broker/clients/connected",
+            metrics.connections_current().to_string(),
+        ),
         ("$SYS/broker/sessions/count", gauges.sessions.to_string()),
-        ("$SYS/broker/subscriptions/count", gauges.subscriptions.to_string()),
-        ("$SYS/broker/retained messages/count", gauges.retained.to_string()),
-        ("$SYS/broker/messages/received", metrics.messages_in_total().to_string()),
-        ("$SYS/broker/messages/sent", metrics.messages_out_total().to_string()),
-        ("$SYS/broker/bytes/received", metrics.bytes_in_total().to_string()),
-        ("$SYS/broker/bytes/sent", metrics.bytes_out_total().to_string()),
+        (
+            "$SYS/broker/subscriptions/count",
+            gauges.subscriptions.to_string(),
+        ),
+        (
+            "$SYS/broker/retained messages/count",
+            gauges.retained.to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            metrics.messages_in_total().to_string(),
+        ),
+        (
+            "$SYS/broker/messages/sent",
+            metrics.messages_out_total().to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/received",
+            metrics.bytes_in_total().to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/sent",
+            metrics.bytes_out_total().to_string(),
+        ),
     ]
 }
 

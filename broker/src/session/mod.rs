@@ -158,10 +158,12 @@ impl<M: Queued> Session<M> {
     pub fn on_puback(&mut self, packet_id: u16) -> Result<M, UnknownPacketId> {
         let at = self.position(packet_id)?;
         match self.inflight.get(at) {
-            Some((_, InflightState::Published(m))) if m.qos() == QoS::AtLeastOnce => match self.inflight.remove(at) {
-                Some((_, InflightState::Published(m))) => Ok(m),
-                _ => Err(UnknownPacketId(packet_id)),
-            },
+            Some((_, InflightState::Published(m))) if m.qos() == QoS::AtLeastOnce => {
+                match self.inflight.remove(at) {
+                    Some((_, InflightState::Published(m))) => Ok(m),
+                    _ => Err(UnknownPacketId(packet_id)),
+                }
+            }
             _ => Err(UnknownPacketId(packet_id)),
         }
     }
@@ -323,7 +325,11 @@ mod tests {
         s.enqueue(msg("x", QoS::ExactlyOnce)).expect("room");
         let (pid, _) = sent(s.next_to_send(now));
         let pid = pid.expect("qos2 has an id");
-        assert_eq!(s.on_pubcomp(pid), Err(UnknownPacketId(pid)), "PUBCOMP before PUBREC");
+        assert_eq!(
+            s.on_pubcomp(pid),
+            Err(UnknownPacketId(pid)),
+            "PUBCOMP before PUBREC"
+        );
         assert!(s.on_puback(pid).is_err(), "PUBACK does not complete QoS 2");
         assert_eq!(s.on_pubrec(pid, false), Ok(true));
         assert_eq!(s.inflight_len(), 1);
@@ -394,7 +400,11 @@ mod tests {
         assert_eq!(sent(s.next_to_send(now)).0, Some(1), "0 is never used");
         s.next_packet_id = u16::MAX;
         s.enqueue(msg("c", QoS::AtLeastOnce)).expect("room");
-        assert_eq!(sent(s.next_to_send(now)).0, Some(2), "65535 and 1 are in flight");
+        assert_eq!(
+            sent(s.next_to_send(now)).0,
+            Some(2),
+            "65535 and 1 are in flight"
+        );
     }
 
     #[test]

@@ -66,7 +66,10 @@ pub mod v4 {
                 }
             }
         });
-        let mut client = Client { client, events: mpsc::unbounded_channel().1 };
+        let mut client = Client {
+            client,
+            events: mpsc::unbounded_channel().1,
+        };
         within("CONNACK", async {
             loop {
                 match events.recv().await {
@@ -83,7 +86,11 @@ pub mod v4 {
 
     impl Client {
         /// The next incoming packet matching `pick`.
-        pub async fn next<T>(&mut self, what: &str, mut pick: impl FnMut(Packet) -> Option<T>) -> T {
+        pub async fn next<T>(
+            &mut self,
+            what: &str,
+            mut pick: impl FnMut(Packet) -> Option<T>,
+        ) -> T {
             within(what, async {
                 loop {
                     match self.events.recv().await {
@@ -108,8 +115,12 @@ pub mod v4 {
         }
 
         pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
-            self.client.subscribe(filter, qos).await.expect("queue SUBSCRIBE");
-            self.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+            self.client
+                .subscribe(filter, qos)
+                .await
+                .expect("queue SUBSCRIBE");
+            self.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+                .await;
         }
 
         /// Publishes at QoS 1 and waits for PUBACK: the broker has routed it by then.
@@ -118,7 +129,8 @@ pub mod v4 {
                 .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
                 .await
                 .expect("queue PUBLISH");
-            self.next("PUBACK", |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+            self.next("PUBACK", |p| matches!(p, Packet::PubAck(_)).then_some(()))
+                .await;
         }
     }
 }
@@ -127,8 +139,8 @@ pub mod v4 {
 pub mod v5 {
     use super::*;
     pub use rumqttc::v5::mqttbytes::v5::{
-        ConnectProperties, Filter, LastWill, LastWillProperties, Packet, Publish, PublishProperties,
-        SubscribeProperties,
+        ConnectProperties, Filter, LastWill, LastWillProperties, Packet, Publish,
+        PublishProperties, SubscribeProperties,
     };
     pub use rumqttc::v5::mqttbytes::QoS;
     pub use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -161,10 +173,11 @@ pub mod v5 {
                     Err(rumqttc::v5::ConnectionError::MqttState(
                         rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
                     )) => {
-                        let _ = tx.send(Packet::Disconnect(rumqttc::v5::mqttbytes::v5::Disconnect {
-                            reason_code,
-                            properties: None,
-                        }));
+                        let _ =
+                            tx.send(Packet::Disconnect(rumqttc::v5::mqttbytes::v5::Disconnect {
+                                reason_code,
+                                properties: None,
+                            }));
                         return;
                     }
                     Err(_) => return,
@@ -181,12 +194,20 @@ pub mod v5 {
             }
         })
         .await;
-        Client { client, events, connack }
+        Client {
+            client,
+            events,
+            connack,
+        }
     }
 
     impl Client {
         /// The next incoming packet matching `pick`.
-        pub async fn next<T>(&mut self, what: &str, mut pick: impl FnMut(Packet) -> Option<T>) -> T {
+        pub async fn next<T>(
+            &mut self,
+            what: &str,
+            mut pick: impl FnMut(Packet) -> Option<T>,
+        ) -> T {
             within(what, async {
                 loop {
                     match self.events.recv().await {
@@ -211,8 +232,12 @@ pub mod v5 {
         }
 
         pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
-            self.client.subscribe(filter, qos).await.expect("queue SUBSCRIBE");
-            self.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+            self.client
+                .subscribe(filter, qos)
+                .await
+                .expect("queue SUBSCRIBE");
+            self.next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+                .await;
         }
 
         /// Publishes at QoS 1 and waits for PUBACK, returning its reason code.

@@ -4,7 +4,6 @@ it really dies without closing the connection gracefully."""
 
 import subprocess
 import sys
-import time
 
 from common import WAIT, Client, check_eq, fail, main
 
@@ -13,7 +12,9 @@ def child(port, version):
     will = {"topic": "wills/doomed", "payload": "doomed-gone", "qos": 1, "retain": False}
     Client(port, version, "doomed", will=will)
     print("connected", flush=True)
-    time.sleep(3600)
+    # Wait to be killed; should the parent die first, its end of the pipe
+    # closes and this read returns, so no orphan is left behind.
+    sys.stdin.read()
 
 
 def scenario(port, version, _extra):
@@ -25,7 +26,7 @@ def scenario(port, version, _extra):
 
     doomed = subprocess.Popen(
         [sys.executable, sys.argv[0], str(port), str(version), "child"],
-        stdout=subprocess.PIPE, text=True)
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = doomed.stdout.readline().strip()
         check_eq(line, "connected", "will child's first line")

@@ -11,35 +11,50 @@ mod support;
 use std::time::Duration;
 
 use strait_broker::metrics::DropReason;
-use support::mosquitto::{args, publish, Cli};
+use support::mosquitto::{args, publish, words, Cli};
 use support::start_broker;
 
 const V311: &str = "mqttv311";
 const V5: &str = "mqttv5";
 
-/// `-V <version>` followed by `rest`.
-fn with_version(version: &str, rest: &[&str]) -> Vec<String> {
+/// `-V <version>` followed by the whitespace-separated arguments in `rest`.
+fn with_version(version: &str, rest: &str) -> Vec<String> {
     let mut all = args(&["-V", version]);
-    all.extend(args(rest));
+    all.extend(words(rest));
     all
 }
 
 async fn retained_message_is_stored_and_cleared(version: &str) {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
-    publish(addr, &with_version(version, &["-t", "status/door", "-m", "open", "-r", "-q", "1"]), None).await;
+    publish(
+        addr,
+        &with_version(version, "-t status/door -m open -r -q 1"),
+        None,
+    )
+    .await;
 
-    let mut sub = Cli::sub(addr, "%t|%p|%r", &with_version(version, &["-t", "status/#", "-C", "1"]));
+    let mut sub = Cli::sub(addr, "%t|%p|%r", &with_version(version, "-t status/# -C 1"));
     assert_eq!(sub.message().await, "status/door|open|1");
     sub.finish().await.assert_success();
     assert_eq!(server.broker().gauges().retained, 1);
 
     // An empty retained message clears the topic: a new subscriber gets
     // nothing before the live marker message.
-    publish(addr, &with_version(version, &["-t", "status/door", "-n", "-r", "-q", "1"]), None).await;
-    let mut sub = Cli::sub(addr, "%t|%p|%r", &with_version(version, &["-t", "status/#", "-C", "1"]));
+    publish(
+        addr,
+        &with_version(version, "-t status/door -n -r -q 1"),
+        None,
+    )
+    .await;
+    let mut sub = Cli::sub(addr, "%t|%p|%r", &with_version(version, "-t status/# -C 1"));
     assert_eq!(sub.subscribed().await, [0]);
-    publish(addr, &with_version(version, &["-t", "status/window", "-m", "marker"]), None).await;
+    publish(
+        addr,
+        &with_version(version, "-t status/window -m marker"),
+        None,
+    )
+    .await;
     assert_eq!(sub.message().await, "status/window|marker|0");
     assert_eq!(server.broker().gauges().retained, 0);
     server.shutdown().await;
@@ -48,14 +63,21 @@ async fn retained_message_is_stored_and_cleared(version: &str) {
 async fn will_is_published_only_when_the_client_dies(version: &str) {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
-    let mut watcher = Cli::sub(addr, "%t|%p|%q", &with_version(version, &["-t", "wills/#", "-q", "1", "-C", "1"]));
+    let mut watcher = Cli::sub(
+        addr,
+        "%t|%p|%q",
+        &with_version(version, "-t wills/# -q 1 -C 1"),
+    );
     assert_eq!(watcher.subscribed().await, [1]);
 
     // `-E` disconnects cleanly after SUBACK: this will must be discarded.
     let polite = Cli::sub(
         addr,
         "%p",
-        &with_version(version, &["-t", "x", "-E", "--will-topic", "wills/polite", "--will-payload", "polite-gone"]),
+        &with_version(
+            version,
+            "-t x -E --will-topic wills/polite --will-payload polite-gone",
+        ),
     );
     polite.finish().await.assert_success();
 
@@ -64,7 +86,7 @@ async fn will_is_published_only_when_the_client_dies(version: &str) {
         "%p",
         &with_version(
             version,
-            &["-t", "x", "--will-topic", "wills/doomed", "--will-payload", "doomed-gone", "--will-qos", "1"],
+            "-t x --will-topic wills/doomed --will-payload doomed-gone --will-qos 1",
         ),
     );
     doomed.subscribed().await;
@@ -77,49 +99,92 @@ async fn will_is_published_only_when_the_client_dies(version: &str) {
 async fn qos2_messages_arrive_exactly_once_in_order(version: &str) {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
-    let mut sub = Cli::sub(addr, "%t|%p|%q", &with_version(version, &["-t", "exact/t", "-q", "2", "-C", "3"]));
+    let mut sub = Cli::sub(
+        addr,
+        "%t|%p|%q",
+        &with_version(version, "-t exact/t -q 2 -C 3"),
+    );
     assert_eq!(sub.subscribed().await, [2]);
 
-    let out = publish(addr, &with_version(version, &["-t", "exact/t", "-q", "2", "-l"]), Some("one\ntwo\nthree\n")).await;
+    let out = publish(
+        addr,
+        &with_version(version, "-t exact/t -q 2 -l"),
+        Some("one\ntwo\nthree\n"),
+    )
+    .await;
     assert_eq!(out.matches("received PUBREC").count(), 3, "{out}");
     assert_eq!(out.matches("received PUBCOMP").count(), 3, "{out}");
 
     let ended = sub.finish().await;
     ended.assert_success();
-    assert_eq!(ended.messages, ["exact/t|one|2", "exact/t|two|2", "exact/t|three|2"]);
-    let releases = ended.output.iter().filter(|l| l.contains("received PUBREL")).count();
-    assert_eq!(releases, 3, "subscriber side of the QoS 2 flow:\n{}", ended.output.join("\n"));
+    assert_eq!(
+        ended.messages,
+        ["exact/t|one|2", "exact/t|two|2", "exact/t|three|2"]
+    );
+    let releases = ended
+        .output
+        .iter()
+        .filter(|l| l.contains("received PUBREL"))
+        .count();
+    assert_eq!(
+        releases,
+        3,
+        "subscriber side of the QoS 2 flow:\n{}",
+        ended.output.join("\n")
+    );
     server.shutdown().await;
 }
 
 async fn persistent_session_receives_what_was_queued_while_offline(version: &str) {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
-    let session = |extra: &[&str]| {
-        let mut all = with_version(version, &["-c", "-i", "resumer", "-q", "1", "-t", "queue/#"]);
+    let session = |extra: &str| {
+        let mut all = with_version(version, "-c -i resumer -q 1 -t queue/#");
         if version == V5 {
-            all.extend(args(&["-x", "300"]));
+            all.extend(words("-x 300"));
         }
-        all.extend(args(extra));
+        all.extend(words(extra));
         all
     };
-    Cli::sub(addr, "%t|%p|%q", &session(&["-E"])).finish().await.assert_success();
+    Cli::sub(addr, "%t|%p|%q", &session("-E"))
+        .finish()
+        .await
+        .assert_success();
 
-    publish(addr, &with_version(version, &["-t", "queue/a", "-q", "1", "-l"]), Some("m1\nm2\nm3\n")).await;
+    publish(
+        addr,
+        &with_version(version, "-t queue/a -q 1 -l"),
+        Some("m1\nm2\nm3\n"),
+    )
+    .await;
     // A QoS 0 message for an offline session is not queued.
-    publish(addr, &with_version(version, &["-t", "queue/a", "-m", "m4-qos0"]), None).await;
-    publish(addr, &with_version(version, &["-t", "queue/a", "-q", "1", "-m", "m5"]), None).await;
+    publish(addr, &with_version(version, "-t queue/a -m m4-qos0"), None).await;
+    publish(addr, &with_version(version, "-t queue/a -q 1 -m m5"), None).await;
 
-    let ended = Cli::sub(addr, "%t|%p|%q", &session(&["-C", "4"])).finish().await;
+    let ended = Cli::sub(addr, "%t|%p|%q", &session("-C 4")).finish().await;
     ended.assert_success();
-    assert_eq!(ended.messages, ["queue/a|m1|1", "queue/a|m2|1", "queue/a|m3|1", "queue/a|m5|1"]);
+    assert_eq!(
+        ended.messages,
+        [
+            "queue/a|m1|1",
+            "queue/a|m2|1",
+            "queue/a|m3|1",
+            "queue/a|m5|1"
+        ]
+    );
     server.shutdown().await;
 }
 
 async fn shared_subscription_spreads_messages_over_the_group(version: &str) {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
-    let worker = |id: &str| Cli::sub(addr, "%p", &with_version(version, &["-i", id, "-q", "1", "-t", "$share/workers/jobs/#"]));
+    let worker = |id: &str| {
+        Cli::sub(
+            addr,
+            "%p",
+            &with_version(version, &format!("-i {id} -q 1 -t $share/workers/jobs/#")),
+        )
+    };
     let mut a = worker("worker-a");
     let mut b = worker("worker-b");
     assert_eq!(a.subscribed().await, [1]);
@@ -127,7 +192,12 @@ async fn shared_subscription_spreads_messages_over_the_group(version: &str) {
 
     let jobs: Vec<String> = (0..10).map(|i| format!("job{i}")).collect();
     let input = jobs.iter().map(|j| format!("{j}\n")).collect::<String>();
-    publish(addr, &with_version(version, &["-t", "jobs/build", "-q", "1", "-l"]), Some(&input)).await;
+    publish(
+        addr,
+        &with_version(version, "-t jobs/build -q 1 -l"),
+        Some(&input),
+    )
+    .await;
 
     let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
     while got_a.len() + got_b.len() < jobs.len() {
@@ -136,7 +206,10 @@ async fn shared_subscription_spreads_messages_over_the_group(version: &str) {
             m = b.message() => got_b.push(m),
         }
     }
-    assert!(!got_a.is_empty() && !got_b.is_empty(), "a got {got_a:?}, b got {got_b:?}");
+    assert!(
+        !got_a.is_empty() && !got_b.is_empty(),
+        "a got {got_a:?}, b got {got_b:?}"
+    );
     let mut all: Vec<String> = got_a.into_iter().chain(got_b).collect();
     all.sort_by_key(|j| j[3..].parse::<u32>().expect("job number"));
     assert_eq!(all, jobs, "each job exactly once");
@@ -173,12 +246,15 @@ for_both_versions!(
 async fn v5_topic_alias_from_the_publisher_is_resolved() {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
-    let mut sub = Cli::sub(addr, "%t|%p", &with_version(V5, &["-t", "alias/#", "-C", "3"]));
+    let mut sub = Cli::sub(addr, "%t|%p", &with_version(V5, "-t alias/# -C 3"));
     sub.subscribed().await;
 
     let out = publish(
         addr,
-        &with_version(V5, &["-t", "alias/long/topic/name", "-q", "1", "-l", "-D", "publish", "topic-alias", "1"]),
+        &with_version(
+            V5,
+            "-t alias/long/topic/name -q 1 -l -D publish topic-alias 1",
+        ),
         Some("a1\na2\na3\n"),
     )
     .await;
@@ -190,7 +266,11 @@ async fn v5_topic_alias_from_the_publisher_is_resolved() {
     ended.assert_success();
     assert_eq!(
         ended.messages,
-        ["alias/long/topic/name|a1", "alias/long/topic/name|a2", "alias/long/topic/name|a3"]
+        [
+            "alias/long/topic/name|a1",
+            "alias/long/topic/name|a2",
+            "alias/long/topic/name|a3"
+        ]
     );
     server.shutdown().await;
 }
@@ -199,15 +279,21 @@ async fn v5_topic_alias_from_the_publisher_is_resolved() {
 async fn v5_message_expiry_drops_stale_retained_and_queued_messages() {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
-    let session = |extra: &[&str]| {
-        let mut all = with_version(V5, &["-c", "-x", "300", "-i", "sleeper", "-q", "1", "-t", "news/#"]);
-        all.extend(args(extra));
+    let session = |extra: &str| {
+        let mut all = with_version(V5, "-c -x 300 -i sleeper -q 1 -t news/#");
+        all.extend(words(extra));
         all
     };
-    Cli::sub(addr, "%t|%p|%E", &session(&["-E"])).finish().await.assert_success();
+    Cli::sub(addr, "%t|%p|%E", &session("-E"))
+        .finish()
+        .await
+        .assert_success();
 
     let expiring = |topic: &str, payload: &str, secs: &str, retain: bool| {
-        let mut all = with_version(V5, &["-t", topic, "-m", payload, "-q", "1", "-D", "publish", "message-expiry-interval", secs]);
+        let mut all = with_version(
+            V5,
+            &format!("-t {topic} -m {payload} -q 1 -D publish message-expiry-interval {secs}"),
+        );
         if retain {
             all.push("-r".into());
         }
@@ -221,21 +307,27 @@ async fn v5_message_expiry_drops_stale_retained_and_queued_messages() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
 
     // Queued for the offline session: only the unexpired message is delivered.
-    let mut resumed = Cli::sub(addr, "%t|%p|%E", &session(&["-C", "1"]));
+    let mut resumed = Cli::sub(addr, "%t|%p|%E", &session("-C 1"));
     let message = resumed.message().await;
     let (head, remaining) = message.rsplit_once('|').expect("expiry field");
     assert_eq!(head, "news/long|fresh");
     let remaining: u32 = remaining.parse().expect("remaining expiry is a number");
-    assert!((95..100).contains(&remaining), "remaining expiry {remaining} should have been lowered");
+    assert!(
+        (95..100).contains(&remaining),
+        "remaining expiry {remaining} should have been lowered"
+    );
     resumed.finish().await.assert_success();
 
     // Retained: the expired one is gone, the other is sent before the marker.
-    let mut sub = Cli::sub(addr, "%t|%p|%r", &with_version(V5, &["-t", "retained/#", "-C", "2"]));
+    let mut sub = Cli::sub(addr, "%t|%p|%r", &with_version(V5, "-t retained/# -C 2"));
     sub.subscribed().await;
-    publish(addr, &with_version(V5, &["-t", "retained/marker", "-m", "end"]), None).await;
+    publish(addr, &with_version(V5, "-t retained/marker -m end"), None).await;
     let ended = sub.finish().await;
     ended.assert_success();
-    assert_eq!(ended.messages, ["retained/long|fresh|1", "retained/marker|end|0"]);
+    assert_eq!(
+        ended.messages,
+        ["retained/long|fresh|1", "retained/marker|end|0"]
+    );
     assert!(server.broker().metrics().drops_total(DropReason::Expired) >= 1);
     server.shutdown().await;
 }
@@ -244,23 +336,24 @@ async fn v5_message_expiry_drops_stale_retained_and_queued_messages() {
 async fn v5_user_properties_pass_through_in_order() {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
-    let mut sub = Cli::sub(addr, "%t|%P|%p", &with_version(V5, &["-t", "props/#", "-C", "1"]));
+    let mut sub = Cli::sub(addr, "%t|%P|%p", &with_version(V5, "-t props/# -C 1"));
     sub.subscribed().await;
     publish(
         addr,
         &with_version(
             V5,
-            &[
-                "-t", "props/t", "-m", "body", "-q", "1",
-                "-D", "publish", "user-property", "region", "eu",
-                "-D", "publish", "user-property", "region", "us",
-                "-D", "publish", "user-property", "trace", "7f3a",
-            ],
+            "-t props/t -m body -q 1 \
+             -D publish user-property region eu \
+             -D publish user-property region us \
+             -D publish user-property trace 7f3a",
         ),
         None,
     )
     .await;
-    assert_eq!(sub.message().await, "props/t|region:eu region:us trace:7f3a|body");
+    assert_eq!(
+        sub.message().await,
+        "props/t|region:eu region:us trace:7f3a|body"
+    );
     sub.finish().await.assert_success();
     server.shutdown().await;
 }
@@ -272,25 +365,26 @@ async fn v5_request_response_properties_and_subscription_identifier() {
     let mut sub = Cli::sub(
         addr,
         "%R|%D|%C|%F|%S|%p",
-        &with_version(V5, &["-t", "rpc/#", "-C", "1", "-D", "subscribe", "subscription-identifier", "42"]),
+        &with_version(V5, "-t rpc/# -C 1 -D subscribe subscription-identifier 42"),
     );
     sub.subscribed().await;
     publish(
         addr,
         &with_version(
             V5,
-            &[
-                "-t", "rpc/get", "-m", "{}", "-q", "1",
-                "-D", "publish", "response-topic", "rpc/reply/9",
-                "-D", "publish", "correlation-data", "req-9",
-                "-D", "publish", "content-type", "application/json",
-                "-D", "publish", "payload-format-indicator", "1",
-            ],
+            "-t rpc/get -m {} -q 1 \
+             -D publish response-topic rpc/reply/9 \
+             -D publish correlation-data req-9 \
+             -D publish content-type application/json \
+             -D publish payload-format-indicator 1",
         ),
         None,
     )
     .await;
-    assert_eq!(sub.message().await, "rpc/reply/9|req-9|application/json|1|42|{}");
+    assert_eq!(
+        sub.message().await,
+        "rpc/reply/9|req-9|application/json|1|42|{}"
+    );
     sub.finish().await.assert_success();
     server.shutdown().await;
 }

@@ -31,7 +31,9 @@ fn python() -> String {
 /// Runs `tests/paho/<script>` with `<port> <version> [extra ports]` and fails
 /// the test with the script's output unless it reports success.
 async fn run_script(script: &str, version: &str, ports: &[u16]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/paho").join(script);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/paho")
+        .join(script);
     let python = python();
     let mut command = tokio::process::Command::new(&python);
     command
@@ -43,7 +45,9 @@ async fn run_script(script: &str, version: &str, ports: &[u16]) {
         .kill_on_drop(true);
     let output = tokio::time::timeout(SCRIPT_LIMIT, command.output())
         .await
-        .unwrap_or_else(|_| panic!("{script} (MQTT {version}) did not finish within {SCRIPT_LIMIT:?}"))
+        .unwrap_or_else(|_| {
+            panic!("{script} (MQTT {version}) did not finish within {SCRIPT_LIMIT:?}")
+        })
         .unwrap_or_else(|err| panic!("cannot run {python} (run `make deps`): {err}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);

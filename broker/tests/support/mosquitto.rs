@@ -19,9 +19,19 @@ use super::within;
 /// Prefix of the lines a subscriber prints for each message it receives.
 pub const MSG: &str = "MSG|";
 
+/// Splits `line` at whitespace into arguments (for argument lists without spaces inside).
+pub fn words(line: &str) -> Vec<String> {
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
 /// `-h`/`-p` arguments for a broker address.
 pub fn host_port(addr: SocketAddr) -> Vec<String> {
-    vec!["-h".into(), addr.ip().to_string(), "-p".into(), addr.port().to_string()]
+    vec![
+        "-h".into(),
+        addr.ip().to_string(),
+        "-p".into(),
+        addr.port().to_string(),
+    ]
 }
 
 /// Turns `&["-t", "x"]`-style slices into owned arguments.
@@ -38,7 +48,11 @@ pub struct Cli {
 }
 
 /// Forwards each line of `stream` to `tx`, prefixed with `prefix`.
-fn forward_lines(stream: impl AsyncRead + Unpin + Send + 'static, prefix: &'static str, tx: mpsc::UnboundedSender<String>) {
+fn forward_lines(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    prefix: &'static str,
+    tx: mpsc::UnboundedSender<String>,
+) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -103,26 +117,46 @@ impl Cli {
         .await;
         match found {
             Ok(Some(line)) => line,
-            Ok(None) => panic!("client ended before {what}; output:\n{}", self.transcript.join("\n")),
-            Err(_) => panic!("timed out waiting for {what}; output:\n{}", self.transcript.join("\n")),
+            Ok(None) => panic!(
+                "client ended before {what}; output:\n{}",
+                self.transcript.join("\n")
+            ),
+            Err(_) => panic!(
+                "timed out waiting for {what}; output:\n{}",
+                self.transcript.join("\n")
+            ),
         }
     }
 
     /// Waits for CONNACK and returns its code as mosquitto prints it.
     pub async fn connack(&mut self) -> u8 {
-        let line = self.line("CONNACK", |l| l.contains("received CONNACK")).await;
-        let code = line.rsplit('(').next().and_then(|rest| rest.strip_suffix(')'));
+        let line = self
+            .line("CONNACK", |l| l.contains("received CONNACK"))
+            .await;
+        let code = line
+            .rsplit('(')
+            .next()
+            .and_then(|rest| rest.strip_suffix(')'));
         code.and_then(|c| c.parse().ok())
             .unwrap_or_else(|| panic!("unexpected CONNACK line {line:?}"))
     }
 
     /// Waits for SUBACK and returns the granted QoS / reason code of each filter.
     pub async fn subscribed(&mut self) -> Vec<u8> {
-        let line = self.line("SUBACK", |l| l.starts_with("Subscribed (mid:")).await;
-        let codes = line.split_once("): ").map(|(_, codes)| codes).unwrap_or_default();
+        let line = self
+            .line("SUBACK", |l| l.starts_with("Subscribed (mid:"))
+            .await;
+        let codes = line
+            .split_once("): ")
+            .map(|(_, codes)| codes)
+            .unwrap_or_default();
         codes
             .split(", ")
-            .map(|code| code.trim().parse().unwrap_or_else(|_| panic!("unexpected SUBACK line {line:?}")))
+            .map(|code| {
+                code.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("unexpected SUBACK line {line:?}"))
+            })
             .collect()
     }
 
@@ -139,7 +173,9 @@ impl Cli {
 
     /// Waits for the client to exit by itself, then for the end of its output.
     pub async fn finish(mut self) -> Ended {
-        let status = within("the client to exit", self.child.wait()).await.expect("wait for client");
+        let status = within("the client to exit", self.child.wait())
+            .await
+            .expect("wait for client");
         let mut messages = Vec::new();
         while let Some(line) = within("the client's output to end", self.lines.recv()).await {
             if let Some(message) = line.strip_prefix(MSG) {
@@ -173,7 +209,12 @@ pub struct Ended {
 impl Ended {
     /// Fails the test unless the client exited with status 0.
     pub fn assert_success(&self) {
-        assert!(self.status.success(), "client failed ({}):\n{}", self.status, self.output.join("\n"));
+        assert!(
+            self.status.success(),
+            "client failed ({}):\n{}",
+            self.status,
+            self.output.join("\n")
+        );
     }
 }
 
@@ -194,7 +235,9 @@ pub async fn run(program: &str, args: &[String], stdin: Option<&str>) -> Output 
         pipe.write_all(input.as_bytes()).await.expect("write stdin");
         // Dropping the pipe closes it: `-l` publishers exit at end of input.
     }
-    within(program, child.wait_with_output()).await.expect("wait for client")
+    within(program, child.wait_with_output())
+        .await
+        .expect("wait for client")
 }
 
 /// Runs `mosquitto_pub` against `addr` and fails the test unless it succeeds;

@@ -283,15 +283,19 @@ impl Config {
         if self.listeners.is_empty() {
             return invalid("at least one listener is required".into());
         }
+        // Port 0 asks the OS for any free port, so it never clashes.
+        let clashes = |a: &SocketAddr, b: &SocketAddr| a == b && a.port() != 0;
         for (i, listener) in self.listeners.iter().enumerate() {
-            let clash = self.listeners[..i].iter().find(|l| l.bind == listener.bind);
+            let clash = self.listeners[..i]
+                .iter()
+                .find(|l| clashes(&l.bind, &listener.bind));
             if let Some(other) = clash {
                 return invalid(format!(
                     "listeners {:?} and {:?} both bind {}",
                     other.name, listener.name, listener.bind
                 ));
             }
-            if listener.bind == self.admin.bind {
+            if clashes(&listener.bind, &self.admin.bind) {
                 return invalid(format!(
                     "listener {:?} and the admin endpoint both bind {}",
                     listener.name, listener.bind

@@ -206,7 +206,7 @@ async fn wildcards_follow_the_spec_and_never_match_dollar_topics() {
         .expect("utf8")
         .parse()
         .expect("number");
-    assert!(connected >= 2, "{connected}");
+    assert!(connected >= 1, "{connected}");
 
     let mut publisher = v4::connect(v4::options(addr, "pub")).await;
     publisher.publish_acked("sport", false, b"parent").await;

@@ -5,9 +5,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{
-    DisconnectReasonCode, PubAckReason, RetainForwardRule, SubscribeReasonCode,
-};
+use rumqttc::v5::mqttbytes::v5::{PubAckReason, RetainForwardRule, SubscribeReasonCode};
 use support::start_broker;
 use support::v5::{
     self, ConnectProperties, Filter, LastWill, LastWillProperties, Packet, PublishProperties, QoS,
@@ -267,25 +265,58 @@ async fn message_expiry_drops_stale_queued_messages_and_counts_down() {
 
 #[tokio::test]
 async fn second_connection_with_the_same_id_takes_the_session_over() {
+    use strait_broker::protocol as p;
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
+    // The first connection is a raw client, so the test sees exactly what the
+    // broker sends it before closing (rumqttc reports only the closed socket).
+    let mut first = support::RawClient::connect(addr, p::ProtocolVersion::V5).await;
+    first
+        .send(&p::Packet::Connect(Box::new(p::Connect {
+            protocol: p::ProtocolVersion::V5,
+            clean_start: false,
+            keep_alive: 30,
+            client_id: "dup".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: p::ConnectProperties {
+                session_expiry_interval: Some(60),
+                ..Default::default()
+            },
+        })))
+        .await;
+    assert!(matches!(first.recv().await, Some(p::Packet::ConnAck(_))));
+    first
+        .send(&p::Packet::Subscribe(p::Subscribe {
+            packet_id: 1,
+            filters: vec![p::SubscribeFilter {
+                filter: "x".into(),
+                options: p::SubscriptionOptions {
+                    qos: p::QoS::AtLeastOnce,
+                    ..Default::default()
+                },
+            }],
+            properties: Default::default(),
+        }))
+        .await;
+    assert!(matches!(first.recv().await, Some(p::Packet::SubAck(_))));
+
     let mut options = v5::options(addr, "dup");
     options.set_clean_start(false);
     with_session_expiry(&mut options, 60);
-    let mut first = v5::connect(options.clone()).await;
-    first.subscribe("x", QoS::AtLeastOnce).await;
     let mut second = v5::connect(options).await;
     assert!(
         second.connack.session_present,
         "the session moved to the new connection"
     );
-    let reason = first
-        .next("DISCONNECT", |p| match p {
-            Packet::Disconnect(d) => Some(d.reason_code),
-            _ => None,
-        })
-        .await;
-    assert_eq!(reason, DisconnectReasonCode::SessionTakenOver);
+    let closing = first.recv_until_closed().await;
+    assert_eq!(
+        closing,
+        vec![p::Packet::Disconnect(p::Disconnect::with_reason(
+            p::ReasonCode::SessionTakenOver
+        ))]
+    );
     let mut publisher = v5::connect(v5::options(addr, "pub")).await;
     publisher.publish_acked("x", false, b"to the new one").await;
     assert_eq!(

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::v5::{self, Packet, QoS};
+use support::v5::{self, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strait-broker");
@@ -117,18 +117,29 @@ impl Drop for Broker {
 
 #[tokio::test]
 async fn sigterm_tells_v5_clients_and_exits_promptly() {
+    use strait_broker::protocol as p;
     let mut broker = Broker::spawn(None).await;
-    let mut client = v5::connect(v5::options(broker.mqtt, "watcher")).await;
-    broker.signal("TERM");
-    let reason = client
-        .next("DISCONNECT", |p| match p {
-            Packet::Disconnect(d) => Some(d.reason_code),
-            _ => None,
-        })
+    let mut client = support::RawClient::connect(broker.mqtt, p::ProtocolVersion::V5).await;
+    client
+        .send(&p::Packet::Connect(Box::new(p::Connect {
+            protocol: p::ProtocolVersion::V5,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: "watcher".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        })))
         .await;
+    assert!(matches!(client.recv().await, Some(p::Packet::ConnAck(_))));
+    broker.signal("TERM");
+    let closing = client.recv_until_closed().await;
     assert_eq!(
-        reason,
-        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ServerShuttingDown
+        closing,
+        vec![p::Packet::Disconnect(p::Disconnect::with_reason(
+            p::ReasonCode::ServerShuttingDown
+        ))]
     );
     let status = broker.wait_exit(Duration::from_secs(8));
     assert!(status.success(), "{status:?}");

@@ -8,10 +8,11 @@ use hashbrown::HashMap;
 use super::trie::Sub;
 use super::Delivery;
 
-/// Up to this many deliveries, looking a key up is a linear scan; beyond it a
-/// map is built. The scan wins for the usual handful of subscribers, the map
-/// for a fan-out where two big filters overlap.
-const SCAN_LIMIT: usize = 16;
+/// Most key comparisons a filter's subscribers may cost when merged by linear
+/// scans over the earlier deliveries; past it a map of those is built. Scans
+/// win for the usual handful of subscribers (and need no allocation), the map
+/// when two big fan-outs overlap.
+const SCAN_BUDGET: usize = 1024;
 
 impl From<&Sub> for Delivery {
     fn from(sub: &Sub) -> Self {
@@ -38,7 +39,7 @@ pub(super) struct Merger<'o, K> {
     /// Where this message's deliveries start in `out`.
     base: usize,
     /// Position in `out` of every key in `out[base..indexed]`, built only
-    /// once there are more than [`SCAN_LIMIT`] deliveries to search.
+    /// once scanning would exceed [`SCAN_BUDGET`].
     index: Option<HashMap<K, usize>>,
     indexed: usize,
 }
@@ -63,7 +64,8 @@ impl<'o, K: Clone + Eq + Hash> Merger<'o, K> {
         // Keys within one filter are unique, so only deliveries from earlier
         // filters need to be searched.
         let earlier = self.out.len();
-        if earlier - self.base > SCAN_LIMIT {
+        let scan_cost = (earlier - self.base).saturating_mul(subs.len());
+        if self.index.is_some() || scan_cost > SCAN_BUDGET {
             self.index_up_to(earlier);
         }
         for (key, sub) in subs {

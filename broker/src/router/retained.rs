@@ -3,6 +3,8 @@
 
 use hashbrown::HashMap;
 
+use super::trie::shrink_if_sparse;
+
 /// Retained values by topic name.
 #[derive(Debug)]
 pub struct RetainedStore<V> {
@@ -26,11 +28,18 @@ impl<V> Default for Level<V> {
     }
 }
 
-impl<V> Level<V> {
-    fn is_empty(&self) -> bool {
-        self.value.is_none() && self.children.is_empty()
+/// Dropping nested maps the default way recurses once per level, and topics
+/// can be thousands of levels deep: descendants are dropped from a flat list.
+impl<V> Drop for Level<V> {
+    fn drop(&mut self) {
+        let mut below: Vec<Level<V>> = self.children.drain().map(|(_, child)| child).collect();
+        while let Some(mut level) = below.pop() {
+            below.extend(level.children.drain().map(|(_, child)| child));
+        }
     }
+}
 
+impl<V> Level<V> {
     /// Children a wildcard at this level may match: at the root, topics
     /// starting with `$` are excluded (MQTT 5 section 4.7.2).
     fn wildcard_children(&self, at_root: bool) -> impl Iterator<Item = &Level<V>> {
@@ -42,7 +51,13 @@ impl<V> Level<V> {
 
     #[cfg(test)]
     fn node_count(&self) -> usize {
-        1 + self.children.values().map(Level::node_count).sum::<usize>()
+        let mut count = 0;
+        let mut pending = vec![self];
+        while let Some(level) = pending.pop() {
+            count += 1;
+            pending.extend(level.children.values());
+        }
+        count
     }
 }
 
@@ -73,11 +88,52 @@ impl<V: Clone> RetainedStore<V> {
 
     /// Clears `topic`'s retained message; returns it if there was one.
     pub fn remove(&mut self, topic: &str) -> Option<V> {
-        let removed = remove_below(&mut self.root, topic.split('/'));
-        if removed.is_some() {
-            self.len -= 1;
+        let mut level = &mut self.root;
+        for name in topic.split('/') {
+            level = level.children.get_mut(name)?;
         }
-        removed
+        let removed = level.value.take()?;
+        self.len -= 1;
+        self.prune(topic);
+        Some(removed)
+    }
+
+    /// Detaches the longest tail of `topic`'s path whose levels hold nothing
+    /// but the rest of the path (iterative: topics can be very deep).
+    fn prune(&mut self, topic: &str) {
+        // Depth (0 = the first level) where the empty tail starts, if any.
+        let mut cut = None;
+        let mut level = &self.root;
+        let mut walk = topic.split('/').enumerate().peekable();
+        while let Some((depth, name)) = walk.next() {
+            let Some(child) = level.children.get(name) else {
+                return;
+            };
+            let leads_on = walk.peek().is_some();
+            let holds_only_path =
+                child.value.is_none() && child.children.len() == usize::from(leads_on);
+            cut = match (holds_only_path, cut) {
+                (true, None) => Some(depth),
+                (true, start) => start,
+                (false, _) => None,
+            };
+            level = child;
+        }
+        let Some(cut) = cut else {
+            return;
+        };
+        let mut parent = &mut self.root;
+        let mut walk = topic.split('/');
+        for name in walk.by_ref().take(cut) {
+            match parent.children.get_mut(name) {
+                Some(child) => parent = child,
+                None => return,
+            }
+        }
+        if let Some(name) = walk.next() {
+            parent.children.remove(name);
+            shrink_if_sparse(&mut parent.children);
+        }
     }
 
     /// Appends every retained value whose topic matches `filter` (no `$share/`).
@@ -114,6 +170,7 @@ impl<V: Clone> RetainedStore<V> {
         }
     }
 
+    /// Number of topics with a retained message.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -121,22 +178,6 @@ impl<V: Clone> RetainedStore<V> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// Takes the value at the end of `names` and drops the levels left empty.
-fn remove_below<V>(level: &mut Level<V>, mut names: std::str::Split<'_, char>) -> Option<V> {
-    let Some(name) = names.next() else {
-        return level.value.take();
-    };
-    let child = level.children.get_mut(name)?;
-    let removed = remove_below(child, names);
-    if child.is_empty() {
-        level.children.remove(name);
-        if level.children.capacity() > 16 && level.children.len() * 4 < level.children.capacity() {
-            level.children.shrink_to_fit();
-        }
-    }
-    removed
 }
 
 #[cfg(test)]
@@ -268,5 +309,22 @@ mod tests {
         }
         assert!(store.is_empty());
         assert_eq!(store.root.node_count(), 1);
+    }
+
+    #[test]
+    fn very_deep_topics_do_not_exhaust_the_stack() {
+        let deep = vec!["a"; 20_000].join("/");
+        let mut store = RetainedStore::new();
+        store.insert(&deep, 1);
+        store.insert("a", 2);
+        let mut out = Vec::new();
+        store.matching("a/#", &mut out);
+        out.sort_unstable();
+        assert_eq!(out, vec![1, 2]);
+        assert_eq!(store.remove(&deep), Some(1));
+        assert_eq!(store.root.node_count(), 2);
+        store.insert(&deep, 1);
+        // Dropping the deep chain must not recurse per level either.
+        drop(store);
     }
 }

@@ -571,3 +571,19 @@ fn route_agrees_with_a_brute_force_matcher() {
     }
     assert!(!model.is_empty());
 }
+
+#[test]
+fn very_deep_filters_and_topics_do_not_exhaust_the_stack() {
+    let deep = vec!["a"; 20_000].join("/");
+    let deep_plus = vec!["+"; 20_000].join("/");
+    let mut router = Router::new();
+    router.subscribe(1, &deep, q0(), None);
+    router.subscribe(2, &deep_plus, q0(), None);
+    router.subscribe(3, &format!("{deep}/#"), q0(), None);
+    assert_eq!(receivers(&router, &deep), vec![1, 2, 3]);
+    assert!(router.unsubscribe(&1, &deep));
+    assert!(router.unsubscribe(&3, &format!("{deep}/#")));
+    assert_eq!(router.node_count(), 20_001);
+    // Dropping the remaining deep chain must not recurse per level either.
+    drop(router);
+}

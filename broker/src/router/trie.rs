@@ -101,68 +101,158 @@ impl<K> Default for Node<K> {
     }
 }
 
+/// Which subscriber set of its node a filter is kept in.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Exact,
+    Multi,
+}
+
+/// Splits a (validated) filter into the path of levels leading to its node,
+/// `None` for the root, and the subscriber set there that holds it.
+fn locate(filter: &str) -> (Option<&str>, Slot) {
+    if filter == "#" {
+        return (None, Slot::Multi);
+    }
+    match filter.strip_suffix("/#") {
+        Some(path) => (Some(path), Slot::Multi),
+        None => (Some(filter), Slot::Exact),
+    }
+}
+
+fn levels(path: Option<&str>) -> impl Iterator<Item = &str> {
+    path.into_iter().flat_map(|path| path.split('/'))
+}
+
+impl<K> Node<K> {
+    fn child(&self, level: &str) -> Option<&Node<K>> {
+        match level {
+            "+" => self.plus.as_deref(),
+            _ => self.literal.get(level),
+        }
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node<K>> {
+        match level {
+            "+" => self.plus.as_deref_mut(),
+            _ => self.literal.get_mut(level),
+        }
+    }
+
+    fn slot_mut(&mut self, slot: Slot) -> &mut Subscribers<K> {
+        match slot {
+            Slot::Exact => &mut self.exact,
+            Slot::Multi => &mut self.multi,
+        }
+    }
+
+    fn child_count(&self) -> usize {
+        self.literal.len() + usize::from(self.plus.is_some())
+    }
+
+    /// Moves this node's children into `into`, leaving it a leaf.
+    fn move_children(&mut self, into: &mut Vec<Node<K>>) {
+        into.extend(self.literal.drain().map(|(_, child)| child));
+        if let Some(plus) = self.plus.take() {
+            into.push(*plus);
+        }
+    }
+}
+
+/// Dropping nested maps the default way recurses once per level, and filters
+/// can be thousands of levels deep: descendants are dropped from a flat list.
+impl<K> Drop for Node<K> {
+    fn drop(&mut self) {
+        let mut below = Vec::new();
+        self.move_children(&mut below);
+        while let Some(mut node) = below.pop() {
+            node.move_children(&mut below);
+        }
+    }
+}
+
 impl<K: Clone + Eq + Hash> Node<K> {
     /// The subscriber set of `filter` (without any `$share/` prefix), creating
     /// the nodes on its path.
     pub fn subscribers_mut(&mut self, filter: &str) -> &mut Subscribers<K> {
+        let (path, slot) = locate(filter);
         let mut node = self;
-        for level in filter.split('/') {
+        for level in levels(path) {
             node = match level {
-                // Validated filters have `#` only as the last level.
-                "#" => return &mut node.multi,
                 "+" => node.plus.get_or_insert_with(Box::default),
                 _ => node.literal.entry_ref(level).or_default(),
             };
         }
-        &mut node.exact
+        node.slot_mut(slot)
     }
 
     /// Runs `remove` on the subscriber set of `filter` if it exists, then
-    /// drops every node on the path that was left with nothing in it, so a
-    /// subscribe/unsubscribe cycle gives all its memory back.
+    /// drops the nodes on its path that were left with nothing in them, so a
+    /// subscribe/unsubscribe cycle gives all its memory back. Returns what
+    /// `remove` returned (false if the set did not exist).
     pub fn remove<F>(&mut self, filter: &str, remove: F) -> bool
     where
         F: FnOnce(&mut Subscribers<K>) -> bool,
     {
-        self.remove_below(filter.split('/'), remove)
-    }
-
-    fn remove_below<'f, F>(&mut self, mut levels: std::str::Split<'f, char>, remove: F) -> bool
-    where
-        F: FnOnce(&mut Subscribers<K>) -> bool,
-    {
-        match levels.next() {
-            None => remove(&mut self.exact),
-            Some("#") => remove(&mut self.multi),
-            Some("+") => {
-                let Some(child) = self.plus.as_deref_mut() else {
-                    return false;
-                };
-                let removed = child.remove_below(levels, remove);
-                if child.is_empty() {
-                    self.plus = None;
-                }
-                removed
-            }
-            Some(level) => {
-                let Some(child) = self.literal.get_mut(level) else {
-                    return false;
-                };
-                let removed = child.remove_below(levels, remove);
-                if child.is_empty() {
-                    self.literal.remove(level);
-                    shrink_if_sparse(&mut self.literal);
-                }
-                removed
+        let (path, slot) = locate(filter);
+        let mut node = &mut *self;
+        for level in levels(path) {
+            match node.child_mut(level) {
+                Some(child) => node = child,
+                None => return false,
             }
         }
+        if !remove(node.slot_mut(slot)) {
+            return false;
+        }
+        self.prune(path);
+        true
     }
 
-    fn is_empty(&self) -> bool {
-        self.literal.is_empty()
-            && self.plus.is_none()
-            && self.exact.is_empty()
-            && self.multi.is_empty()
+    /// Detaches the longest tail of `path` whose nodes hold nothing but the
+    /// rest of the path. Iterative, like everything that follows a filter.
+    fn prune(&mut self, path: Option<&str>) {
+        let Some(path) = path else {
+            return;
+        };
+        // Depth (0 = the first level) where the empty tail starts, if any.
+        let mut cut = None;
+        let mut node: &Node<K> = self;
+        let mut walk = path.split('/').enumerate().peekable();
+        while let Some((depth, level)) = walk.next() {
+            let Some(child) = node.child(level) else {
+                return;
+            };
+            let leads_on = walk.peek().is_some();
+            let holds_only_path = child.exact.is_empty()
+                && child.multi.is_empty()
+                && child.child_count() == usize::from(leads_on);
+            cut = match (holds_only_path, cut) {
+                (true, None) => Some(depth),
+                (true, start) => start,
+                (false, _) => None,
+            };
+            node = child;
+        }
+        let Some(cut) = cut else {
+            return;
+        };
+        let mut parent = self;
+        let mut walk = path.split('/');
+        for level in walk.by_ref().take(cut) {
+            match parent.child_mut(level) {
+                Some(child) => parent = child,
+                None => return,
+            }
+        }
+        match walk.next() {
+            Some("+") => parent.plus = None,
+            Some(level) => {
+                parent.literal.remove(level);
+                shrink_if_sparse(&mut parent.literal);
+            }
+            None => {}
+        }
     }
 
     /// Calls `visit` once for every non-empty subscriber set whose filter
@@ -188,34 +278,50 @@ impl<K: Clone + Eq + Hash> Node<K> {
 
     /// Matching below the first level: this node matched the level before
     /// `rest` (`None` once the topic is used up).
-    fn walk<'a, F>(&'a self, rest: Option<&str>, visit: &mut F)
+    ///
+    /// Recurses only where a node has both a literal and a `+` child for the
+    /// next level, each such fork needing its own subscription; a single path
+    /// is followed in the loop, however deep.
+    fn walk<'a, F>(&'a self, mut rest: Option<&str>, visit: &mut F)
     where
         F: FnMut(&'a Subscribers<K>),
     {
-        // `a/#` matches `a` itself as well as everything below it.
-        if !self.multi.is_empty() {
-            visit(&self.multi);
-        }
-        let Some(levels) = rest else {
-            if !self.exact.is_empty() {
-                visit(&self.exact);
+        let mut node = self;
+        loop {
+            // `a/#` matches `a` itself as well as everything below it.
+            if !node.multi.is_empty() {
+                visit(&node.multi);
             }
-            return;
-        };
-        let (level, rest) = split_first(levels);
-        if let Some(child) = self.literal.get(level) {
-            child.walk(rest, visit);
-        }
-        if let Some(plus) = self.plus.as_deref() {
-            plus.walk(rest, visit);
+            let Some(levels) = rest else {
+                if !node.exact.is_empty() {
+                    visit(&node.exact);
+                }
+                return;
+            };
+            let (level, below) = split_first(levels);
+            node = match (node.literal.get(level), node.plus.as_deref()) {
+                (Some(literal), Some(plus)) => {
+                    plus.walk(below, visit);
+                    literal
+                }
+                (Some(next), None) | (None, Some(next)) => next,
+                (None, None) => return,
+            };
+            rest = below;
         }
     }
 
     /// Number of nodes, this one included.
     #[cfg(test)]
     pub fn node_count(&self) -> usize {
-        1 + self.literal.values().map(Node::node_count).sum::<usize>()
-            + self.plus.as_deref().map_or(0, Node::node_count)
+        let mut count = 0;
+        let mut pending = vec![self];
+        while let Some(node) = pending.pop() {
+            count += 1;
+            pending.extend(node.literal.values());
+            pending.extend(node.plus.as_deref());
+        }
+        count
     }
 }
 

@@ -45,6 +45,14 @@ pub mod v4 {
     pub struct Client {
         pub client: AsyncClient,
         pub events: mpsc::UnboundedReceiver<Packet>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    /// Dropping a client drops its connection without DISCONNECT.
+    impl Drop for Client {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
     }
 
     pub fn options(addr: SocketAddr, id: &str) -> MqttOptions {
@@ -57,7 +65,7 @@ pub mod v4 {
     pub async fn connect(options: MqttOptions) -> Client {
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
         let (tx, mut events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Ok(event) = eventloop.poll().await {
                 if let Event::Incoming(packet) = event {
                     if tx.send(packet).is_err() {
@@ -66,10 +74,6 @@ pub mod v4 {
                 }
             }
         });
-        let mut client = Client {
-            client,
-            events: mpsc::unbounded_channel().1,
-        };
         within("CONNACK", async {
             loop {
                 match events.recv().await {
@@ -80,8 +84,11 @@ pub mod v4 {
             }
         })
         .await;
-        client.events = events;
-        client
+        Client {
+            client,
+            events,
+            task,
+        }
     }
 
     impl Client {
@@ -149,6 +156,14 @@ pub mod v5 {
         pub client: AsyncClient,
         pub events: mpsc::UnboundedReceiver<Packet>,
         pub connack: rumqttc::v5::mqttbytes::v5::ConnAck,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    /// Dropping a client drops its connection without DISCONNECT.
+    impl Drop for Client {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
     }
 
     pub fn options(addr: SocketAddr, id: &str) -> MqttOptions {
@@ -161,7 +176,7 @@ pub mod v5 {
     pub async fn connect(options: MqttOptions) -> Client {
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
         let (tx, mut events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(packet)) => {
@@ -180,7 +195,10 @@ pub mod v5 {
                             }));
                         return;
                     }
-                    Err(_) => return,
+                    Err(err) => {
+                        eprintln!("client connection ended: {err:?}");
+                        return;
+                    }
                 }
             }
         });
@@ -198,6 +216,7 @@ pub mod v5 {
             client,
             events,
             connack,
+            task,
         }
     }
 

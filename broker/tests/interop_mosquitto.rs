@@ -243,6 +243,37 @@ for_both_versions!(
 );
 
 #[tokio::test]
+async fn v5_session_expiry_interval_ends_the_session() {
+    let server = start_broker(|_| {}).await;
+    let addr = server.mqtt_addrs()[0];
+    let session = |extra: &str| {
+        let mut all = with_version(V5, "-c -x 1 -i short-lived -q 1 -t expiring/#");
+        all.extend(words(extra));
+        all
+    };
+    Cli::sub(addr, "%t|%p", &session("-E"))
+        .finish()
+        .await
+        .assert_success();
+    // The session expiry interval itself must pass.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Had the session survived, this would be queued and delivered first.
+    publish(addr, &with_version(V5, "-t expiring/a -q 1 -m lost"), None).await;
+
+    let mut back = Cli::sub(addr, "%t|%p", &session("-C 1"));
+    assert_eq!(back.subscribed().await, [1]);
+    publish(
+        addr,
+        &with_version(V5, "-t expiring/a -q 1 -m marker"),
+        None,
+    )
+    .await;
+    assert_eq!(back.message().await, "expiring/a|marker");
+    back.finish().await.assert_success();
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn v5_topic_alias_from_the_publisher_is_resolved() {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];

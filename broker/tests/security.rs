@@ -242,7 +242,23 @@ async fn acl_denied_publish_gets_0x87_and_is_not_delivered() {
         "denied messages must not be delivered"
     );
 
-    assert_eq!(acl_denials(&server), 3);
+    // A will on a topic the user may not publish to is refused at CONNECT.
+    for (version, code) in [(V5, 0x87), (V311, 5)] {
+        let mut all = host_port(server.mqtt_addrs()[0]);
+        all.extend(login(version, "alice-will", "alice"));
+        all.extend(words(
+            "-t sensors/alice/t -E --will-topic sensors/bob/status",
+        ));
+        let mut cli = Cli::spawn("mosquitto_sub", &all);
+        assert_eq!(
+            cli.connack().await,
+            code,
+            "will outside the ACL ({version})"
+        );
+        assert!(!cli.finish().await.status.success());
+    }
+
+    assert_eq!(acl_denials(&server), 5);
     assert_eq!(
         server
             .broker()

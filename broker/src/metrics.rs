@@ -162,13 +162,23 @@ impl Metrics {
         add(&self.protocol_errors[code.as_u8() as usize], 1);
     }
 
-    pub fn message_in(&self, qos: QoS, bytes: usize) {
+    /// A PUBLISH arrived from a client.
+    pub fn message_in(&self, qos: QoS) {
         add(&self.messages_in[qos as usize], 1);
+    }
+
+    /// A PUBLISH was written for a client.
+    pub fn message_out(&self, qos: QoS) {
+        add(&self.messages_out[qos as usize], 1);
+    }
+
+    /// Bytes read from client connections.
+    pub fn bytes_in(&self, bytes: usize) {
         add(&self.bytes_in, bytes as u64);
     }
 
-    pub fn message_out(&self, qos: QoS, bytes: usize) {
-        add(&self.messages_out[qos as usize], 1);
+    /// Bytes written to client connections.
+    pub fn bytes_out(&self, bytes: usize) {
         add(&self.bytes_out, bytes as u64);
     }
 
@@ -267,9 +277,13 @@ impl Metrics {
         family(
             "bytes_received_total",
             "counter",
-            "Bytes of MQTT packets received.",
+            "Bytes read from client connections (MQTT packets).",
         );
-        family("bytes_sent_total", "counter", "Bytes of MQTT packets sent.");
+        family(
+            "bytes_sent_total",
+            "counter",
+            "Bytes written to client connections (MQTT packets).",
+        );
         family(
             "messages_dropped_total",
             "counter",

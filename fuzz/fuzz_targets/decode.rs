@@ -38,5 +38,9 @@ fn assert_reencodes(packet: &Packet, wire: ProtocolVersion, version: Option<Prot
         Ok(Some(again)) => assert_eq!(&again, packet),
         other => panic!("re-encoded {packet:?} decodes as {other:?}"),
     }
-    assert!(buf.is_empty(), "re-encoding of {} has trailing bytes", packet.name());
+    assert!(
+        buf.is_empty(),
+        "re-encoding of {} has trailing bytes",
+        packet.name()
+    );
 }

@@ -11,8 +11,10 @@ use super::packet::{
     Auth, ConnAck, Connect, Disconnect, LastWill, PubAck, Publish, QoS, RetainHandling, SubAck,
     Subscribe, SubscribeFilter, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
-use super::properties::{read_properties, PropertySet, UnsubscribeProperties};
-use super::topic::validate_topic_name;
+use super::properties::{
+    check_authentication, read_properties, PropertySet, UnsubscribeProperties,
+};
+use super::topic::{validate_topic_name, SHARE_PREFIX};
 use super::wire::{parse_varint, read_binary, read_packet_id, read_string, read_u16, read_u8};
 use super::{Packet, ProtocolVersion, ReasonCode};
 
@@ -263,7 +265,11 @@ fn decode_connect(mut body: Bytes) -> Result<Connect, DecodeError> {
         return Err(DecodeError::Malformed("password without user name"));
     }
     let keep_alive = read_u16(&mut body)?;
-    let properties = read_properties_if(&mut body, protocol)?;
+    let properties: super::ConnectProperties = read_properties_if(&mut body, protocol)?;
+    check_authentication(
+        &properties.authentication_method,
+        &properties.authentication_data,
+    )?;
     let client_id = read_string(&mut body)?;
     let will = if will_flag {
         let properties = read_properties_if(&mut body, protocol)?;
@@ -322,7 +328,11 @@ fn decode_connack(mut body: Bytes, version: ProtocolVersion) -> Result<ConnAck, 
             _ => return Err(DecodeError::Malformed("unknown CONNACK return code")),
         }
     };
-    let properties = read_properties_if(&mut body, version)?;
+    let properties: super::ConnAckProperties = read_properties_if(&mut body, version)?;
+    check_authentication(
+        &properties.authentication_method,
+        &properties.authentication_data,
+    )?;
     ensure_consumed(&body)?;
     Ok(ConnAck {
         session_present: flags & 0x01 != 0,
@@ -395,6 +405,9 @@ fn decode_subscribe(mut body: Bytes, version: ProtocolVersion) -> Result<Subscri
     while !body.is_empty() {
         let filter = read_string(&mut body)?;
         let options = subscription_options(read_u8(&mut body)?, version)?;
+        if options.no_local && filter.starts_with(SHARE_PREFIX) {
+            return Err(DecodeError::Protocol("No Local on a shared subscription"));
+        }
         filters.push(SubscribeFilter { filter, options });
     }
     if filters.is_empty() {
@@ -543,6 +556,10 @@ fn decode_auth(mut body: Bytes) -> Result<Auth, DecodeError> {
             auth.properties = read_properties(&mut body)?;
         }
     }
+    check_authentication(
+        &auth.properties.authentication_method,
+        &auth.properties.authentication_data,
+    )?;
     ensure_consumed(&body)?;
     Ok(auth)
 }

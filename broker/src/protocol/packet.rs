@@ -156,8 +156,14 @@ impl std::fmt::Debug for ConnectProperties {
             .field("receive_maximum", &self.receive_maximum)
             .field("maximum_packet_size", &self.maximum_packet_size)
             .field("topic_alias_maximum", &self.topic_alias_maximum)
-            .field("request_response_information", &self.request_response_information)
-            .field("request_problem_information", &self.request_problem_information)
+            .field(
+                "request_response_information",
+                &self.request_response_information,
+            )
+            .field(
+                "request_problem_information",
+                &self.request_problem_information,
+            )
             .field("user_properties", &self.user_properties)
             .field("authentication_method", &self.authentication_method)
             .field(

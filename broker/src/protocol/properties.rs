@@ -9,6 +9,7 @@ use super::packet::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PublishProperties, SubscribeProperties, UserProperty, WillProperties,
 };
+use super::topic::validate_topic_name;
 use super::wire::{
     read_binary, read_string, read_string_pair, read_u16, read_u32, read_u8, read_varint, Counter,
     Sink,
@@ -42,8 +43,8 @@ const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
 const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
 const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
 
-/// One decoded property, with its value already range-checked.
-#[derive(Debug)]
+/// One decoded property, with its value already range-checked. Deliberately
+/// not `Debug`: it may hold authentication data.
 pub(super) enum Property {
     PayloadFormatIndicator(u8),
     MessageExpiryInterval(u32),
@@ -93,6 +94,14 @@ fn read_nonzero_u16(buf: &mut Bytes, what: &'static str) -> Result<u16, DecodeEr
     }
 }
 
+/// Reads a Response Topic, which is a topic name: no wildcards (MQTT-3.3.2-14).
+fn read_response_topic(buf: &mut Bytes) -> Result<String, DecodeError> {
+    let topic = read_string(buf)?;
+    validate_topic_name(&topic)
+        .map_err(|_| DecodeError::Protocol("response topic is not a valid topic name"))?;
+    Ok(topic)
+}
+
 impl Property {
     /// Reads one property (identifier and value) off the front of `buf`.
     fn read(buf: &mut Bytes) -> Result<Property, DecodeError> {
@@ -105,7 +114,7 @@ impl Property {
             )?),
             MESSAGE_EXPIRY_INTERVAL => Property::MessageExpiryInterval(read_u32(buf)?),
             CONTENT_TYPE => Property::ContentType(read_string(buf)?),
-            RESPONSE_TOPIC => Property::ResponseTopic(read_string(buf)?),
+            RESPONSE_TOPIC => Property::ResponseTopic(read_response_topic(buf)?),
             CORRELATION_DATA => Property::CorrelationData(read_binary(buf)?),
             SUBSCRIPTION_IDENTIFIER => match read_varint(buf)? {
                 0 => return Err(DecodeError::Protocol("subscription identifier 0")),
@@ -167,6 +176,20 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Authentication Data without an Authentication Method is a protocol error
+/// (MQTT 5.0 sections 3.1.2.11.10, 3.2.2.3.18, 3.15.2.2.3).
+pub(super) fn check_authentication<T>(
+    method: &Option<String>,
+    data: &Option<T>,
+) -> Result<(), DecodeError> {
+    if data.is_some() && method.is_none() {
+        return Err(DecodeError::Protocol(
+            "authentication data without an authentication method",
+        ));
+    }
+    Ok(())
+}
+
 /// The property set of one packet type: which properties it may hold.
 pub(super) trait PropertySet: Default {
     /// Takes one decoded property: malformed if this packet may not carry it,
@@ -186,8 +209,11 @@ pub(super) fn read_properties<P: PropertySet>(buf: &mut Bytes) -> Result<P, Deco
     if len > buf.len() {
         return Err(DecodeError::Malformed("property length exceeds the packet"));
     }
-    let mut block = buf.split_to(len);
     let mut set = P::default();
+    if len == 0 {
+        return Ok(set);
+    }
+    let mut block = buf.split_to(len);
     while !block.is_empty() {
         set.accept(Property::read(&mut block)?)?;
     }

@@ -6,22 +6,23 @@
 /// Why a topic name or filter is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
-    #[error("topic is empty")]
+    #[error("{}", self.describe())]
     Empty,
-    #[error("topic contains a NUL character")]
+    #[error("{}", self.describe())]
     Nul,
-    #[error("topic name contains a wildcard")]
+    #[error("{}", self.describe())]
     WildcardInName,
-    #[error("'#' must be the last level and stand alone")]
+    #[error("{}", self.describe())]
     MisplacedMultiLevel,
-    #[error("'+' must stand alone in its level")]
+    #[error("{}", self.describe())]
     MisplacedSingleLevel,
-    #[error("shared subscription must be $share/<group>/<filter>")]
+    #[error("{}", self.describe())]
     InvalidShared,
 }
 
 impl TopicError {
-    /// A fixed description, for errors that carry a `&'static str`.
+    /// A fixed description (also the `Display` text), for errors that carry a
+    /// `&'static str` such as the decoder's.
     pub fn describe(&self) -> &'static str {
         match self {
             TopicError::Empty => "topic is empty",
@@ -42,7 +43,7 @@ pub struct SharedFilter<'a> {
 }
 
 /// The prefix that marks a shared subscription.
-const SHARE_PREFIX: &str = "$share/";
+pub(super) const SHARE_PREFIX: &str = "$share/";
 
 /// Checks a topic name a client publishes to: non-empty, no wildcards, no NUL.
 pub fn validate_topic_name(topic: &str) -> Result<(), TopicError> {

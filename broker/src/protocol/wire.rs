@@ -94,14 +94,20 @@ pub(super) fn read_binary(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
 }
 
 /// Reads a UTF-8 encoded string: valid UTF-8 with no U+0000 (MQTT-1.5.4-1/2).
+///
+/// Copies straight from the packet into the `String` the packet owns, without
+/// an intermediate `Bytes` handle.
 pub(super) fn read_string(buf: &mut Bytes) -> Result<String, DecodeError> {
-    let raw = read_binary(buf)?;
-    let text = std::str::from_utf8(&raw)
+    let len = usize::from(read_u16(buf)?);
+    let raw = buf.get(..len).ok_or(SHORT)?;
+    let text = std::str::from_utf8(raw)
         .map_err(|_| DecodeError::Malformed("string is not valid UTF-8"))?;
     if raw.contains(&0) {
         return Err(DecodeError::Malformed("string contains U+0000"));
     }
-    Ok(text.to_owned())
+    let text = text.to_owned();
+    buf.advance(len);
+    Ok(text)
 }
 
 /// Reads a UTF-8 string pair (a user property).

@@ -203,9 +203,14 @@ impl Broker {
         if message.payload.is_empty() {
             self.retained.write().remove(&message.topic);
         } else {
+            // The payload is a slice of a connection's read buffer; a retained
+            // copy may live for days, so it gets its own allocation rather than
+            // pinning the whole buffer.
+            let mut stored = Message::clone(message);
+            stored.payload = bytes::Bytes::copy_from_slice(&message.payload);
             self.retained
                 .write()
-                .insert(&message.topic, message.clone());
+                .insert(&message.topic, Arc::new(stored));
         }
         if let (true, Some(p)) = (persist, &self.persistence) {
             p.retained_changed(message, Instant::now());

@@ -139,8 +139,8 @@ impl Reader {
         }
     }
 
-    /// Reads once; Ok(false) on end of stream.
-    async fn fill(&mut self) -> std::io::Result<bool> {
+    /// Reads once; returns the bytes read, 0 at end of stream.
+    async fn fill(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < self.chunk / 2 {
             self.buf.reserve(self.chunk);
         }
@@ -149,7 +149,7 @@ impl Reader {
         if n == room && self.chunk < MAX_READ {
             self.chunk *= 2;
         }
-        Ok(n > 0)
+        Ok(n)
     }
 }
 
@@ -192,8 +192,8 @@ async fn read_connect(
             }
         }
         match tokio::time::timeout_at(deadline, reader.fill()).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) if n > 0 => broker.metrics().bytes_in(n),
+            Ok(_) => return None,
             Err(_) => {
                 broker.metrics().refused(RefusalReason::ConnectTimeout);
                 tracing::debug!(%peer, "no CONNECT in time");
@@ -216,7 +216,8 @@ enum Close {
 
 /// What woke the connection task.
 enum Event {
-    Read(std::io::Result<bool>),
+    /// Bytes read; 0 at end of stream.
+    Read(std::io::Result<usize>),
     Wake,
     Kick,
     Shutdown,
@@ -451,13 +452,14 @@ impl Connection {
                 _ = &mut keep_alive_sleep, if self.keep_alive.is_some() => Event::KeepAlive,
             };
             match event {
-                Event::Read(Ok(true)) => {
+                Event::Read(Ok(n)) if n > 0 => {
+                    self.broker.metrics().bytes_in(n);
                     self.last_activity = Instant::now();
                     if let Err(close) = self.handle_input() {
                         return close;
                     }
                 }
-                Event::Read(Ok(false)) | Event::Read(Err(_)) => return Close::Lost,
+                Event::Read(_) => return Close::Lost,
                 Event::Wake => {}
                 Event::Kick if handle.epoch() != self.epoch => {
                     return Close::Server(ReasonCode::SessionTakenOver)
@@ -596,7 +598,7 @@ impl Connection {
         }
         let qos = publish.qos;
         let packet_id = publish.packet_id.unwrap_or(0);
-        self.broker.metrics().message_in(qos, publish.payload.len());
+        self.broker.metrics().message_in(qos);
 
         let refusal = self.publish_refusal(&publish);
         if qos == QoS::ExactlyOnce {
@@ -847,11 +849,12 @@ impl Connection {
             self.broker.metrics().dropped(DropReason::TooLargeForClient);
             return false;
         }
-        self.broker.metrics().message_out(out.qos, size);
+        self.broker.metrics().message_out(out.qos);
         true
     }
 
     async fn flush(&mut self) -> Result<(), Close> {
+        self.broker.metrics().bytes_out(self.wbuf.len());
         let result = self.reader.stream.write_all(&self.wbuf).await;
         self.wbuf.clear();
         if self.wbuf.capacity() > 4 * WRITE_BATCH {

@@ -489,3 +489,39 @@ fn v311_connack_codes_map_to_reasons() {
     assert!(connack.session_present);
     assert_eq!(connack.code, ReasonCode::NotAuthorized);
 }
+
+#[test]
+fn authentication_data_without_method_is_a_protocol_error() {
+    let expected = DecodeError::Protocol("authentication data without an authentication method");
+    assert_eq!(
+        decode_err(&connect(5, 0x02, &[3, 0x16, 0, 0, 0, 0]), None),
+        expected
+    );
+    assert_eq!(
+        decode_err(&packet(0x20, &[0, 0, 3, 0x16, 0, 0]), V5),
+        expected
+    );
+    assert_eq!(
+        decode_err(&packet(0xF0, &[0x18, 3, 0x16, 0, 0]), V5),
+        expected
+    );
+}
+
+#[test]
+fn response_topic_with_wildcard_is_a_protocol_error() {
+    assert_eq!(
+        decode_err(&v5_publish_with_properties(&[0x08, 0, 1, b'#']), V5),
+        DecodeError::Protocol("response topic is not a valid topic name")
+    );
+}
+
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let mut body = vec![0, 1, 0, 0, 10];
+    body.extend_from_slice(b"$share/g/t");
+    body.push(0x04);
+    assert_eq!(
+        decode_err(&packet(0x82, &body), V5),
+        DecodeError::Protocol("No Local on a shared subscription")
+    );
+}

@@ -3,5 +3,6 @@
 
 mod corpus;
 mod malformed;
+mod mutation;
 mod roundtrip;
 mod samples;

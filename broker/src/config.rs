@@ -65,6 +65,11 @@ pub struct NodeConfig {
     pub cluster: String,
     /// This node's name within the cluster (the pod name on Kubernetes).
     pub name: String,
+    /// An environment variable that, when set, overrides `name` at load time:
+    /// the pods of a StatefulSet share one configuration file, so each reads
+    /// its own name from the environment (the operator renders `POD_NAME`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_from_env: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -72,6 +77,7 @@ impl Default for NodeConfig {
         NodeConfig {
             cluster: "strait".into(),
             name: "strait-0".into(),
+            name_from_env: None,
         }
     }
 }
@@ -262,10 +268,14 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Config = serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut config: Config =
+            serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        if let Some(Ok(name)) = config.node.name_from_env.as_deref().map(std::env::var) {
+            config.node.name = name;
+        }
         config.validate()?;
         Ok(config)
     }

@@ -1,0 +1,30 @@
+# The operator: its CRDs, and the Kubernetes control plane (etcd,
+# kube-apiserver, kube-controller-manager 1.20.2) its integration tests run on.
+# The binaries are built once from Debian's source package and cached under
+# $(CACHE_DIR)/k8s-1.20.2, or taken from KUBEBUILDER_ASSETS when that folder
+# has all three. The tests read STRAIT_K8S_BIN and fail when it is missing
+# (set STRAIT_SKIP_K8S=1 to skip them explicitly).
+
+STRAIT_K8S_BIN ?= $(shell if [ -x "$$KUBEBUILDER_ASSETS/kube-controller-manager" ] && [ -x "$$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$$KUBEBUILDER_ASSETS/etcd" ]; then echo "$$KUBEBUILDER_ASSETS"; else echo "$(CACHE_DIR)/k8s-1.20.2"; fi)
+export STRAIT_K8S_BIN
+
+DEPS_TARGETS += deps-k8s
+BENCH_TARGETS += bench-operator
+
+CRD_FILE := crds/strait.dev_mqttclusters.yaml
+CHART_CRD_FILE := charts/strait-operator/crds/strait.dev_mqttclusters.yaml
+
+.PHONY: deps-k8s crds bench-operator operator-test
+
+deps-k8s:
+	@CACHE_DIR="$(CACHE_DIR)" scripts/k8s-control-plane.sh >/dev/null
+
+crds:
+	$(CARGO) run -q -p strait-operator -- crd > $(CRD_FILE)
+	cp $(CRD_FILE) $(CHART_CRD_FILE)
+
+operator-test: deps-k8s
+	$(CARGO) test -p strait-operator
+
+bench-operator: deps-k8s
+	$(CARGO) test --release -p strait-operator --test bench -- --ignored --nocapture

@@ -1,0 +1,145 @@
+//! Renders the broker's configuration from the spec, with the broker's own
+//! configuration types, so what the operator writes is what the broker parses.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use strait_broker::config::{
+    AdminConfig, AuthConfig, Config, Limits, ListenerConfig, ListenerProtocol, NodeConfig,
+    PersistenceConfig, TlsConfig,
+};
+
+use super::ADMIN_PORT;
+use crate::crd::{MqttClusterSpec, TlsSpec};
+
+/// Where the pod template mounts what the configuration refers to.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigPaths;
+
+impl ConfigPaths {
+    /// Folder of the ConfigMap volume.
+    pub const CONFIG_DIR: &'static str = "/etc/strait/config";
+    /// Folder of the credentials Secret volume.
+    pub const CREDENTIALS_DIR: &'static str = "/etc/strait/credentials";
+    /// Parent folder of one folder per TLS Secret, named after the Secret.
+    pub const TLS_DIR: &'static str = "/etc/strait/tls";
+    /// The broker's data folder (a PVC, or an emptyDir without persistence).
+    pub const DATA_DIR: &'static str = "/var/lib/strait";
+    /// Environment variable holding the pod's name, the node's name.
+    pub const POD_NAME_ENV: &'static str = "POD_NAME";
+
+    /// The folder a TLS Secret is mounted at.
+    pub fn tls_dir(secret: &str) -> PathBuf {
+        PathBuf::from(Self::TLS_DIR).join(secret)
+    }
+}
+
+/// The broker configuration every node of the cluster `cluster_name` runs.
+pub fn broker_config(cluster_name: &str, spec: &MqttClusterSpec) -> Config {
+    let l = &spec.listeners;
+    let mut listeners = Vec::new();
+    if l.mqtt.enabled {
+        listeners.push(listener("mqtt", l.mqtt.port, ListenerProtocol::Mqtt, None));
+    }
+    if l.mqtts.enabled {
+        listeners.push(listener(
+            "mqtts",
+            l.mqtts.port,
+            ListenerProtocol::Mqtt,
+            l.mqtts.tls.as_ref(),
+        ));
+    }
+    if l.websocket.enabled {
+        let mut ws = listener(
+            "websocket",
+            l.websocket.port,
+            ListenerProtocol::Websocket,
+            l.websocket.tls.as_ref(),
+        );
+        ws.path = l.websocket.path.clone();
+        listeners.push(ws);
+    }
+    listeners.push(listener(
+        "link",
+        l.link.port,
+        ListenerProtocol::Mqtt,
+        l.link.tls.as_ref(),
+    ));
+
+    let credentials = PathBuf::from(ConfigPaths::CREDENTIALS_DIR);
+    Config {
+        node: NodeConfig {
+            cluster: cluster_name.to_owned(),
+            name: format!("{cluster_name}-0"),
+            name_from_env: Some(ConfigPaths::POD_NAME_ENV.to_owned()),
+        },
+        listeners,
+        admin: AdminConfig {
+            bind: any_addr(ADMIN_PORT),
+            token_file: Some(credentials.join("admin-token")),
+        },
+        auth: AuthConfig {
+            allow_anonymous: Some(spec.auth.allow_anonymous),
+            password_file: Some(credentials.join("passwd")),
+            acl: Vec::new(),
+        },
+        limits: limits(spec),
+        persistence: PersistenceConfig {
+            data_dir: Some(PathBuf::from(ConfigPaths::DATA_DIR)),
+            ..PersistenceConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
+fn any_addr(port: i32) -> SocketAddr {
+    // Ports are validated to 1..=65535 before anything is built.
+    let port = u16::try_from(port).unwrap_or_default();
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+}
+
+fn listener(
+    name: &str,
+    port: i32,
+    protocol: ListenerProtocol,
+    tls: Option<&TlsSpec>,
+) -> ListenerConfig {
+    ListenerConfig {
+        name: name.to_owned(),
+        bind: any_addr(port),
+        protocol,
+        tls: tls.map(|tls| {
+            let dir = ConfigPaths::tls_dir(&tls.certificate_secret);
+            TlsConfig {
+                cert_file: dir.join("tls.crt"),
+                key_file: dir.join("tls.key"),
+                client_ca_file: tls.require_client_cert.then(|| dir.join("ca.crt")),
+                require_client_cert: tls.require_client_cert,
+                use_cert_cn_as_username: false,
+            }
+        }),
+        ..ListenerConfig::default()
+    }
+}
+
+/// The spec's limits over the broker's defaults. Values are range-checked by
+/// validation first; a value that still does not fit keeps the default.
+fn limits(spec: &MqttClusterSpec) -> Limits {
+    fn set<T: TryFrom<i64>>(target: &mut T, value: Option<i64>) {
+        if let Some(v) = value.and_then(|v| T::try_from(v).ok()) {
+            *target = v;
+        }
+    }
+    let s = &spec.limits;
+    let mut limits = Limits::default();
+    set(&mut limits.max_connections, s.max_connections);
+    set(&mut limits.max_packet_size, s.max_packet_size);
+    set(&mut limits.max_inflight, s.max_inflight);
+    set(&mut limits.max_queued_messages, s.max_queued_messages);
+    set(
+        &mut limits.max_session_expiry_secs,
+        s.max_session_expiry_secs,
+    );
+    set(&mut limits.max_keep_alive_secs, s.max_keep_alive_secs);
+    limits
+}

@@ -1,0 +1,180 @@
+//! The cluster's own credentials: the admin API token and the internal user
+//! the nodes authenticate to each other with.
+//!
+//! They are generated once, when the credentials Secret does not exist yet,
+//! and read back from it on every later reconcile, so they never change under
+//! running pods. The Secret also carries the broker's credentials file
+//! (`passwd`): the internal user's line plus the lines of the users Secrets.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use rand::RngCore;
+
+use super::meta::ChildMeta;
+
+/// Username of the nodes' internal user.
+pub const INTERNAL_USER: &str = "strait-internal";
+
+const ADMIN_TOKEN: &str = "admin-token";
+const INTERNAL_USERNAME: &str = "internal-username";
+const INTERNAL_PASSWORD: &str = "internal-password";
+const INTERNAL_HASH: &str = "internal-password-hash";
+const PASSWD: &str = "passwd";
+
+/// Keys of the credentials Secret.
+pub const CREDENTIALS_KEYS: [&str; 5] = [
+    ADMIN_TOKEN,
+    INTERNAL_USERNAME,
+    INTERNAL_PASSWORD,
+    INTERNAL_HASH,
+    PASSWD,
+];
+
+/// Why credentials could not be generated.
+#[derive(Debug, thiserror::Error)]
+#[error("hashing the internal password: {0}")]
+pub struct HashError(String);
+
+/// Generated secrets of one cluster. `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    admin_token: String,
+    internal_password: String,
+    internal_password_hash: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+impl Credentials {
+    /// Reads the credentials back from the cluster's Secret; `None` when any is missing.
+    pub fn from_secret(secret: &Secret) -> Option<Credentials> {
+        let data = secret.data.as_ref()?;
+        let get = |key: &str| {
+            data.get(key)
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .filter(|v| !v.is_empty())
+        };
+        Some(Credentials {
+            admin_token: get(ADMIN_TOKEN)?,
+            internal_password: get(INTERNAL_PASSWORD)?,
+            internal_password_hash: get(INTERNAL_HASH)?,
+        })
+    }
+
+    /// Draws new random credentials.
+    ///
+    /// The internal password is 256 random bits, so its Argon2 hash uses light
+    /// parameters: brute force is out of reach anyway, and a reconcile of many
+    /// new clusters at once should not need tens of MiB per hash.
+    pub fn generate() -> Result<Credentials, HashError> {
+        let internal_password = random_token();
+        let mut salt = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
+        let params = Params::new(4096, 1, 1, None).map_err(|e| HashError(e.to_string()))?;
+        let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(internal_password.as_bytes(), &salt)
+            .map_err(|e| HashError(e.to_string()))?
+            .to_string();
+        Ok(Credentials {
+            admin_token: random_token(),
+            internal_password,
+            internal_password_hash: hash,
+        })
+    }
+
+    /// Fixed credentials for tests and fixtures.
+    pub fn fixed(admin_token: &str, internal_password: &str, internal_password_hash: &str) -> Self {
+        Credentials {
+            admin_token: admin_token.to_owned(),
+            internal_password: internal_password.to_owned(),
+            internal_password_hash: internal_password_hash.to_owned(),
+        }
+    }
+
+    /// The credentials-file line of the internal user.
+    fn internal_line(&self) -> String {
+        format!("{INTERNAL_USER}:{}", self.internal_password_hash)
+    }
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The credentials Secret: generated values plus the broker's credentials file.
+pub(super) fn build(meta: &ChildMeta, credentials: &Credentials, user_lines: &[String]) -> Secret {
+    let mut passwd = credentials.internal_line();
+    passwd.push('\n');
+    for line in user_lines {
+        passwd.push_str(line);
+        passwd.push('\n');
+    }
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    Secret {
+        metadata: meta.object(&meta.names.credentials),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([
+            (ADMIN_TOKEN.to_owned(), bytes(&credentials.admin_token)),
+            (INTERNAL_USERNAME.to_owned(), bytes(INTERNAL_USER)),
+            (
+                INTERNAL_PASSWORD.to_owned(),
+                bytes(&credentials.internal_password),
+            ),
+            (
+                INTERNAL_HASH.to_owned(),
+                bytes(&credentials.internal_password_hash),
+            ),
+            (PASSWD.to_owned(), bytes(&passwd)),
+        ])),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_credentials_differ_and_never_show_in_debug() {
+        let a = Credentials::generate().expect("generate");
+        let b = Credentials::generate().expect("generate");
+        assert_ne!(a, b);
+        assert_eq!(a.admin_token.len(), 64);
+        assert!(a.internal_password_hash.starts_with("$argon2id$"));
+        let debug = format!("{a:?}");
+        assert!(!debug.contains(&a.admin_token) && !debug.contains(&a.internal_password));
+    }
+
+    #[test]
+    fn credentials_read_back_from_their_secret() {
+        let creds = Credentials::fixed("token", "password", "$argon2id$fixed");
+        let secret = Secret {
+            data: Some(BTreeMap::from([
+                (ADMIN_TOKEN.to_owned(), ByteString(b"token".to_vec())),
+                (
+                    INTERNAL_PASSWORD.to_owned(),
+                    ByteString(b"password".to_vec()),
+                ),
+                (
+                    INTERNAL_HASH.to_owned(),
+                    ByteString(b"$argon2id$fixed".to_vec()),
+                ),
+            ])),
+            ..Secret::default()
+        };
+        assert_eq!(Credentials::from_secret(&secret), Some(creds));
+        assert_eq!(Credentials::from_secret(&Secret::default()), None);
+    }
+}

@@ -1,0 +1,94 @@
+//! Names, labels and owner references shared by every child.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use super::BuildError;
+use crate::crd::MqttCluster;
+
+/// The names of a cluster's children, derived from the cluster's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub config_map: String,
+    pub credentials: String,
+    pub headless_service: String,
+    pub client_service: String,
+    pub link_service: String,
+    pub stateful_set: String,
+    pub pdb: String,
+}
+
+/// Children's names for the cluster called `name`.
+pub fn names(name: &str) -> Names {
+    Names {
+        config_map: format!("{name}-config"),
+        credentials: format!("{name}-credentials"),
+        headless_service: format!("{name}-headless"),
+        client_service: name.to_owned(),
+        link_service: format!("{name}-link"),
+        stateful_set: name.to_owned(),
+        pdb: name.to_owned(),
+    }
+}
+
+/// Labels that select the pods of the cluster called `name`.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "strait".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), name.to_owned()),
+    ])
+}
+
+/// What every child of one cluster has in common.
+#[derive(Debug, Clone)]
+pub(super) struct ChildMeta {
+    pub name: String,
+    pub namespace: String,
+    pub names: Names,
+    owner: OwnerReference,
+}
+
+impl ChildMeta {
+    pub fn of(cluster: &MqttCluster) -> Result<Self, BuildError> {
+        let name = cluster.name_any();
+        let namespace = cluster
+            .namespace()
+            .ok_or(BuildError::MissingMetadata("namespace"))?;
+        let owner = cluster
+            .controller_owner_ref(&())
+            .ok_or(BuildError::MissingMetadata("uid"))?;
+        Ok(ChildMeta {
+            names: names(&name),
+            name,
+            namespace,
+            owner,
+        })
+    }
+
+    /// Labels of every child: the selector labels plus who manages them.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = selector_labels(&self.name);
+        labels.insert(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "strait-operator".to_owned(),
+        );
+        labels.insert(
+            "app.kubernetes.io/component".to_owned(),
+            "broker".to_owned(),
+        );
+        labels
+    }
+
+    /// Metadata of the child called `name`, owned by the cluster.
+    pub fn object(&self, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels()),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The cluster's Services: headless (stable pod DNS), client, and link.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::meta::{selector_labels, ChildMeta};
+use super::ADMIN_PORT;
+use crate::crd::MqttCluster;
+
+/// Named ports of the broker container and of the Services, client ones first.
+pub(super) fn client_ports(cluster: &MqttCluster) -> Vec<(&'static str, i32)> {
+    let l = &cluster.spec.listeners;
+    let mut ports = Vec::new();
+    if l.mqtt.enabled {
+        ports.push(("mqtt", l.mqtt.port));
+    }
+    if l.mqtts.enabled {
+        ports.push(("mqtts", l.mqtts.port));
+    }
+    if l.websocket.enabled {
+        ports.push(("websocket", l.websocket.port));
+    }
+    ports
+}
+
+fn service_ports(ports: &[(&str, i32)]) -> Option<Vec<ServicePort>> {
+    Some(
+        ports
+            .iter()
+            .map(|(name, port)| ServicePort {
+                name: Some((*name).to_owned()),
+                port: *port,
+                target_port: Some(IntOrString::String((*name).to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            })
+            .collect(),
+    )
+}
+
+/// Gives every pod a stable DNS name (`<pod>.<name>-headless.<ns>.svc`), ready
+/// or not, so that nodes find each other while they start.
+pub(super) fn headless(meta: &ChildMeta, cluster: &MqttCluster) -> Service {
+    let mut ports = client_ports(cluster);
+    ports.push(("link", cluster.spec.listeners.link.port));
+    ports.push(("admin", ADMIN_PORT));
+    Service {
+        metadata: meta.object(&meta.names.headless_service),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(&meta.name)),
+            ports: service_ports(&ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Where MQTT clients connect: every enabled client listener, ready pods only.
+pub(super) fn client(meta: &ChildMeta, cluster: &MqttCluster) -> Service {
+    Service {
+        metadata: meta.object(&meta.names.client_service),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(selector_labels(&meta.name)),
+            ports: service_ports(&client_ports(cluster)),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Where peer clusters' links connect.
+pub(super) fn link(meta: &ChildMeta, cluster: &MqttCluster) -> Service {
+    Service {
+        metadata: meta.object(&meta.names.link_service),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(selector_labels(&meta.name)),
+            ports: service_ports(&[("link", cluster.spec.listeners.link.port)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// `host:port` of the client Service's first listener, for the status.
+pub fn client_endpoint(cluster: &MqttCluster, namespace: &str) -> Option<String> {
+    let name = cluster.metadata.name.as_deref()?;
+    let (_, port) = client_ports(cluster).into_iter().next()?;
+    Some(format!("{name}.{namespace}.svc:{port}"))
+}
+
+/// `host:port` of the link Service, for the status.
+pub fn link_endpoint(cluster: &MqttCluster, namespace: &str) -> Option<String> {
+    let name = cluster.metadata.name.as_deref()?;
+    let names = super::names(name);
+    let port = cluster.spec.listeners.link.port;
+    Some(format!("{}.{namespace}.svc:{port}", names.link_service))
+}

@@ -1,0 +1,214 @@
+//! A real Kubernetes control plane on loopback for the integration tests:
+//! etcd, kube-apiserver and kube-controller-manager (the StatefulSet
+//! controller and the garbage collector), started once per test binary.
+//!
+//! The binaries come from `STRAIT_K8S_BIN` (`make deps-k8s` builds and caches
+//! them). Each process runs under a small shell watchdog that ends it when
+//! the test binary exits, since a static is never dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A running control plane: where to reach it.
+#[derive(Debug)]
+pub struct ControlPlane {
+    /// A kubeconfig for the cluster admin.
+    pub kubeconfig: PathBuf,
+    /// Folder with the CRDs, as installed.
+    _dir: tempfile::TempDir,
+}
+
+static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// Whether the integration tests were explicitly turned off.
+pub fn skipped() -> bool {
+    std::env::var("STRAIT_SKIP_K8S").is_ok_and(|v| v == "1")
+}
+
+/// The shared control plane, started on first use. Panics with a clear
+/// message when the binaries are missing.
+pub fn shared() -> &'static ControlPlane {
+    let plane = PLANE.get_or_init(|| start().map_err(|e| format!("{e:#}")));
+    match plane {
+        Ok(plane) => plane,
+        Err(e) => panic!("cannot start the Kubernetes control plane: {e}"),
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("STRAIT_K8S_BIN").map(PathBuf::from).ok_or_else(|| {
+        anyhow::anyhow!(
+            "STRAIT_K8S_BIN is not set: run `make deps-k8s` (or `make test`), or point it at a \
+             folder with etcd, kube-apiserver and kube-controller-manager; STRAIT_SKIP_K8S=1 skips these tests"
+        )
+    })?;
+    for bin in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+        anyhow::ensure!(
+            dir.join(bin).is_file(),
+            "{} has no {bin}: run `make deps-k8s` (STRAIT_SKIP_K8S=1 skips these tests)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Starts `program` under a watchdog that kills it once this process is gone.
+fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> anyhow::Result<()> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let script = r#"prog="$1"; shift; "$prog" "$@" & child=$!
+while kill -0 "$WATCH_PID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
+kill "$child" 2>/dev/null; wait "$child""#;
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("watchdog")
+        .arg(program)
+        .args(args)
+        .env("WATCH_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    Ok(())
+}
+
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{what} did not come up within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+    anyhow::ensure!(status.success(), "{cmd:?} failed: {status}");
+    Ok(())
+}
+
+fn start() -> anyhow::Result<ControlPlane> {
+    let bin = bin_dir()?;
+    let dir = tempfile::Builder::new().prefix("strait-k8s-").tempdir()?;
+    let d = dir.path();
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+
+    // Service-account signing keys and the admin token.
+    run(Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(d.join("sa.key"))
+        .arg("2048"))?;
+    run(Command::new("openssl")
+        .args(["rsa", "-pubout", "-in"])
+        .arg(d.join("sa.key"))
+        .arg("-out")
+        .arg(d.join("sa.pub")))?;
+    let token = format!("strait-test-{}", std::process::id());
+    std::fs::write(
+        d.join("tokens.csv"),
+        format!("{token},admin,admin,system:masters\n"),
+    )?;
+
+    let etcd_port = free_port()?;
+    let etcd_peer = free_port()?;
+    spawn(
+        d,
+        "etcd",
+        &bin.join("etcd"),
+        &[
+            "--data-dir".into(),
+            s(&d.join("etcd")),
+            "--listen-client-urls".into(),
+            format!("http://127.0.0.1:{etcd_port}"),
+            "--advertise-client-urls".into(),
+            format!("http://127.0.0.1:{etcd_port}"),
+            "--listen-peer-urls".into(),
+            format!("http://127.0.0.1:{etcd_peer}"),
+            "--initial-advertise-peer-urls".into(),
+            format!("http://127.0.0.1:{etcd_peer}"),
+            "--initial-cluster".into(),
+            format!("default=http://127.0.0.1:{etcd_peer}"),
+        ],
+    )?;
+    wait_until("etcd", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok()
+    })?;
+
+    let api_port = free_port()?;
+    spawn(
+        d,
+        "kube-apiserver",
+        &bin.join("kube-apiserver"),
+        &[
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            format!("--secure-port={api_port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--cert-dir={}", s(&d.join("certs"))),
+            format!("--token-auth-file={}", s(&d.join("tokens.csv"))),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={}", s(&d.join("sa.pub"))),
+            format!(
+                "--service-account-signing-key-file={}",
+                s(&d.join("sa.key"))
+            ),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--insecure-port=0".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+        ],
+    )?;
+
+    let kubeconfig = d.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin, namespace: default}}\ncurrent-context: test\n"
+        ),
+    )?;
+    wait_until("kube-apiserver", Duration::from_secs(90), || {
+        Command::new("curl")
+            .args(["-skf", "-o", "/dev/null", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("https://127.0.0.1:{api_port}/readyz"))
+            .status()
+            .is_ok_and(|s| s.success())
+    })?;
+
+    spawn(
+        d,
+        "kube-controller-manager",
+        &bin.join("kube-controller-manager"),
+        &[
+            format!("--kubeconfig={}", s(&kubeconfig)),
+            format!("--authentication-kubeconfig={}", s(&kubeconfig)),
+            format!("--authorization-kubeconfig={}", s(&kubeconfig)),
+            "--leader-elect=false".into(),
+            format!(
+                "--service-account-private-key-file={}",
+                s(&d.join("sa.key"))
+            ),
+            format!("--root-ca-file={}", s(&d.join("certs/apiserver.crt"))),
+            "--controllers=*,-nodeipam".into(),
+            "--secure-port=0".into(),
+        ],
+    )?;
+
+    Ok(ControlPlane {
+        kubeconfig,
+        _dir: dir,
+    })
+}

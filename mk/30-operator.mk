@@ -9,12 +9,13 @@ STRAIT_K8S_BIN ?= $(shell if [ -x "$$KUBEBUILDER_ASSETS/kube-controller-manager"
 export STRAIT_K8S_BIN
 
 DEPS_TARGETS += deps-k8s
+TEST_TARGETS += chart-lint
 BENCH_TARGETS += bench-operator
 
 CRD_FILE := crds/strait.dev_mqttclusters.yaml
 CHART_CRD_FILE := charts/strait-operator/crds/strait.dev_mqttclusters.yaml
 
-.PHONY: deps-k8s crds bench-operator operator-test
+.PHONY: deps-k8s crds chart-lint bench-operator operator-test
 
 deps-k8s:
 	@CACHE_DIR="$(CACHE_DIR)" scripts/k8s-control-plane.sh >/dev/null
@@ -22,6 +23,10 @@ deps-k8s:
 crds:
 	$(CARGO) run -q -p strait-operator -- crd > $(CRD_FILE)
 	cp $(CRD_FILE) $(CHART_CRD_FILE)
+
+# Helm lint (strict) plus checks of the rendered chart, via helm-python-sdk.
+chart-lint:
+	@CACHE_DIR="$(CACHE_DIR)" scripts/k8s-chart-lint.sh
 
 operator-test: deps-k8s
 	$(CARGO) test -p strait-operator

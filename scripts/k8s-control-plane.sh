@@ -27,6 +27,17 @@ have_all() {
   done
 }
 
+SUDO=""
+if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+# The tests make keys with openssl and probe the API server with curl.
+if ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
+  log "installing openssl and curl"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq openssl curl >&2
+fi
+
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]] && [[ -x "$KUBEBUILDER_ASSETS/etcd" ]] && [[ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]]; then
   if [[ -x "$KUBEBUILDER_ASSETS/kube-controller-manager" ]]; then
     log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
@@ -41,10 +52,6 @@ if have_all "$BIN_DIR"; then
   echo "$BIN_DIR"
   exit 0
 fi
-
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages: the Go toolchain, etcd, and the reflect2 copy that works with Go >= 1.18.
 SRC_LIST=/etc/apt/sources.list.d/strait-bookworm-src.sources

@@ -390,6 +390,23 @@ mod tests {
     }
 
     #[test]
+    fn name_from_env_overrides_the_node_name_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("strait.yaml");
+        let var = "STRAIT_TEST_NODE_NAME_FROM_ENV";
+        std::fs::write(
+            &path,
+            format!("node: {{name: fallback, nameFromEnv: {var}}}"),
+        )
+        .expect("write");
+        std::env::set_var(var, "strait-2");
+        let config = Config::load(&path).expect("load");
+        assert_eq!(config.node.name, "strait-2");
+        std::env::remove_var(var);
+        assert_eq!(Config::load(&path).expect("load").node.name, "fallback");
+    }
+
+    #[test]
     fn round_trips_through_yaml() {
         let mut config = Config::default();
         config.persistence.data_dir = Some("/var/lib/strait".into());

@@ -26,7 +26,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Starts a test: `None` when STRAIT_SKIP_K8S=1 asks to skip.
 async fn setup(test: &str) -> Option<(Client, String)> {
-    if support::skipped() {
+    if support::control_plane::skipped() {
         eprintln!("STRAIT_SKIP_K8S=1: skipping {test}");
         return None;
     }

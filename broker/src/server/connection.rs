@@ -37,6 +37,10 @@ const MIN_READ: usize = 512;
 const MAX_READ: usize = 64 * 1024;
 /// Write in batches of about this size while draining a long queue.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Deliveries taken out of the session per lock in `pump`.
+const PUMP_BATCH: usize = 64;
+/// Packets handled before the task yields to others (see `handle_input`).
+const PACKETS_PER_TURN: usize = 64;
 /// How long a last DISCONNECT may take to write before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -65,7 +69,7 @@ pub(super) async fn accept_loop(
                     continue;
                 }
                 broker.metrics().connection_opened();
-                tokio::spawn(serve(
+                tokio::spawn(set_up(
                     broker.clone(),
                     listener.clone(),
                     config.clone(),
@@ -82,7 +86,8 @@ pub(super) async fn accept_loop(
     }
 }
 
-/// Counts the connection as finished however its task ends.
+/// Counts the connection as finished however it ends; travels with the
+/// connection from the set-up task into the serving task.
 struct FinishGuard(Arc<Broker>);
 
 impl Drop for FinishGuard {
@@ -91,14 +96,20 @@ impl Drop for FinishGuard {
     }
 }
 
-async fn serve(
+/// Sets a connection up (handshake, CONNECT, authentication, CONNACK), then
+/// serves it in a task of its own.
+///
+/// A task's future is as large as its largest state, for as long as the task
+/// lives: running the long-lived part in a fresh task keeps the TLS handshake
+/// and CONNECT checks out of every idle connection's memory.
+async fn set_up(
     broker: Arc<Broker>,
     listener: Arc<Listener>,
     config: Arc<ListenerConfig>,
     tcp: TcpStream,
     peer: SocketAddr,
 ) {
-    let _finish = FinishGuard(broker.clone());
+    let finish = FinishGuard(broker.clone());
     let accepted = match listener.handshake(tcp).await {
         Ok(accepted) => accepted,
         Err(err) => {
@@ -116,10 +127,10 @@ async fn serve(
     let Some(connect) = read_connect(&broker, &mut reader, peer).await else {
         return;
     };
-    if let Some(connection) =
-        Connection::establish(broker, reader, peer, *connect, cert_username).await
-    {
-        connection.run().await;
+    let established =
+        Connection::establish(broker, reader, peer, *connect, cert_username, finish).await;
+    if let Some(connection) = established {
+        tokio::spawn(connection.run());
     }
 }
 
@@ -250,6 +261,7 @@ struct Connection {
     /// Reused for routing, to avoid an allocation per publish.
     scratch: Vec<(SessionRef, Delivery)>,
     shutdown: watch::Receiver<bool>,
+    _finish: FinishGuard,
 }
 
 impl Connection {
@@ -260,6 +272,7 @@ impl Connection {
         peer: SocketAddr,
         connect: Connect,
         cert_username: Option<String>,
+        finish: FinishGuard,
     ) -> Option<Connection> {
         let version = connect.protocol;
         let limits = broker.config().limits.clone();
@@ -356,6 +369,7 @@ impl Connection {
             outbound_aliases: HashMap::new(),
             client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
             scratch: Vec::new(),
+            _finish: finish,
         };
         connection.send(&connack);
         if attached.session_present {
@@ -426,7 +440,8 @@ impl Connection {
     /// Serves the connection until it ends, then settles the session and the will.
     async fn run(mut self) {
         let close = self.serve().await;
-        self.finish(close).await;
+        // Boxed: the closing writes and their timeouts are needed once, at the end.
+        Box::pin(self.finish(close)).await;
     }
 
     async fn serve(&mut self) -> Close {
@@ -434,15 +449,24 @@ impl Connection {
         let keep_alive_sleep =
             tokio::time::sleep(self.keep_alive.unwrap_or(Duration::from_secs(86400)));
         tokio::pin!(keep_alive_sleep);
+        let mut input_pending = false;
         loop {
             self.pump();
             if !self.wbuf.is_empty() {
                 if let Err(close) = self.flush().await {
                     return close;
                 }
-                if handle.lock().session.has_sendable() {
-                    continue;
+            }
+            if input_pending {
+                tokio::task::yield_now().await;
+                match self.handle_input() {
+                    Ok(more) => input_pending = more,
+                    Err(close) => return close,
                 }
+                continue;
+            }
+            if handle.lock().session.has_sendable() {
+                continue;
             }
             let event = tokio::select! {
                 read = self.reader.fill() => Event::Read(read),
@@ -455,8 +479,9 @@ impl Connection {
                 Event::Read(Ok(n)) if n > 0 => {
                     self.broker.metrics().bytes_in(n);
                     self.last_activity = Instant::now();
-                    if let Err(close) = self.handle_input() {
-                        return close;
+                    match self.handle_input() {
+                        Ok(more) => input_pending = more,
+                        Err(close) => return close,
                     }
                 }
                 Event::Read(_) => return Close::Lost,
@@ -483,19 +508,23 @@ impl Connection {
         }
     }
 
-    /// Decodes and handles every whole packet in the read buffer.
-    fn handle_input(&mut self) -> Result<(), Close> {
+    /// Decodes and handles the whole packets in the read buffer, at most
+    /// [`PACKETS_PER_TURN`] of them. Returns true when more remain: the task then
+    /// yields before going on, so a flood from one publisher cannot starve the
+    /// subscribers that must drain it, and TCP pushes back on the publisher instead.
+    fn handle_input(&mut self) -> Result<bool, Close> {
         let max = self.broker.config().limits.max_packet_size;
-        loop {
+        for _ in 0..PACKETS_PER_TURN {
             match decode(&mut self.reader.buf, Some(self.version), max) {
                 Ok(Some(packet)) => self.handle_packet(packet)?,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(false),
                 Err(err) => {
                     tracing::debug!(peer = %self.peer, client_id = %self.client_id, error = %err, "protocol violation");
                     return Err(Close::Server(err.reason_code()));
                 }
             }
         }
+        Ok(true)
     }
 
     fn handle_packet(&mut self, packet: Packet) -> Result<(), Close> {
@@ -769,25 +798,47 @@ impl Connection {
 
     /// Moves queued deliveries into the write buffer, as far as the inflight
     /// window and the batch size allow.
+    ///
+    /// Deliveries are taken out of the session in small batches and encoded
+    /// with the session unlocked, so publishers routing to this session are not
+    /// held up while a large write is prepared.
     fn pump(&mut self) {
         let handle = self.handle.clone();
-        let mut state = handle.lock();
         let now = Instant::now();
+        let mut batch = Vec::new();
         while self.wbuf.len() < WRITE_BATCH {
-            match state.session.next_to_send(now) {
-                None => break,
-                Some(Next::Expired(_)) => self.broker.metrics().dropped(DropReason::Expired),
-                Some(Next::Send { packet_id, message }) => {
-                    if !self.write_delivery(packet_id, &message, false, now) {
-                        // Too large for this client: the spec says to discard it
-                        // as if delivered, so the flow is completed here.
-                        if let Some(pid) = packet_id {
-                            let _ = match message.qos {
-                                QoS::ExactlyOnce => state.session.on_pubrec(pid, true).map(|_| ()),
-                                _ => state.session.on_puback(pid).map(|_| ()),
-                            };
+            {
+                let mut state = handle.lock();
+                while batch.len() < PUMP_BATCH {
+                    match state.session.next_to_send(now) {
+                        None => break,
+                        Some(Next::Expired(_)) => {
+                            self.broker.metrics().dropped(DropReason::Expired)
                         }
+                        Some(Next::Send { packet_id, message }) => batch.push((packet_id, message)),
                     }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let mut undeliverable = Vec::new();
+            for (packet_id, message) in batch.drain(..) {
+                if !self.write_delivery(packet_id, &message, false, now) {
+                    if let Some(pid) = packet_id {
+                        undeliverable.push((pid, message.qos));
+                    }
+                }
+            }
+            if !undeliverable.is_empty() {
+                // Too large for this client: the spec says to discard it as if
+                // delivered, so its flow is completed here.
+                let mut state = handle.lock();
+                for (pid, qos) in undeliverable {
+                    let _ = match qos {
+                        QoS::ExactlyOnce => state.session.on_pubrec(pid, true).map(|_| ()),
+                        _ => state.session.on_puback(pid).map(|_| ()),
+                    };
                 }
             }
         }

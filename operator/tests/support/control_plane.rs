@@ -64,7 +64,7 @@ fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> anyhow::Res
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
     let script = r#"prog="$1"; shift; "$prog" "$@" & child=$!
 while kill -0 "$WATCH_PID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
-kill "$child" 2>/dev/null; wait "$child""#;
+kill -9 "$child" 2>/dev/null; wait "$child""#;
     Command::new("bash")
         .arg("-c")
         .arg(script)

@@ -17,8 +17,6 @@ use strait_operator::settings::Settings;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use control_plane::skipped;
-
 /// A client of the shared control plane, with the CRDs installed from `crds/`.
 pub async fn client() -> Client {
     // RUST_LOG=strait_operator=debug shows the operator's logs in failing tests.

@@ -1,0 +1,352 @@
+//! The benchmark report: markdown tables comparing the first broker (the
+//! subject, Strait) with each other broker, as absolute figures and ratios.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::stats::LatencySummary;
+
+/// Everything measured on one broker. A missing entry means the run failed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BrokerResults {
+    pub name: String,
+    /// Delivered messages per second, by scenario name.
+    pub throughput: HashMap<String, f64>,
+    /// PUBLISH packets the broker took from publishers per second, by scenario
+    /// name: above the delivered rate (divided by the fan-out) when it dropped.
+    pub published: HashMap<String, f64>,
+    /// Latency percentiles, by scenario name.
+    pub latency: HashMap<String, LatencySummary>,
+    /// `VmHWM` after the throughput runs, in KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// Growth of `VmRSS` per idle connection, in bytes.
+    pub idle_bytes_per_connection: Option<f64>,
+    /// Idle connections the figure above was measured with.
+    pub idle_connections: usize,
+    /// What went wrong, in the order it happened.
+    pub errors: Vec<String>,
+}
+
+/// The whole report: scenario names in plan order, then one entry per broker,
+/// the subject first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub throughput_scenarios: Vec<String>,
+    pub latency_scenarios: Vec<String>,
+    pub brokers: Vec<BrokerResults>,
+    /// Free-form lines printed under the title (machine, durations, configuration).
+    pub notes: Vec<String>,
+}
+
+/// Picks one percentile out of a latency summary.
+type Percentile = fn(&LatencySummary) -> Duration;
+
+/// The percentiles of the latency table, with their labels.
+const PERCENTILES: [(&str, Percentile); 2] = [("p50", |s| s.p50), ("p99", |s| s.p99)];
+
+/// A count with thousands separators: 1234567.4 -> "1,234,567".
+pub fn format_count(value: f64) -> String {
+    let rounded = value.round();
+    let digits = format!("{}", rounded.abs() as u64);
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if rounded < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// `subject / other` as "1.23×"; a dash when either side is missing or the
+/// divisor is not positive.
+pub fn format_ratio(subject: Option<f64>, other: Option<f64>) -> String {
+    match (subject, other) {
+        (Some(s), Some(o)) if o > 0.0 && s.is_finite() => format!("{:.2}×", s / o),
+        _ => "–".to_owned(),
+    }
+}
+
+/// A duration in microseconds with one decimal: "123.4".
+pub fn format_micros(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1e6)
+}
+
+/// KiB as MiB with one decimal.
+pub fn format_mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+/// A cell for an optional figure: the formatted value, or "failed".
+fn cell<T>(value: Option<T>, format: impl Fn(T) -> String) -> String {
+    value.map(format).unwrap_or_else(|| "failed".to_owned())
+}
+
+/// A GitHub-flavoured markdown table; the first column left-aligned, the rest right.
+pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+    out.push_str(&line(header));
+    let rule: Vec<String> = (0..header.len())
+        .map(|i| {
+            if i == 0 {
+                "---".to_owned()
+            } else {
+                "---:".to_owned()
+            }
+        })
+        .collect();
+    out.push_str(&line(&rule));
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+impl Report {
+    /// The report as markdown.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::from("# Strait broker benchmark\n\n");
+        for note in &self.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        let Some((subject, peers)) = self.brokers.split_first() else {
+            out.push_str("\nNo broker was benchmarked.\n");
+            return out;
+        };
+        let ratio_headers = || peers.iter().map(|p| format!("{}/{}", subject.name, p.name));
+
+        out.push_str("\n## Throughput\n\nMessages delivered to subscribers per second (higher is better; a ratio above 1 means ");
+        let _ = write!(out, "{} delivered more).\n\n", subject.name);
+        let mut header = vec!["Scenario".to_owned()];
+        header.extend(self.brokers.iter().map(|b| format!("{} msg/s", b.name)));
+        header.extend(ratio_headers());
+        let rows: Vec<Vec<String>> = self
+            .throughput_scenarios
+            .iter()
+            .map(|scenario| {
+                let value = |b: &BrokerResults| b.throughput.get(scenario).copied();
+                let mut row = vec![scenario.clone()];
+                row.extend(self.brokers.iter().map(|b| cell(value(b), format_count)));
+                row.extend(peers.iter().map(|p| format_ratio(value(subject), value(p))));
+                row
+            })
+            .collect();
+        out.push_str(&markdown_table(&header, &rows));
+
+        out.push_str(
+            "\nPUBLISH packets taken from the publishers per second in the same runs: where this \
+             exceeds deliveries (divided by the fan-out), the broker accepted more than it delivered \
+             and dropped the rest.\n\n",
+        );
+        let mut header = vec!["Scenario".to_owned()];
+        header.extend(
+            self.brokers
+                .iter()
+                .map(|b| format!("{} publishes/s", b.name)),
+        );
+        let rows: Vec<Vec<String>> = self
+            .throughput_scenarios
+            .iter()
+            .map(|scenario| {
+                let mut row = vec![scenario.clone()];
+                row.extend(
+                    self.brokers
+                        .iter()
+                        .map(|b| cell(b.published.get(scenario).copied(), format_count)),
+                );
+                row
+            })
+            .collect();
+        out.push_str(&markdown_table(&header, &rows));
+
+        out.push_str("\n## Latency\n\nEnd-to-end publish-to-delivery latency at a fixed offered load, in µs (lower is better; a ratio below 1 means ");
+        let _ = write!(out, "{} was faster).\n\n", subject.name);
+        let mut header = vec!["Scenario".to_owned(), "Percentile".to_owned()];
+        header.extend(self.brokers.iter().map(|b| format!("{} µs", b.name)));
+        header.extend(ratio_headers());
+        let mut rows = Vec::new();
+        for scenario in &self.latency_scenarios {
+            for (label, pick) in PERCENTILES {
+                let value = |b: &BrokerResults| b.latency.get(scenario).map(pick);
+                let mut row = vec![scenario.clone(), label.to_owned()];
+                row.extend(self.brokers.iter().map(|b| cell(value(b), format_micros)));
+                row.extend(peers.iter().map(|p| {
+                    format_ratio(
+                        value(subject).map(|d| d.as_secs_f64()),
+                        value(p).map(|d| d.as_secs_f64()),
+                    )
+                }));
+                rows.push(row);
+            }
+        }
+        out.push_str(&markdown_table(&header, &rows));
+
+        out.push_str("\n## Memory\n\nLower is better; a ratio below 1 means ");
+        let _ = write!(out, "{} used less.\n\n", subject.name);
+        let mut header = vec!["Measure".to_owned()];
+        header.extend(self.brokers.iter().map(|b| b.name.clone()));
+        header.extend(ratio_headers());
+        let peak = |b: &BrokerResults| b.peak_rss_kib.map(|k| k as f64);
+        let idle = |b: &BrokerResults| b.idle_bytes_per_connection;
+        let connections = self
+            .brokers
+            .iter()
+            .map(|b| b.idle_connections)
+            .max()
+            .unwrap_or(0);
+        let mut peak_row = vec!["Peak RSS after the throughput runs (MiB)".to_owned()];
+        peak_row.extend(
+            self.brokers
+                .iter()
+                .map(|b| cell(b.peak_rss_kib, format_mib)),
+        );
+        peak_row.extend(peers.iter().map(|p| format_ratio(peak(subject), peak(p))));
+        let mut idle_row = vec![format!(
+            "RSS per idle connection, {} connections (bytes)",
+            format_count(connections as f64)
+        )];
+        idle_row.extend(self.brokers.iter().map(|b| cell(idle(b), format_count)));
+        idle_row.extend(peers.iter().map(|p| format_ratio(idle(subject), idle(p))));
+        out.push_str(&markdown_table(&header, &[peak_row, idle_row]));
+
+        let failures: Vec<String> = self
+            .brokers
+            .iter()
+            .flat_map(|b| {
+                b.errors
+                    .iter()
+                    .map(move |e| format!("- {}: {}", b.name, e.replace('\n', " ")))
+            })
+            .collect();
+        if !failures.is_empty() {
+            out.push_str("\n## Failures\n\n");
+            for failure in failures {
+                out.push_str(&failure);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_get_thousands_separators() {
+        assert_eq!(format_count(0.0), "0");
+        assert_eq!(format_count(999.4), "999");
+        assert_eq!(format_count(1000.0), "1,000");
+        assert_eq!(format_count(1_234_567.6), "1,234,568");
+        assert_eq!(format_count(-12_345.0), "-12,345");
+    }
+
+    #[test]
+    fn ratios_have_two_decimals_and_a_dash_when_undefined() {
+        assert_eq!(format_ratio(Some(300.0), Some(200.0)), "1.50×");
+        assert_eq!(format_ratio(Some(1.0), Some(3.0)), "0.33×");
+        assert_eq!(format_ratio(None, Some(3.0)), "–");
+        assert_eq!(format_ratio(Some(1.0), None), "–");
+        assert_eq!(format_ratio(Some(1.0), Some(0.0)), "–");
+    }
+
+    #[test]
+    fn micros_and_mib() {
+        assert_eq!(format_micros(Duration::from_nanos(123_456)), "123.5");
+        assert_eq!(format_mib(1536), "1.5");
+    }
+
+    #[test]
+    fn tables_align_numbers_right() {
+        let table = markdown_table(
+            &["a".to_owned(), "b".to_owned()],
+            &[vec!["x".to_owned(), "1".to_owned()]],
+        );
+        assert_eq!(table, "| a | b |\n| --- | ---: |\n| x | 1 |\n");
+    }
+
+    fn broker(name: &str, rate: Option<f64>, p50_us: u64) -> BrokerResults {
+        let mut results = BrokerResults {
+            name: name.to_owned(),
+            peak_rss_kib: Some(10_240),
+            idle_bytes_per_connection: Some(2_000.0),
+            idle_connections: 10_000,
+            ..BrokerResults::default()
+        };
+        if let Some(rate) = rate {
+            results.throughput.insert("pairs".to_owned(), rate);
+            results.published.insert("pairs".to_owned(), rate * 2.0);
+        }
+        results.latency.insert(
+            "paced".to_owned(),
+            LatencySummary {
+                count: 100,
+                p50: Duration::from_micros(p50_us),
+                p99: Duration::from_micros(p50_us * 2),
+                max: Duration::from_micros(p50_us * 3),
+            },
+        );
+        results
+    }
+
+    #[test]
+    fn the_report_compares_the_subject_with_each_peer() {
+        let mut rumqttd = broker("rumqttd", None, 100);
+        rumqttd.errors.push("connection refused".to_owned());
+        let report = Report {
+            throughput_scenarios: vec!["pairs".to_owned()],
+            latency_scenarios: vec!["paced".to_owned()],
+            brokers: vec![
+                broker("strait", Some(200_000.0), 50),
+                broker("mosquitto", Some(100_000.0), 100),
+                rumqttd,
+            ],
+            notes: vec!["2 cores".to_owned()],
+        };
+        let md = report.to_markdown();
+        assert!(md.contains("- 2 cores\n"), "{md}");
+        assert!(
+            md.contains("| Scenario | strait msg/s | mosquitto msg/s | rumqttd msg/s | strait/mosquitto | strait/rumqttd |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| pairs | 200,000 | 100,000 | failed | 2.00× | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| paced | p50 | 50.0 | 100.0 | 100.0 | 0.50× | 0.50× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| paced | p99 | 100.0 | 200.0 | 200.0 | 0.50× | 0.50× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Peak RSS after the throughput runs (MiB) | 10.0 | 10.0 | 10.0 | 1.00× | 1.00× |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("10,000 connections (bytes) | 2,000 | 2,000 | 2,000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("## Failures\n\n- rumqttd: connection refused\n"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn an_empty_report_says_so() {
+        assert!(Report::default()
+            .to_markdown()
+            .contains("No broker was benchmarked."));
+    }
+}

@@ -1,0 +1,214 @@
+//! `make bench-operator`: 100 MqttClusters created at once against the real
+//! API server, with the operator as its own process (release build).
+//!
+//! Reports the time from each cluster's creation until all its children
+//! exist (p50/p99), API requests per reconcile, writes in steady state (goal:
+//! zero) and the operator's peak RSS (goal: under 64 MiB). A benchmark, not a
+//! test: it asserts nothing about timings and is `#[ignore]`d by default.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{DynamicObject, ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use strait_operator::controller::ChildKinds;
+use strait_operator::crd::MqttCluster;
+
+const CLUSTERS: usize = 100;
+
+struct OperatorProcess(Child);
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The operator's counters, from its own `/metrics`.
+fn scrape(port: u16) -> BTreeMap<String, f64> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("response");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Names of the clusters (instance label) that have a child of one kind.
+async fn owners<K>(api: &Api<K>) -> BTreeSet<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=strait-operator"))
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter_map(|o| o.labels().get("app.kubernetes.io/instance").cloned())
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run with `make bench-operator`"]
+async fn bench_100_clusters() {
+    let client: Client = support::client().await;
+    let ns = support::namespace(&client, "bench").await;
+    let plane = support::control_plane::shared();
+    let http_port = free_port();
+    let operator = OperatorProcess(
+        Command::new(env!("CARGO_BIN_EXE_strait-operator"))
+            .args(["run", "--no-leader-election", "--namespace", &ns])
+            .arg(format!("--http-bind=127.0.0.1:{http_port}"))
+            .env("KUBECONFIG", &plane.kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the operator"),
+    );
+    let pid = operator.0.id();
+    support::eventually(
+        Duration::from_secs(30),
+        "the operator serves metrics",
+        || async { TcpStream::connect(("127.0.0.1", http_port)).is_ok() },
+    )
+    .await;
+
+    let clusters: Api<MqttCluster> = Api::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    let creates = (0..CLUSTERS).map(|i| {
+        let clusters = clusters.clone();
+        async move {
+            let cluster: MqttCluster = serde_json::from_value(json!({
+                "apiVersion": "strait.dev/v1alpha1",
+                "kind": "MqttCluster",
+                "metadata": {"name": format!("c{i:03}")},
+                "spec": {"replicas": 1},
+            }))
+            .expect("cluster");
+            clusters
+                .create(&PostParams::default(), &cluster)
+                .await
+                .expect("create");
+            (format!("c{i:03}"), started.elapsed())
+        }
+    });
+    let created: BTreeMap<String, Duration> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .collect();
+
+    let kinds = ChildKinds::discover(&client).await.expect("discovery");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let pdbs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &kinds.pdb);
+    let mut complete: BTreeMap<String, Duration> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while complete.len() < CLUSTERS {
+        assert!(
+            Instant::now() < deadline,
+            "children of {} clusters never appeared",
+            CLUSTERS - complete.len()
+        );
+        let sets = [
+            owners(&cms).await,
+            owners(&secrets).await,
+            owners(&services).await,
+            owners(&sts).await,
+            owners(&pdbs).await,
+        ];
+        let now = started.elapsed();
+        for name in created.keys() {
+            if !complete.contains_key(name) && sets.iter().all(|s| s.contains(name)) {
+                complete.insert(name.clone(), now.saturating_sub(created[name]));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_children = started.elapsed();
+
+    // Steady state: every status describes its generation; then count writes over a window.
+    support::eventually(
+        Duration::from_secs(300),
+        "every status is current",
+        || async {
+            clusters.list(&ListParams::default()).await.is_ok_and(|l| {
+                l.items.iter().all(|c| {
+                    c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation
+                })
+            })
+        },
+    )
+    .await;
+    let settled = scrape(http_port);
+    let window = Duration::from_secs(20);
+    tokio::time::sleep(window).await;
+    let after = scrape(http_port);
+    let metric = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let reconciles = metric(&settled, "strait_operator_reconciles_total");
+    let reads = metric(&settled, "strait_operator_api_reads_total");
+    let writes = metric(&settled, "strait_operator_api_writes_total");
+    let steady_writes = metric(&after, "strait_operator_api_writes_total") - writes;
+    let steady_reconciles = metric(&after, "strait_operator_reconciles_total") - reconciles;
+
+    let mut latencies: Vec<Duration> = complete.values().copied().collect();
+    latencies.sort();
+    let rss_mib = peak_rss_kib(pid) as f64 / 1024.0;
+    println!("\n== operator benchmark: {CLUSTERS} MqttClusters created at once (Kubernetes 1.20.2, loopback) ==");
+    println!("all children of all clusters exist after   {all_children:.2?}");
+    println!(
+        "time to all children, per cluster          p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
+    println!("reconciles until settled                   {reconciles}");
+    println!(
+        "API requests per reconcile                 {:.1} ({:.1} reads + {:.1} writes)",
+        (reads + writes) / reconciles.max(1.0),
+        reads / reconciles.max(1.0),
+        writes / reconciles.max(1.0)
+    );
+    println!("steady state over {window:?}                {steady_writes} writes in {steady_reconciles} reconciles (goal: 0 writes)");
+    println!("operator peak RSS                          {rss_mib:.1} MiB (goal: < 64 MiB)");
+}

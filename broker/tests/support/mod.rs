@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
+pub mod mosquitto;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

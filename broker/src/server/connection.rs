@@ -86,6 +86,13 @@ pub(super) async fn accept_loop(
     }
 }
 
+/// Writes `bytes` and flushes: TLS and WebSocket streams hold written data
+/// in a buffer until flushed (a no-op on plain TCP).
+async fn write_flushed(stream: &mut Box<dyn ClientStream>, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
 /// Counts the connection as finished however it ends; travels with the
 /// connection from the set-up task into the serving task.
 struct FinishGuard(Arc<Broker>);
@@ -191,8 +198,11 @@ async fn read_connect(
                 });
                 let mut out = BytesMut::new();
                 if encode(&connack, ProtocolVersion::V311, &mut out).is_ok() {
-                    let _ =
-                        tokio::time::timeout(CLOSE_TIMEOUT, reader.stream.write_all(&out)).await;
+                    let _ = tokio::time::timeout(
+                        CLOSE_TIMEOUT,
+                        write_flushed(&mut reader.stream, &out),
+                    )
+                    .await;
                 }
                 return None;
             }
@@ -291,7 +301,9 @@ impl Connection {
             tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, code = ?code, "connection refused");
             let mut out = BytesMut::new();
             if encode(&refuse(code), version, &mut out).is_ok() {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, reader.stream.write_all(&out)).await;
+                let _ =
+                    tokio::time::timeout(CLOSE_TIMEOUT, write_flushed(&mut reader.stream, &out))
+                        .await;
             }
             return None;
         }
@@ -917,7 +929,7 @@ impl Connection {
 
     async fn flush(&mut self) -> Result<(), Close> {
         self.broker.metrics().bytes_out(self.wbuf.len());
-        let result = self.reader.stream.write_all(&self.wbuf).await;
+        let result = write_flushed(&mut self.reader.stream, &self.wbuf).await;
         self.wbuf.clear();
         if self.wbuf.capacity() > 4 * WRITE_BATCH {
             self.wbuf = BytesMut::new();
@@ -936,8 +948,11 @@ impl Connection {
             }
         }
         if !self.wbuf.is_empty() {
-            let _ =
-                tokio::time::timeout(CLOSE_TIMEOUT, self.reader.stream.write_all(&self.wbuf)).await;
+            let _ = tokio::time::timeout(
+                CLOSE_TIMEOUT,
+                write_flushed(&mut self.reader.stream, &self.wbuf),
+            )
+            .await;
         }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.reader.stream.shutdown()).await;
 

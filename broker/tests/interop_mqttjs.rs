@@ -59,13 +59,11 @@ async fn websocket_scenario(protocol_version: u8) {
 }
 
 #[tokio::test]
-#[ignore = "broker bug: server/connection.rs flush() never flushes the stream, so WebSocket clients get no CONNACK"]
 async fn websocket_v311() {
     websocket_scenario(4).await;
 }
 
 #[tokio::test]
-#[ignore = "broker bug: server/connection.rs flush() never flushes the stream, so WebSocket clients get no CONNACK"]
 async fn websocket_v5() {
     websocket_scenario(5).await;
 }

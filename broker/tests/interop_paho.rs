@@ -103,13 +103,11 @@ macro_rules! paho_tests {
 /// MQTT over WebSocket; see `websocket.py`.
 mod websocket_transport {
     #[tokio::test]
-    #[ignore = "broker bug: server/connection.rs flush() never flushes the stream, so WebSocket clients get no CONNACK"]
     async fn v311() {
         super::scenario("websocket.py", "311").await;
     }
 
     #[tokio::test]
-    #[ignore = "broker bug: server/connection.rs flush() never flushes the stream, so WebSocket clients get no CONNACK"]
     async fn v5() {
         super::scenario("websocket.py", "5").await;
     }

@@ -95,12 +95,25 @@ async fn a_full_session_queue_drops_and_counts() {
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
     let (mut publisher, _) = connect(addr, "pub", Default::default()).await;
     // One in flight (never acknowledged), three queued, the rest dropped.
+    let mut reasons = Vec::new();
     for i in 1..=6u16 {
         publisher
             .send(&publish("q", QoS::AtLeastOnce, Some(i), vec![i as u8]))
             .await;
-        assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+        match publisher.recv().await {
+            Some(Packet::PubAck(ack)) => reasons.push(ack.reason),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
     }
+    assert_eq!(
+        reasons,
+        [
+            [ReasonCode::Success; 4].as_slice(),
+            &[ReasonCode::QuotaExceeded; 2]
+        ]
+        .concat(),
+        "the publisher learns which messages were not taken"
+    );
     assert_eq!(
         server.broker().metrics().drops_total(DropReason::QueueFull),
         2

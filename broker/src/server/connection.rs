@@ -681,7 +681,11 @@ impl Connection {
                     .broker
                     .publish(message, Some(&self.key), &mut self.scratch);
                 self.congested |= routed.congested;
-                if routed.queued == 0 {
+                if routed.queued == 0 && routed.congested {
+                    // Every matching subscriber's queue was full: tell a v5
+                    // publisher the message was not taken, so it can retry.
+                    ReasonCode::QuotaExceeded
+                } else if routed.queued == 0 {
                     ReasonCode::NoMatchingSubscribers
                 } else {
                     ReasonCode::Success

@@ -8,12 +8,14 @@
 //! holds `/`, `+`, `#`, or starts with `$`) makes the rule not apply, so a
 //! crafted username cannot widen its own access.
 //!
-//! Topic matching lives here rather than in `protocol::topic` so that the
-//! security decision depends on nothing but this file.
+//! Topics are matched and validated by `protocol::topic`, the same code the
+//! router uses, so what the ACL allows and what the router delivers cannot
+//! disagree.
 
 use std::borrow::Cow;
 
 use crate::config::AclRule;
+use crate::protocol::topic::{matches, parse_shared, validate_topic_filter, validate_topic_name};
 
 /// Compiled access rules. Without rules, everything is allowed.
 #[derive(Debug, Clone)]
@@ -161,51 +163,21 @@ fn safe_value(value: &str) -> Option<&str> {
 /// The filter inside `$share/<group>/<filter>`, or `filter` itself when not shared.
 /// `None` for a malformed shared subscription.
 fn strip_share(filter: &str) -> Option<&str> {
-    let Some(rest) = filter.strip_prefix("$share/") else {
-        return Some(filter);
-    };
-    let (group, inner) = rest.split_once('/')?;
-    let group_ok = !group.is_empty() && !group.contains(['+', '#']);
-    (group_ok && !inner.is_empty()).then_some(inner)
+    match parse_shared(filter) {
+        Ok(Some(shared)) => Some(shared.filter),
+        Ok(None) => Some(filter),
+        Err(_) => None,
+    }
 }
 
-/// A topic name: non-empty, no wildcards.
+/// A topic name a client may publish to: non-empty, no wildcards.
 fn is_valid_topic(topic: &str) -> bool {
-    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+    validate_topic_name(topic).is_ok()
 }
 
-/// A topic filter: non-empty, `+` only as a whole level, `#` only as the whole last level.
+/// A plain topic filter (not `$share/`): `+` only as a whole level, `#` only as the whole last level.
 fn is_valid_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.contains('\0') {
-        return false;
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    let last = levels.len() - 1;
-    levels.iter().enumerate().all(|(i, level)| match *level {
-        "+" => true,
-        "#" => i == last,
-        other => !other.contains(['+', '#']),
-    })
-}
-
-/// Whether the valid `filter` matches the valid `topic`, by MQTT rules: `+` is one
-/// level, `#` is the rest including the parent level, and a topic starting with
-/// `$` is not matched by a filter starting with a wildcard.
-fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
-        return false;
-    }
-    let mut filter_levels = filter.split('/');
-    let mut topic_levels = topic.split('/');
-    loop {
-        match (filter_levels.next(), topic_levels.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(f), Some(t)) if f == t => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    !filter.starts_with("$share/") && validate_topic_filter(filter).is_ok()
 }
 
 /// Whether the valid rule filter `rule` matches every topic that the valid filter

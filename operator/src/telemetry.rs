@@ -14,6 +14,7 @@ const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 /// short-held lock for the failure reasons.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    started: AtomicU64,
     reconciles: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
@@ -27,6 +28,8 @@ pub struct Metrics {
 /// A snapshot of the request counters, for tests and the benchmark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Reconciles begun; with `reconciles` (finished) it tells whether one is in flight.
+    pub started: u64,
     pub reconciles: u64,
     pub reads: u64,
     pub writes: u64,
@@ -47,6 +50,11 @@ impl Metrics {
     /// Counts one Event published.
     pub fn event(&self) {
         self.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a reconcile as begun.
+    pub fn reconcile_started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a finished reconcile; `failure` is its reason when it failed.
@@ -72,6 +80,7 @@ impl Metrics {
     /// The current counters.
     pub fn counts(&self) -> Counts {
         Counts {
+            started: self.started.load(Ordering::Relaxed),
             reconciles: self.reconciles.load(Ordering::Relaxed),
             reads: self.reads.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),

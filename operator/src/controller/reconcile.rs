@@ -25,6 +25,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 #[tracing::instrument(skip_all, fields(namespace = %cluster.namespace().unwrap_or_default(), name = %cluster.name_any(), generation = cluster.metadata.generation))]
 pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    ctx.metrics.reconcile_started();
     let result = reconcile_inner(&cluster, &ctx).await;
     let failure = match &result {
         Ok(Step::Done) | Ok(Step::Paused) => None,

@@ -41,6 +41,6 @@ unit:
 	$(CARGO) test --workspace --lib --bins
 
 test: deps fmt-check lint $(TEST_TARGETS)
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --lib --bins --tests
 
 bench: $(BENCH_TARGETS)

@@ -998,26 +998,7 @@ fn schedule_will(
     delay_secs: u32,
 ) {
     let publish = move |broker: &Broker| {
-        let now = Instant::now();
-        let p = will.properties;
-        let message = Message {
-            topic: will.topic,
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
-            expires_at: p
-                .message_expiry_interval
-                .map(|secs| now + Duration::from_secs(u64::from(secs))),
-            properties: PublishProperties {
-                payload_format_indicator: p.payload_format_indicator,
-                message_expiry_interval: p.message_expiry_interval,
-                content_type: p.content_type,
-                response_topic: p.response_topic,
-                correlation_data: p.correlation_data,
-                user_properties: p.user_properties,
-                ..PublishProperties::default()
-            },
-        };
+        let message = Message::from_will(will, Instant::now());
         tracing::debug!(topic = %message.topic, "publishing will");
         broker.publish(message, None, &mut Vec::new());
     };
@@ -1036,14 +1017,8 @@ fn schedule_will(
 /// Ends a disconnected session when its expiry interval runs out, unless a
 /// connection resumed it first.
 pub(super) fn schedule_expiry(broker: Arc<Broker>, handle: Arc<SessionHandle>, epoch: u64) {
-    let deadline = {
-        let state = handle.lock();
-        match state.disconnected_at {
-            Some(at) if state.expiry_interval != u32::MAX => {
-                at + Duration::from_secs(u64::from(state.expiry_interval))
-            }
-            _ => return,
-        }
+    let Some(deadline) = handle.lock().expires_at() else {
+        return;
     };
     tokio::spawn(async move {
         tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;

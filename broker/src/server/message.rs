@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::protocol::{Publish, PublishProperties, QoS};
+use crate::protocol::{LastWill, Publish, PublishProperties, QoS};
 use crate::session::Queued;
 use crate::store::StoredMessage;
 
@@ -40,6 +40,29 @@ impl Message {
             properties,
             expires_at,
         }
+    }
+
+    /// A client's will, published as it asked.
+    pub fn from_will(will: LastWill, now: Instant) -> Message {
+        let p = will.properties;
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic,
+            packet_id: None,
+            payload: will.payload,
+            properties: PublishProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval: p.message_expiry_interval,
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+                ..PublishProperties::default()
+            },
+        };
+        Message::from_publish(publish, now)
     }
 
     /// Whether the message expiry interval has run out.

@@ -35,10 +35,17 @@ pub struct SessionState {
 impl SessionState {
     /// Whether the session has outlived its expiry interval.
     pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at().is_some_and(|at| now >= at)
+    }
+
+    /// When the session ends if no connection resumes it; `None` while
+    /// connected or when it never expires.
+    pub fn expires_at(&self) -> Option<Instant> {
         match self.disconnected_at {
-            None => false,
-            Some(_) if self.expiry_interval == u32::MAX => false,
-            Some(at) => now >= at + Duration::from_secs(u64::from(self.expiry_interval)),
+            Some(at) if self.expiry_interval != u32::MAX => {
+                Some(at + Duration::from_secs(u64::from(self.expiry_interval)))
+            }
+            _ => None,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Config {
     pub persistence: PersistenceConfig,
     /// `$SYS/` statistics topics.
     pub sys: SysConfig,
+    /// The mesh with the other nodes of this cluster; off (one node) by default.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             limits: Limits::default(),
             persistence: PersistenceConfig::default(),
             sys: SysConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -261,6 +264,71 @@ impl Default for SysConfig {
     }
 }
 
+/// The mesh between the nodes of one cluster (see `cluster/`). Without
+/// `bind` the node runs alone.
+///
+/// Every node dials every peer it knows of (a static list, DNS, or both) and
+/// accepts the peers that dial it; the cluster secret authenticates both ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where this node accepts its peers' connections; unset turns the mesh off.
+    pub bind: Option<SocketAddr>,
+    /// File holding the shared cluster secret (required with `bind`). It is
+    /// never sent: each handshake proves knowledge of it with a keyed hash
+    /// over a fresh challenge.
+    pub secret_file: Option<PathBuf>,
+    /// Peers' cluster addresses as `host:port`; this node's own address may be
+    /// listed too (it is recognised and skipped).
+    pub peers: Vec<String>,
+    /// Peers found by DNS, re-resolved periodically so scaling is followed.
+    pub dns: Option<DnsDiscovery>,
+    /// How often an idle peer connection sends a heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a peer connection is dropped and redialled; a node
+    /// with no connection for this long is declared dead and its routes removed.
+    pub peer_timeout_ms: u64,
+    /// Largest pause between reconnect attempts (the backoff doubles up to it).
+    pub max_backoff_ms: u64,
+    /// Frames kept per peer until it acknowledges them (for replay after a
+    /// short cut); past it the oldest are dropped and counted, and the peer
+    /// gets a full route resync.
+    pub max_pending_frames: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            bind: None,
+            secret_file: None,
+            peers: Vec::new(),
+            dns: None,
+            heartbeat_interval_ms: 500,
+            peer_timeout_ms: 3000,
+            max_backoff_ms: 2000,
+            max_pending_frames: 100_000,
+        }
+    }
+}
+
+/// Peer discovery through DNS, typically the StatefulSet's headless Service
+/// (`<name>-headless.<namespace>.svc`, with `publishNotReadyAddresses`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsDiscovery {
+    /// The name whose A/AAAA records are the peers' addresses.
+    pub name: String,
+    /// The peers' cluster port.
+    pub port: u16,
+    /// How often the name is resolved again.
+    #[serde(default = "default_dns_interval_ms")]
+    pub interval_ms: u64,
+}
+
+fn default_dns_interval_ms() -> u64 {
+    5000
+}
+
 impl Config {
     /// Reads and validates a YAML configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -345,6 +413,45 @@ impl Config {
         }
         if self.persistence.flush_interval_ms == 0 {
             return invalid("persistence.flushIntervalMs must be at least 1".into());
+        }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: &str| Err(ConfigError::Invalid(format!("cluster: {msg}")));
+        let cluster = &self.cluster;
+        let Some(bind) = cluster.bind else {
+            if !cluster.peers.is_empty() || cluster.dns.is_some() {
+                return invalid("peers or dns are set but bind is not");
+            }
+            return Ok(());
+        };
+        if cluster.secret_file.is_none() {
+            return invalid("secretFile is required: peers must authenticate");
+        }
+        if self
+            .listeners
+            .iter()
+            .any(|l| l.bind == bind && bind.port() != 0)
+            || (self.admin.bind == bind && bind.port() != 0)
+        {
+            return invalid("bind clashes with a listener or the admin endpoint");
+        }
+        if cluster.heartbeat_interval_ms == 0
+            || cluster.peer_timeout_ms <= cluster.heartbeat_interval_ms
+        {
+            return invalid("peerTimeoutMs must be longer than heartbeatIntervalMs (> 0)");
+        }
+        if cluster.max_backoff_ms == 0 || cluster.max_pending_frames == 0 {
+            return invalid("maxBackoffMs and maxPendingFrames must be at least 1");
+        }
+        if let Some(dns) = &cluster.dns {
+            if dns.name.is_empty() || dns.interval_ms == 0 {
+                return invalid("dns needs a name and an intervalMs of at least 1");
+            }
+        }
+        if self.node.name.is_empty() || self.node.cluster.is_empty() {
+            return invalid("node.name and node.cluster must be set");
         }
         Ok(())
     }

@@ -256,10 +256,12 @@ mod tests {
             },
             expires_at: Some(now + Duration::from_secs(60)),
         };
-        let later = now + Duration::from_secs(10);
-        let back = Message::from_wire(message.to_wire(now), later).expect("valid");
-        assert_eq!(back.expires_at, message.expires_at);
-        assert_eq!(back.properties.message_expiry_interval, Some(60));
+        // Sent when 50 s are left; the receiver counts them from its own now.
+        let sent = now + Duration::from_secs(10);
+        let received = now + Duration::from_secs(1000);
+        let back = Message::from_wire(message.to_wire(sent), received).expect("valid");
+        assert_eq!(back.expires_at, Some(received + Duration::from_secs(50)));
+        assert_eq!(back.properties.message_expiry_interval, Some(50));
         assert_eq!(back.payload, message.payload);
         assert_eq!(back.qos, message.qos);
         assert!(back.retain);

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
+pub mod cluster;
 pub mod mosquitto;
 
 use std::net::SocketAddr;

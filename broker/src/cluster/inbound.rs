@@ -260,9 +260,10 @@ fn apply<H: Host>(
     }
 }
 
-/// Declares dead the peers that had no connection to this node for a peer
-/// timeout: their routes go, and so does what was queued for them once our
-/// own connection to them is down as long.
+/// Declares dead the peers this node has neither heard from nor reached for
+/// a peer timeout: their routes go (nothing more is forwarded to them), what
+/// was queued for them is counted lost, and they are forgotten. A peer still
+/// reachable one way is alive: a one-way cut heals by resuming its streams.
 pub(super) async fn sweep_loop<H: Host>(host: Arc<H>) {
     let mut shutdown = host.shutdown_signal();
     let mesh = host.mesh();
@@ -273,29 +274,32 @@ pub(super) async fn sweep_loop<H: Host>(host: Arc<H>) {
             _ = crate::server::stopped(&mut shutdown) => return,
         }
         let now = Instant::now();
+        let silent_since =
+            |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) >= timeout);
         for peer in mesh.peers() {
-            let silent_in = {
-                let mut inbound = peer.inbound();
-                let silent = inbound
-                    .lost_at
-                    .is_some_and(|at| now.duration_since(at) >= timeout);
-                if silent && inbound.incarnation.is_some() {
-                    for filter in std::mem::take(&mut inbound.routes) {
-                        host.remove_peer_route(&peer, &filter);
-                    }
-                    inbound.incarnation = None;
-                    inbound.applied = 0;
-                    mesh.metrics().peer_declared_dead();
-                    tracing::warn!(peer = %peer.name, "peer declared dead: no connection for the peer timeout; its routes are removed");
-                }
-                silent || (inbound.connections == 0 && inbound.lost_at.is_none())
-            };
-            let silent_out = peer
-                .outbound_lost_at()
-                .is_some_and(|at| now.duration_since(at) >= timeout);
-            if silent_in && silent_out {
-                mesh.metrics().forward_lost(peer.outbox().abandon());
-                mesh.remove_peer(&peer);
+            if !silent_since(
+                peer.outbound_lost_at()
+                    .or_else(|| peer.never_reached_since()),
+            ) {
+                continue;
+            }
+            let mut inbound = peer.inbound();
+            let heard = inbound.connections > 0
+                || !silent_since(inbound.lost_at.or(Some(peer.created_at())));
+            if heard {
+                continue;
+            }
+            for filter in std::mem::take(&mut inbound.routes) {
+                host.remove_peer_route(&peer, &filter);
+            }
+            let known = inbound.incarnation.take().is_some();
+            inbound.applied = 0;
+            drop(inbound);
+            mesh.metrics().forward_lost(peer.outbox().abandon());
+            mesh.remove_peer(&peer);
+            if known {
+                mesh.metrics().peer_declared_dead();
+                tracing::warn!(peer = %peer.name, "peer declared dead: no connection either way for the peer timeout; its routes are removed");
             }
         }
     }

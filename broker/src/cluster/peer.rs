@@ -33,6 +33,8 @@ pub struct Peer {
     out_connected: AtomicBool,
     outbound: Mutex<OutboundState>,
     inbound: Mutex<InboundState>,
+    /// When this node first heard of the peer.
+    created_at: Instant,
     /// Session requests awaiting the peer's answer, by request id.
     requests: Mutex<HashMap<u64, oneshot::Sender<Option<StoredSession>>>>,
 }
@@ -74,7 +76,18 @@ impl Peer {
             outbound: Mutex::new(OutboundState::default()),
             inbound: Mutex::new(InboundState::default()),
             requests: Mutex::new(HashMap::new()),
+            created_at: Instant::now(),
         }
+    }
+
+    pub(super) fn created_at(&self) -> Instant {
+        self.created_at
+    }
+
+    /// Since when the peer exists without our connection ever reaching it.
+    pub(super) fn never_reached_since(&self) -> Option<Instant> {
+        let outbound = self.outbound.lock();
+        (!self.is_connected() && outbound.incarnation.is_none()).then_some(self.created_at)
     }
 
     /// Whether our connection to the peer is up, so messages reach it now.

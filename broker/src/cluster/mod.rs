@@ -187,12 +187,15 @@ impl Cluster {
         self.metrics.resync();
     }
 
-    /// Queues a message for a peer with interest in it.
-    pub fn forward(&self, peer: &Peer, forward: Forward) {
+    /// Queues a message for a peer with interest in it; false (and counted)
+    /// when the peer's queue is full.
+    pub fn forward(&self, peer: &Peer, forward: Forward) -> bool {
         let bytes = forward.message.payload.len();
-        if peer.send(Op::Publish(forward), &self.metrics) {
+        let queued = peer.send(Op::Publish(forward), &self.metrics);
+        if queued {
             self.metrics.forwarded(bytes);
         }
+        queued
     }
 
     /// Asks every connected peer for `client_id`'s session, which its holder

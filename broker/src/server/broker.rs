@@ -217,8 +217,10 @@ impl Broker {
             .read()
             .route(&message.topic, publisher, Target::is_online, scratch);
         let mut forwards: Vec<(PeerRef, Forward)> = Vec::new();
-        let routed = self.deliver_all(&message, scratch, &mut forwards);
-        if let Some(cluster) = &self.cluster {
+        let mut routed = self.deliver_all(&message, scratch, &mut forwards);
+        // `$SYS/` topics describe this node alone; they stay on it.
+        let node_local = message.topic.starts_with("$SYS");
+        if let (Some(cluster), false) = (&self.cluster, node_local) {
             if message.retain {
                 // Every node keeps every retained message, interested or not.
                 for peer in cluster.peers() {
@@ -229,7 +231,9 @@ impl Broker {
                 }
             }
             for (peer, forward) in forwards {
-                cluster.forward(&peer.0, forward);
+                if !cluster.forward(&peer.0, forward) {
+                    routed.congested = true;
+                }
             }
         }
         routed

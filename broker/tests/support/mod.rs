@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod mosquitto;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,363 @@
+//! The mesh under faults: links cut and healed by a TCP proxy between nodes,
+//! and a node process killed with SIGKILL mid-stream.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strait_broker::cluster::{ClusterMetrics, Discover};
+use strait_broker::server::Server;
+use support::cluster::{eventually, node_config, secret_dir, TestDiscovery};
+use support::proxy::FaultProxy;
+use support::v4;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Nodes whose every peer connection runs through its own proxy (one per
+/// ordered pair of nodes), so a test can cut one direction between two nodes.
+struct ProxiedCluster {
+    nodes: Vec<Server>,
+    /// `proxies[i][j]`: node i's connection to node j (`None` on the diagonal).
+    proxies: Vec<Vec<Option<FaultProxy>>>,
+    _secret: tempfile::TempDir,
+}
+
+impl ProxiedCluster {
+    async fn start(size: usize) -> ProxiedCluster {
+        let secret = secret_dir("a-test-cluster-secret-of-enough-bytes");
+        let mut nodes = Vec::new();
+        let mut discoveries = Vec::new();
+        for index in 0..size {
+            let discovery = Arc::new(TestDiscovery::default());
+            let discover: Arc<dyn Discover> = discovery.clone();
+            let config = node_config("test", &format!("node-{index}"), &secret);
+            let server = Server::start_with_discovery(config, Some(discover))
+                .await
+                .expect("node starts");
+            nodes.push(server);
+            discoveries.push(discovery);
+        }
+        let mut proxies = Vec::new();
+        for (i, discovery) in discoveries.iter().enumerate() {
+            let mut row = Vec::new();
+            for (j, target) in nodes.iter().enumerate() {
+                if i == j {
+                    row.push(None);
+                    continue;
+                }
+                let proxy = FaultProxy::start(target.cluster_addr().expect("clustered")).await;
+                discovery.add(proxy.addr());
+                row.push(Some(proxy));
+            }
+            proxies.push(row);
+        }
+        let cluster = ProxiedCluster {
+            nodes,
+            proxies,
+            _secret: secret,
+        };
+        cluster.wait_connected_all().await;
+        cluster
+    }
+
+    fn mesh(&self, i: usize) -> &ClusterMetrics {
+        self.nodes[i]
+            .broker()
+            .cluster()
+            .expect("clustered")
+            .metrics()
+    }
+
+    fn peer_state(&self, at: usize, of: usize) -> Option<(String, usize)> {
+        let name = format!("node-{of}");
+        let status = self.nodes[at]
+            .broker()
+            .cluster()
+            .expect("clustered")
+            .status();
+        status
+            .peers
+            .into_iter()
+            .find(|p| p.name == name)
+            .map(|p| (p.state.to_owned(), p.routes))
+    }
+
+    fn proxy(&self, from: usize, to: usize) -> &FaultProxy {
+        self.proxies[from][to]
+            .as_ref()
+            .expect("a proxy between two nodes")
+    }
+
+    async fn wait_connected_all(&self) {
+        let size = self.nodes.len();
+        eventually("every node to reach every other", || {
+            (0..size).all(|i| {
+                (0..size).filter(|&j| j != i).all(|j| {
+                    self.peer_state(i, j)
+                        .is_some_and(|(state, _)| state == "connected")
+                })
+            })
+        })
+        .await;
+    }
+
+    async fn wait_routes(&self, at: usize, of: usize, routes: usize) {
+        eventually(
+            &format!("node-{at} to hold {routes} routes of node-{of}"),
+            || self.peer_state(at, of).is_some_and(|(_, r)| r == routes),
+        )
+        .await;
+    }
+
+    async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_one_way_cut_queues_messages_and_the_heal_resumes_without_loss_or_resync() {
+    let cluster = ProxiedCluster::start(3).await;
+    let mut subscriber = v4::connect(v4::options(cluster.nodes[1].mqtt_addrs()[0], "s")).await;
+    subscriber.subscribe("c/#", v4::QoS::AtLeastOnce).await;
+    cluster.wait_routes(0, 1, 1).await;
+    let resyncs = cluster.mesh(0).resyncs_total();
+
+    // Node 0 can no longer reach node 1; node 1 still reaches node 0.
+    cluster.proxy(0, 1).cut().await;
+    eventually("node 0 to notice the cut", || {
+        cluster
+            .peer_state(0, 1)
+            .is_some_and(|(state, _)| state != "connected")
+    })
+    .await;
+    let mut publisher = v4::connect(v4::options(cluster.nodes[0].mqtt_addrs()[0], "p")).await;
+    for i in 0..100u32 {
+        publisher
+            .publish_acked("c/n", false, &i.to_be_bytes())
+            .await;
+    }
+    assert_eq!(
+        cluster.peer_state(0, 1).map(|(_, routes)| routes),
+        Some(1),
+        "a one-way cut is no death: node 0 keeps node 1's routes"
+    );
+    cluster.proxy(0, 1).heal();
+    for i in 0..100u32 {
+        let got = subscriber.publish_received().await;
+        assert_eq!(&got.payload[..], &i.to_be_bytes(), "all of them, in order");
+    }
+    assert_eq!(
+        cluster.mesh(0).resyncs_total(),
+        resyncs,
+        "the stream resumed"
+    );
+    assert_eq!(cluster.mesh(0).lost_total(), 0);
+    assert_eq!(cluster.mesh(1).peers_declared_dead_total(), 0);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_partition_longer_than_the_peer_timeout_declares_death_and_heals() {
+    let cluster = ProxiedCluster::start(3).await;
+    let mut subscriber = v4::connect(v4::options(cluster.nodes[1].mqtt_addrs()[0], "s")).await;
+    subscriber.subscribe("p/#", v4::QoS::AtLeastOnce).await;
+    cluster.wait_routes(0, 1, 1).await;
+    let resyncs = cluster.mesh(0).resyncs_total();
+
+    cluster.proxy(0, 1).cut().await;
+    cluster.proxy(1, 0).cut().await;
+    eventually("node 0 and node 1 to declare each other dead", || {
+        cluster.peer_state(0, 1).is_none() && cluster.peer_state(1, 0).is_none()
+    })
+    .await;
+    assert_eq!(cluster.mesh(0).peers_declared_dead_total(), 1);
+    assert_eq!(cluster.mesh(1).peers_declared_dead_total(), 1);
+    // Node 2 is on both sides and never lost anyone.
+    assert_eq!(cluster.mesh(2).peers_declared_dead_total(), 0);
+    let mut publisher = v4::connect(v4::options(cluster.nodes[0].mqtt_addrs()[0], "p")).await;
+    publisher.publish_acked("p/lost", false, b"during").await;
+
+    cluster.proxy(0, 1).heal();
+    cluster.proxy(1, 0).heal();
+    cluster.wait_connected_all().await;
+    cluster.wait_routes(0, 1, 1).await;
+    assert!(
+        cluster.mesh(0).resyncs_total() > resyncs,
+        "a full resync after death"
+    );
+    publisher.publish_acked("p/after", false, b"after").await;
+    let got = subscriber.publish_received().await;
+    assert_eq!(
+        &got.payload[..],
+        b"after",
+        "nothing was routed to a dead node"
+    );
+    cluster.shutdown().await;
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_strait-broker");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One node as a process, configured through a file with static peers.
+struct NodeProcess {
+    child: Child,
+    mqtt: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl NodeProcess {
+    fn spawn(dir: &std::path::Path, name: &str, ports: &NodePorts, peers: &[u16]) -> NodeProcess {
+        let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let config = format!(
+            "node: {{cluster: proc, name: {name}}}\n\
+             listeners: [{{bind: '127.0.0.1:{mqtt}'}}]\n\
+             admin: {{bind: '127.0.0.1:{admin}'}}\n\
+             sys: {{intervalSecs: 0}}\n\
+             cluster:\n  bind: '127.0.0.1:{cluster}'\n  secretFile: {secret}\n  peers: [{peers}]\n  \
+             heartbeatIntervalMs: 100\n  peerTimeoutMs: 1000\n  maxBackoffMs: 200\n  discoveryIntervalMs: 200\n",
+            mqtt = ports.mqtt,
+            admin = ports.admin,
+            cluster = ports.cluster,
+            secret = dir.join("secret").display(),
+            peers = peers.join(", "),
+        );
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, config).expect("write config");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn strait-broker");
+        NodeProcess {
+            child,
+            mqtt: SocketAddr::from(([127, 0, 0, 1], ports.mqtt)),
+            admin: SocketAddr::from(([127, 0, 0, 1], ports.admin)),
+        }
+    }
+
+    /// A `strait_cluster_*` metric, or `None` while the node is not up.
+    async fn metric(&self, name: &str) -> Option<u64> {
+        let mut stream = tokio::net::TcpStream::connect(self.admin).await.ok()?;
+        let request = "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    async fn wait_metric(&self, name: &str, value: u64) {
+        support::within(&format!("{name} to reach {value}"), async {
+            while self.metric(name).await != Some(value) {
+                tokio::time::sleep(Duration::from_millis(20)).await; // polling another process
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct NodePorts {
+    mqtt: u16,
+    admin: u16,
+    cluster: u16,
+}
+
+#[tokio::test]
+async fn a_killed_node_is_declared_dead_and_the_survivors_stream_on() {
+    let dir = secret_dir("process-cluster-secret-0123456789");
+    let ports: Vec<NodePorts> = (0..3)
+        .map(|_| NodePorts {
+            mqtt: free_port(),
+            admin: free_port(),
+            cluster: free_port(),
+        })
+        .collect();
+    let all: Vec<u16> = ports.iter().map(|p| p.cluster).collect();
+    let spawn = |i: usize| NodeProcess::spawn(dir.path(), &format!("n{i}"), &ports[i], &all);
+    let mut nodes: Vec<NodeProcess> = (0..3).map(spawn).collect();
+    for node in &nodes {
+        node.wait_metric("strait_cluster_peer_connections", 2).await;
+    }
+
+    let mut subscriber = v4::connect(v4::options(nodes[2].mqtt, "tail")).await;
+    subscriber.subscribe("s/#", v4::QoS::AtLeastOnce).await;
+    let mut doomed = v4::connect(v4::options(nodes[1].mqtt, "doomed-sub")).await;
+    doomed.subscribe("s/#", v4::QoS::AtLeastOnce).await;
+    nodes[0]
+        .wait_metric("strait_cluster_remote_routes", 2)
+        .await;
+    let mut publisher = v4::connect(v4::options(nodes[0].mqtt, "head")).await;
+
+    for i in 0..200u32 {
+        if i == 100 {
+            nodes[1].child.kill().expect("SIGKILL node 1");
+            nodes[1].child.wait().expect("reap node 1");
+        }
+        publisher
+            .publish_acked("s/n", false, &i.to_be_bytes())
+            .await;
+    }
+    for i in 0..200u32 {
+        let got = subscriber.publish_received().await;
+        assert_eq!(
+            &got.payload[..],
+            &i.to_be_bytes(),
+            "the survivors' stream is whole"
+        );
+    }
+    drop(doomed);
+    nodes[0]
+        .wait_metric("strait_cluster_peers_declared_dead_total", 1)
+        .await;
+    nodes[2]
+        .wait_metric("strait_cluster_peers_declared_dead_total", 1)
+        .await;
+    nodes[0]
+        .wait_metric("strait_cluster_peer_connections", 1)
+        .await;
+    nodes[0]
+        .wait_metric("strait_cluster_remote_routes", 1)
+        .await;
+    let lost = nodes[0]
+        .metric("strait_cluster_forward_lost_total")
+        .await
+        .expect("metric");
+    assert!(
+        lost >= 100,
+        "what was queued for the dead node is counted lost, not dropped silently: {lost}"
+    );
+
+    // It comes back (a new incarnation) and rejoins.
+    nodes[1] = spawn(1);
+    for node in &nodes {
+        node.wait_metric("strait_cluster_peer_connections", 2).await;
+    }
+    let mut back = v4::connect(v4::options(nodes[1].mqtt, "back")).await;
+    back.subscribe("s/#", v4::QoS::AtLeastOnce).await;
+    nodes[0]
+        .wait_metric("strait_cluster_remote_routes", 2)
+        .await;
+    publisher.publish_acked("s/again", false, b"again").await;
+    assert_eq!(&back.publish_received().await.payload[..], b"again");
+    assert_eq!(&subscriber.publish_received().await.payload[..], b"again");
+}

@@ -292,10 +292,25 @@ pub struct ClusterConfig {
     pub peer_timeout_ms: u64,
     /// Largest pause between reconnect attempts (the backoff doubles up to it).
     pub max_backoff_ms: u64,
-    /// Frames kept per peer until it acknowledges them (for replay after a
-    /// short cut); past it the oldest are dropped and counted, and the peer
-    /// gets a full route resync.
+    /// Forwarded messages kept per peer until it acknowledges them, so a cut
+    /// loses nothing; past it new messages for the peer are dropped and
+    /// counted (route changes are always kept).
     pub max_pending_frames: usize,
+    /// Mutual TLS between nodes; plain TCP when unset.
+    pub tls: Option<PeerTlsConfig>,
+}
+
+/// TLS between the nodes of a cluster: every node presents `certFile` and
+/// accepts only peers whose certificate is signed by `caFile`, in both
+/// directions. Peers are dialled by address, so each node's certificate must
+/// carry `serverName` (for example `<name>-headless.<namespace>.svc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+    pub server_name: String,
 }
 
 impl Default for ClusterConfig {
@@ -310,6 +325,7 @@ impl Default for ClusterConfig {
             peer_timeout_ms: 3000,
             max_backoff_ms: 2000,
             max_pending_frames: 100_000,
+            tls: None,
         }
     }
 }
@@ -444,6 +460,13 @@ impl Config {
         if cluster.dns.as_ref().is_some_and(|dns| dns.name.is_empty()) {
             return invalid("dns needs a name");
         }
+        if cluster
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.server_name.is_empty())
+        {
+            return invalid("tls.serverName must name what every node certificate carries");
+        }
         if cluster.discovery_interval_ms == 0 {
             return invalid("discoveryIntervalMs must be at least 1");
         }
@@ -511,9 +534,41 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_needs_a_secret_and_sane_timings() {
+        let parse = |yaml: &str| serde_yaml::from_str::<Config>(yaml).expect("parse");
+        let base = "cluster: {bind: '127.0.0.1:7946', secretFile: /s";
+        parse(&format!("{base}}}"))
+            .validate()
+            .expect("a minimal cluster");
+        let refused = [
+            "cluster: {bind: '127.0.0.1:7946'}".to_owned(),
+            "cluster: {peers: ['a:1']}".to_owned(),
+            format!("{base}, heartbeatIntervalMs: 500, peerTimeoutMs: 400}}"),
+            format!("{base}, discoveryIntervalMs: 0}}"),
+            format!("{base}, dns: {{name: '', port: 7946}}}}"),
+            "cluster: {bind: '127.0.0.1:8080', secretFile: /s}\nadmin: {bind: '127.0.0.1:8080'}"
+                .to_owned(),
+        ];
+        for yaml in refused {
+            let err = parse(&yaml).validate().expect_err(&yaml);
+            assert!(
+                err.to_string()
+                    .starts_with("invalid configuration: cluster:"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn round_trips_through_yaml() {
         let mut config = Config::default();
         config.persistence.data_dir = Some("/var/lib/strait".into());
+        config.cluster.bind = Some("0.0.0.0:7946".parse().expect("addr"));
+        config.cluster.secret_file = Some("/etc/strait/cluster-secret".into());
+        config.cluster.dns = Some(DnsDiscovery {
+            name: "eu-headless.mqtt.svc".into(),
+            port: 7946,
+        });
         config.auth.acl.push(AclRule {
             user: "*".into(),
             publish: vec!["devices/%c/#".into()],

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -16,6 +15,7 @@ use super::handshake::Claim;
 use super::host::Host;
 use super::outbox::Resume;
 use super::peer::Peer;
+use super::stream::{self, PeerTls, Reader, Writer};
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
 
 /// The first pause between attempts; it doubles up to the configured cap.
@@ -50,14 +50,18 @@ enum Reached {
 
 /// Dials `address` until the node shuts down (or the caller aborts the task,
 /// when discovery no longer lists it).
-pub(super) async fn dial_loop<H: Host>(host: Arc<H>, address: SocketAddr) {
+pub(super) async fn dial_loop<H: Host>(
+    host: Arc<H>,
+    address: SocketAddr,
+    tls: Option<Arc<PeerTls>>,
+) {
     let mut shutdown = host.shutdown_signal();
     let mut backoff = FIRST_BACKOFF;
     let max_backoff = Duration::from_millis(host.mesh().config().max_backoff_ms);
     loop {
         let started = Instant::now();
         let outcome = tokio::select! {
-            outcome = connect(&host, address) => outcome,
+            outcome = connect(&host, address, tls.as_ref()) => outcome,
             _ = crate::server::stopped(&mut shutdown) => return,
         };
         match outcome {
@@ -85,14 +89,18 @@ pub(super) async fn dial_loop<H: Host>(host: Arc<H>, address: SocketAddr) {
 }
 
 /// One connection: handshake, then serve it until it ends.
-async fn connect<H: Host>(host: &Arc<H>, address: SocketAddr) -> Result<Reached, DialError> {
+async fn connect<H: Host>(
+    host: &Arc<H>,
+    address: SocketAddr,
+    tls: Option<&Arc<PeerTls>>,
+) -> Result<Reached, DialError> {
     let mesh = host.mesh();
     let deadline = mesh.peer_timeout();
-    let stream = timeout(deadline, TcpStream::connect(address))
-        .await
-        .map_err(|_| DialError::Timeout)??;
-    stream.set_nodelay(true)?;
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = timeout(deadline, async {
+        stream::dialled(TcpStream::connect(address).await?, tls).await
+    })
+    .await
+    .map_err(|_| DialError::Timeout)??;
     let mut buf = BytesMut::with_capacity(4096);
 
     let Frame::Challenge { version, nonce } = read_frame(&mut reader, &mut buf, deadline).await?
@@ -171,7 +179,7 @@ impl Drop for OutboundUp {
 async fn write_loop<H: Host>(
     host: &Arc<H>,
     peer: &Arc<Peer>,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Writer,
 ) -> Result<(), DialError> {
     let heartbeat = host.mesh().heartbeat();
     let ping = wire::encode_to_bytes(&Frame::Ping)?;
@@ -196,7 +204,7 @@ async fn write_loop<H: Host>(
 /// Applies what the peer sends back: acknowledgements, answers, heartbeats.
 async fn read_loop(
     peer: &Arc<Peer>,
-    reader: &mut OwnedReadHalf,
+    reader: &mut Reader,
     mut buf: BytesMut,
     deadline: Duration,
 ) -> Result<(), DialError> {

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::dialer::dial_loop;
 use super::host::Host;
+use super::stream::PeerTls;
 use crate::config::ClusterConfig;
 
 /// A source of peer addresses, asked again every interval.
@@ -65,6 +66,7 @@ pub(super) async fn membership_loop<H: Host>(
     host: Arc<H>,
     discover: Arc<dyn Discover>,
     every: Duration,
+    tls: Option<Arc<PeerTls>>,
 ) {
     let mut shutdown = host.shutdown_signal();
     let mut dialers: HashMap<SocketAddr, JoinHandle<()>> = HashMap::new();
@@ -81,7 +83,7 @@ pub(super) async fn membership_loop<H: Host>(
         for address in found {
             dialers
                 .entry(address)
-                .or_insert_with(|| tokio::spawn(dial_loop(host.clone(), address)));
+                .or_insert_with(|| tokio::spawn(dial_loop(host.clone(), address, tls.clone())));
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -14,10 +14,15 @@ use super::dialer::{read_frame, DialError};
 use super::handshake::{self, Claim};
 use super::host::Host;
 use super::peer::Peer;
+use super::stream::{self, PeerTls, Reader, Writer};
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
 
 /// Accepts peer connections until shutdown.
-pub(super) async fn accept_loop<H: Host>(host: Arc<H>, listener: TcpListener) {
+pub(super) async fn accept_loop<H: Host>(
+    host: Arc<H>,
+    listener: TcpListener,
+    tls: Option<Arc<PeerTls>>,
+) {
     let mut shutdown = host.shutdown_signal();
     loop {
         let (stream, address) = tokio::select! {
@@ -31,8 +36,9 @@ pub(super) async fn accept_loop<H: Host>(host: Arc<H>, listener: TcpListener) {
             _ = crate::server::stopped(&mut shutdown) => return,
         };
         let host = host.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(err) = serve(&host, stream, address).await {
+            if let Err(err) = serve(&host, stream, address, tls.as_ref()).await {
                 tracing::debug!(%address, error = %err, "peer connection ended");
             }
         });
@@ -69,11 +75,22 @@ async fn serve<H: Host>(
     host: &Arc<H>,
     stream: TcpStream,
     address: SocketAddr,
+    tls: Option<&Arc<PeerTls>>,
 ) -> Result<(), DialError> {
     let mesh = host.mesh();
     let deadline = mesh.peer_timeout();
-    stream.set_nodelay(true)?;
-    let (mut reader, mut writer) = stream.into_split();
+    let accepted = tokio::time::timeout(deadline, stream::accepted(stream, tls))
+        .await
+        .map_err(|_| DialError::Timeout)?;
+    let (mut reader, mut writer) = match accepted {
+        Ok(halves) => halves,
+        Err(err) => {
+            // A failed TLS handshake: no certificate, or one the cluster CA did not sign.
+            mesh.metrics().handshake_refused();
+            tracing::warn!(%address, error = %err, "refused a peer connection at the TLS handshake");
+            return Err(err.into());
+        }
+    };
     let mut buf = BytesMut::with_capacity(4096);
     let nonce = handshake::challenge();
     let challenge = Frame::Challenge {
@@ -164,8 +181,8 @@ async fn apply_stream<H: Host>(
     host: &Arc<H>,
     peer: &Arc<Peer>,
     incarnation: u64,
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    reader: &mut Reader,
+    writer: &mut Writer,
     mut buf: BytesMut,
 ) -> Result<(), DialError> {
     let deadline = host.mesh().peer_timeout();

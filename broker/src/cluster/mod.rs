@@ -22,6 +22,7 @@ mod inbound;
 mod metrics;
 mod outbox;
 mod peer;
+mod stream;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ pub use handshake::{ClusterSecret, SecretError};
 pub use host::Host;
 pub use metrics::ClusterMetrics;
 pub use peer::{Peer, PeerRef};
+pub use stream::PeerTls;
 
 use crate::config::{ClusterConfig, NodeConfig};
 use wire::{Forward, Frame, Op};
@@ -252,19 +254,26 @@ impl Cluster {
 
 /// Starts the mesh's tasks: accepting peers on `listener`, dialling what
 /// `discover` finds (the configured sources when `None`), and declaring
-/// silent peers dead.
+/// silent peers dead. Every peer connection runs over `tls` when given.
 pub fn spawn<H: Host>(
     host: Arc<H>,
     listener: TcpListener,
     discover: Option<Arc<dyn Discover>>,
+    tls: Option<PeerTls>,
 ) -> Vec<JoinHandle<()>> {
+    let tls = tls.map(Arc::new);
     let config = host.mesh().config();
     let every = discovery::interval(config);
     let discover =
         discover.unwrap_or_else(|| Arc::new(Discovery::from_config(config)) as Arc<dyn Discover>);
     vec![
-        tokio::spawn(inbound::accept_loop(host.clone(), listener)),
-        tokio::spawn(discovery::membership_loop(host.clone(), discover, every)),
+        tokio::spawn(inbound::accept_loop(host.clone(), listener, tls.clone())),
+        tokio::spawn(discovery::membership_loop(
+            host.clone(),
+            discover,
+            every,
+            tls,
+        )),
         tokio::spawn(inbound::sweep_loop(host)),
     ]
 }

@@ -142,8 +142,17 @@ impl Server {
                     .await
                     .map_err(bind_error)?;
                 let addr = listener.local_addr().map_err(bind_error)?;
-                tracing::info!(%addr, node = %broker.config().node.name, "listening for cluster peers");
-                tasks.extend(crate::cluster::spawn(broker.clone(), listener, discover));
+                let tls = match &broker.config().cluster.tls {
+                    Some(tls) => Some(crate::cluster::PeerTls::load(tls).await?),
+                    None => None,
+                };
+                tracing::info!(%addr, node = %broker.config().node.name, tls = tls.is_some(), "listening for cluster peers");
+                tasks.extend(crate::cluster::spawn(
+                    broker.clone(),
+                    listener,
+                    discover,
+                    tls,
+                ));
                 Some(addr)
             }
             _ => None,

@@ -7,6 +7,7 @@
 //! nobody but itself.
 
 mod tls;
+pub(crate) use tls::peer_configs;
 mod websocket;
 
 use std::net::SocketAddr;

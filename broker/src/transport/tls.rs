@@ -7,10 +7,10 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::TransportError;
-use crate::config::TlsConfig;
+use crate::config::{PeerTlsConfig, TlsConfig};
 
 /// Builds the server configuration for `tls`, verifying client certificates
 /// against `client_ca_file` when one is given.
@@ -41,6 +41,49 @@ pub(super) async fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, 
     Ok(Arc::new(config))
 }
 
+/// Both ends of mutual TLS between cluster nodes: the acceptor requires a
+/// certificate signed by the cluster CA, and the dialer presents its own and
+/// checks the peer's against the same CA.
+pub async fn peer_configs(
+    tls: &PeerTlsConfig,
+) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = load_certs(&tls.cert_file).await?;
+    let key = load_key(&tls.key_file).await?;
+    let bad_pair = |e: rustls::Error| {
+        TransportError::TlsConfig(format!(
+            "certificate {} with key {}: {e}",
+            tls.cert_file.display(),
+            tls.key_file.display()
+        ))
+    };
+    let versions = |e: rustls::Error| TransportError::TlsConfig(format!("protocol versions: {e}"));
+    let verifier = client_verifier(&tls.ca_file, true, provider.clone()).await?;
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(versions)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs.clone(), key.clone_key())
+        .map_err(bad_pair)?;
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(versions)?
+        .with_root_certificates(load_roots(&tls.ca_file).await?)
+        .with_client_auth_cert(certs, key)
+        .map_err(bad_pair)?;
+    Ok((Arc::new(server), Arc::new(client)))
+}
+
+async fn load_roots(ca_file: &Path) -> Result<RootCertStore, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca_file).await? {
+        roots
+            .add(cert)
+            .map_err(|e| TransportError::TlsConfig(format!("CA in {}: {e}", ca_file.display())))?;
+    }
+    Ok(roots)
+}
+
 /// A verifier for client certificates signed by a CA in `ca_file`. Unless
 /// `required`, a client may also connect without any certificate.
 async fn client_verifier(
@@ -48,12 +91,7 @@ async fn client_verifier(
     required: bool,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TransportError> {
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(ca_file).await? {
-        roots.add(cert).map_err(|e| {
-            TransportError::TlsConfig(format!("client CA in {}: {e}", ca_file.display()))
-        })?;
-    }
+    let roots = load_roots(ca_file).await?;
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     let builder = if required {
         builder

@@ -1,0 +1,79 @@
+//! The byte stream under a peer connection: plain TCP, or mutual TLS when
+//! the cluster is configured for it.
+
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::PeerTlsConfig;
+use crate::transport::TransportError;
+
+/// Anything a peer connection can run over.
+pub trait PeerIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> PeerIo for T {}
+
+pub(super) type Reader = ReadHalf<Box<dyn PeerIo>>;
+pub(super) type Writer = WriteHalf<Box<dyn PeerIo>>;
+
+/// Mutual TLS for both directions of every peer connection.
+#[derive(Clone)]
+pub struct PeerTls {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerTls {
+    /// Loads the node's certificate and the cluster CA.
+    pub async fn load(config: &PeerTlsConfig) -> Result<PeerTls, TransportError> {
+        let (server, client) = crate::transport::peer_configs(config).await?;
+        let server_name = ServerName::try_from(config.server_name.clone()).map_err(|e| {
+            TransportError::TlsConfig(format!(
+                "cluster.tls.serverName {:?}: {e}",
+                config.server_name
+            ))
+        })?;
+        Ok(PeerTls {
+            acceptor: TlsAcceptor::from(server),
+            connector: TlsConnector::from(client),
+            server_name,
+        })
+    }
+}
+
+/// The dialling side of a connection, TLS-wrapped if configured.
+pub(super) async fn dialled(
+    tcp: TcpStream,
+    tls: Option<&Arc<PeerTls>>,
+) -> std::io::Result<(Reader, Writer)> {
+    tcp.set_nodelay(true)?;
+    let stream: Box<dyn PeerIo> = match tls {
+        Some(tls) => Box::new(tls.connector.connect(tls.server_name.clone(), tcp).await?),
+        None => Box::new(tcp),
+    };
+    Ok(tokio::io::split(stream))
+}
+
+/// The accepting side of a connection, TLS-wrapped if configured.
+pub(super) async fn accepted(
+    tcp: TcpStream,
+    tls: Option<&Arc<PeerTls>>,
+) -> std::io::Result<(Reader, Writer)> {
+    tcp.set_nodelay(true)?;
+    let stream: Box<dyn PeerIo> = match tls {
+        Some(tls) => Box::new(tls.acceptor.accept(tcp).await?),
+        None => Box::new(tcp),
+    };
+    Ok(tokio::io::split(stream))
+}

@@ -16,7 +16,7 @@ DEPS_TARGETS :=
 
 include $(sort $(wildcard mk/*.mk))
 
-.PHONY: all build run test bench deps fmt fmt-check lint clippy unit
+.PHONY: all build run run-cluster test bench deps fmt fmt-check lint clippy unit
 
 all: build
 
@@ -27,6 +27,10 @@ build:
 
 run:
 	$(CARGO) run --release -p strait-broker --bin strait-broker
+
+run-cluster:
+	$(CARGO) build --release -p strait-broker --bin strait-broker
+	scripts/run-cluster.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -293,6 +293,7 @@ async fn the_admin_api_lists_peers_with_state_routes_and_lag() {
     let status: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(status["node"], "node-0");
     assert_eq!(status["cluster"], "test");
+    assert_eq!(status["ordinal"], 0);
     let peers = status["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 2);
     assert_eq!(peers[0]["name"], "node-1");

@@ -51,7 +51,15 @@ use wire::{Forward, Frame, Op};
 pub struct Identity {
     pub cluster: String,
     pub node: String,
+    /// The StatefulSet ordinal, read off the name (`<set>-<ordinal>`).
+    pub ordinal: Option<u32>,
     pub incarnation: u64,
+}
+
+/// The ordinal of a StatefulSet pod name such as `eu-west-2`.
+fn ordinal(name: &str) -> Option<u32> {
+    let (_, suffix) = name.rsplit_once('-')?;
+    suffix.parse().ok()
 }
 
 /// The mesh state of this node: its local routes and its peers.
@@ -80,6 +88,7 @@ impl Cluster {
             identity: Identity {
                 cluster: node.cluster.clone(),
                 node: node.name.clone(),
+                ordinal: ordinal(&node.name),
                 incarnation: rand::random(),
             },
             config: config.clone(),
@@ -239,6 +248,7 @@ impl Cluster {
         ClusterStatus {
             cluster: self.identity.cluster.clone(),
             node: self.identity.node.clone(),
+            ordinal: self.identity.ordinal,
             incarnation: format!("{:016x}", self.identity.incarnation),
             local_routes: self.local_route_count(),
             peers: nodes,
@@ -284,6 +294,7 @@ pub fn spawn<H: Host>(
 pub struct ClusterStatus {
     pub cluster: String,
     pub node: String,
+    pub ordinal: Option<u32>,
     pub incarnation: String,
     /// Distinct filters this node advertises.
     pub local_routes: usize,
@@ -304,4 +315,17 @@ pub struct NodeStatus {
     pub routes: usize,
     /// Ops queued for the peer and not yet acknowledged: the replication lag.
     pub lag: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ordinal;
+
+    #[test]
+    fn the_ordinal_is_read_off_a_statefulset_pod_name() {
+        assert_eq!(ordinal("eu-west-2"), Some(2));
+        assert_eq!(ordinal("strait-10"), Some(10));
+        assert_eq!(ordinal("standalone"), None);
+        assert_eq!(ordinal("node-x"), None);
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -15,30 +15,11 @@ use super::handshake::Claim;
 use super::host::Host;
 use super::outbox::Resume;
 use super::peer::Peer;
-use super::stream::{self, PeerTls, Reader, Writer};
+use super::stream::{self, read_frame, PeerError, PeerTls, Reader, Writer};
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
 
 /// The first pause between attempts; it doubles up to the configured cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-
-/// How one connection ended.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum DialError {
-    #[error("connecting: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the peer did not answer within the peer timeout")]
-    Timeout,
-    #[error("the peer closed the connection")]
-    Closed,
-    #[error(transparent)]
-    Wire(#[from] wire::WireError),
-    #[error("the peer refused us: {0}")]
-    Refused(String),
-    #[error("unexpected frame from the peer: {0}")]
-    Unexpected(&'static str),
-    #[error("the peer speaks protocol version {0}, this node {PROTOCOL_VERSION}")]
-    Version(u16),
-}
 
 /// What a dial found at the address.
 enum Reached {
@@ -70,7 +51,7 @@ pub(super) async fn dial_loop<H: Host>(
                 return;
             }
             Ok(Reached::Peer) => {}
-            Err(DialError::Refused(reason)) => {
+            Err(PeerError::Refused(reason)) => {
                 tracing::warn!(%address, %reason, "peer refused this node's connection");
             }
             Err(err) => tracing::debug!(%address, error = %err, "peer connection ended"),
@@ -93,22 +74,22 @@ async fn connect<H: Host>(
     host: &Arc<H>,
     address: SocketAddr,
     tls: Option<&Arc<PeerTls>>,
-) -> Result<Reached, DialError> {
+) -> Result<Reached, PeerError> {
     let mesh = host.mesh();
     let deadline = mesh.peer_timeout();
     let (mut reader, mut writer) = timeout(deadline, async {
         stream::dialled(TcpStream::connect(address).await?, tls).await
     })
     .await
-    .map_err(|_| DialError::Timeout)??;
+    .map_err(|_| PeerError::Timeout)??;
     let mut buf = BytesMut::with_capacity(4096);
 
     let Frame::Challenge { version, nonce } = read_frame(&mut reader, &mut buf, deadline).await?
     else {
-        return Err(DialError::Unexpected("expected a challenge"));
+        return Err(PeerError::Unexpected("expected a challenge"));
     };
     if version != PROTOCOL_VERSION {
-        return Err(DialError::Version(version));
+        return Err(PeerError::Version(version));
     }
     let me = mesh.identity();
     let claim = Claim {
@@ -131,8 +112,8 @@ async fn connect<H: Host>(
                 incarnation,
                 resume_after,
             } => (node, incarnation, resume_after),
-            Frame::Refused { reason } => return Err(DialError::Refused(reason)),
-            _ => return Err(DialError::Unexpected("expected welcome or refusal")),
+            Frame::Refused { reason } => return Err(PeerError::Refused(reason)),
+            _ => return Err(PeerError::Unexpected("expected welcome or refusal")),
         };
     if name == me.node && incarnation == me.incarnation {
         return Ok(Reached::Myself);
@@ -142,7 +123,7 @@ async fn connect<H: Host>(
     if !peer.claim_outbound(address, incarnation) {
         // Already reached through another address (listed twice, or a pod
         // that moved): one connection per peer keeps the stream in order.
-        return Err(DialError::Refused(format!(
+        return Err(PeerError::Refused(format!(
             "{name} is already connected through another address"
         )));
     }
@@ -180,7 +161,7 @@ async fn write_loop<H: Host>(
     host: &Arc<H>,
     peer: &Arc<Peer>,
     writer: &mut Writer,
-) -> Result<(), DialError> {
+) -> Result<(), PeerError> {
     let heartbeat = host.mesh().heartbeat();
     let ping = wire::encode_to_bytes(&Frame::Ping)?;
     let mut frames = Vec::new();
@@ -207,39 +188,17 @@ async fn read_loop(
     reader: &mut Reader,
     mut buf: BytesMut,
     deadline: Duration,
-) -> Result<(), DialError> {
+) -> Result<(), PeerError> {
     loop {
         match read_frame(reader, &mut buf, deadline).await? {
             Frame::Ack { seq } => peer.outbox().ack(seq),
             Frame::Pong => {}
             Frame::SessionTaken { request, session } => peer.answer(request, session),
             _ => {
-                return Err(DialError::Unexpected(
+                return Err(PeerError::Unexpected(
                     "only acks, pongs and answers flow back",
                 ))
             }
-        }
-    }
-}
-
-/// Reads one frame, waiting at most `deadline` for it.
-pub(super) async fn read_frame(
-    reader: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
-    deadline: Duration,
-) -> Result<Frame, DialError> {
-    loop {
-        if let Some(frame) = wire::decode(buf)? {
-            return Ok(frame);
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
-        }
-        let read = timeout(deadline, reader.read_buf(buf))
-            .await
-            .map_err(|_| DialError::Timeout)??;
-        if read == 0 {
-            return Err(DialError::Closed);
         }
     }
 }

@@ -10,11 +10,10 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::dialer::{read_frame, DialError};
 use super::handshake::{self, Claim};
 use super::host::Host;
 use super::peer::Peer;
-use super::stream::{self, PeerTls, Reader, Writer};
+use super::stream::{self, read_frame, PeerError, PeerTls, Reader, Writer};
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
 
 /// Accepts peer connections until shutdown.
@@ -76,12 +75,12 @@ async fn serve<H: Host>(
     stream: TcpStream,
     address: SocketAddr,
     tls: Option<&Arc<PeerTls>>,
-) -> Result<(), DialError> {
+) -> Result<(), PeerError> {
     let mesh = host.mesh();
     let deadline = mesh.peer_timeout();
     let accepted = tokio::time::timeout(deadline, stream::accepted(stream, tls))
         .await
-        .map_err(|_| DialError::Timeout)?;
+        .map_err(|_| PeerError::Timeout)?;
     let (mut reader, mut writer) = match accepted {
         Ok(halves) => halves,
         Err(err) => {
@@ -108,7 +107,7 @@ async fn serve<H: Host>(
         proof,
     } = read_frame(&mut reader, &mut buf, deadline).await?
     else {
-        return Err(DialError::Unexpected("expected a hello"));
+        return Err(PeerError::Unexpected("expected a hello"));
     };
     let claim = Claim {
         cluster: &cluster,
@@ -184,7 +183,7 @@ async fn apply_stream<H: Host>(
     reader: &mut Reader,
     writer: &mut Writer,
     mut buf: BytesMut,
-) -> Result<(), DialError> {
+) -> Result<(), PeerError> {
     let deadline = host.mesh().peer_timeout();
     let mut replies = BytesMut::new();
     loop {
@@ -212,12 +211,12 @@ fn handle<H: Host>(
     frame: Frame,
     applied: &mut Option<u64>,
     replies: &mut BytesMut,
-) -> Result<(), DialError> {
+) -> Result<(), PeerError> {
     match frame {
         Frame::Op { seq, op } => {
             let mut inbound = peer.inbound();
             if inbound.incarnation != Some(incarnation) {
-                return Err(DialError::Unexpected("a stale incarnation's connection"));
+                return Err(PeerError::Unexpected("a stale incarnation's connection"));
             }
             if seq > inbound.applied {
                 apply(host.as_ref(), peer, &mut inbound.routes, op);
@@ -235,7 +234,7 @@ fn handle<H: Host>(
             wire::encode(&Frame::SessionTaken { request, session }, replies)?;
         }
         _ => {
-            return Err(DialError::Unexpected(
+            return Err(PeerError::Unexpected(
                 "a dialer sends ops, pings and requests",
             ))
         }

@@ -2,12 +2,16 @@
 //! the cluster is configured for it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::BytesMut;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::wire::{self, Frame, PROTOCOL_VERSION};
 use crate::config::PeerTlsConfig;
 use crate::transport::TransportError;
 
@@ -76,4 +80,45 @@ pub(super) async fn accepted(
         None => Box::new(tcp),
     };
     Ok(tokio::io::split(stream))
+}
+
+/// Why a peer connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the peer did not answer within the peer timeout")]
+    Timeout,
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    #[error("the peer refused us: {0}")]
+    Refused(String),
+    #[error("unexpected frame from the peer: {0}")]
+    Unexpected(&'static str),
+    #[error("the peer speaks protocol version {0}, this node {PROTOCOL_VERSION}")]
+    Version(u16),
+}
+
+/// Reads one frame, waiting at most `deadline` for it.
+pub(super) async fn read_frame(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    deadline: Duration,
+) -> Result<Frame, PeerError> {
+    loop {
+        if let Some(frame) = wire::decode(buf)? {
+            return Ok(frame);
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let read = timeout(deadline, reader.read_buf(buf))
+            .await
+            .map_err(|_| PeerError::Timeout)??;
+        if read == 0 {
+            return Err(PeerError::Closed);
+        }
+    }
 }

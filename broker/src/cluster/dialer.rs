@@ -15,7 +15,7 @@ use super::handshake::Claim;
 use super::host::Host;
 use super::outbox::Resume;
 use super::peer::Peer;
-use super::stream::{self, read_frame, PeerError, PeerTls, Reader, Writer};
+use super::stream::{self, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer};
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
 
 /// The first pause between attempts; it doubles up to the configured cap.
@@ -54,6 +54,9 @@ pub(super) async fn dial_loop<H: Host>(
             Err(PeerError::Refused(reason)) => {
                 tracing::warn!(%address, %reason, "peer refused this node's connection");
             }
+            Err(err) if err.is_protocol_fault() => {
+                tracing::warn!(%address, error = %err, "peer broke the cluster protocol; redialling");
+            }
             Err(err) => tracing::debug!(%address, error = %err, "peer connection ended"),
         }
         // A connection that lived a while was healthy: start backing off afresh.
@@ -84,7 +87,8 @@ async fn connect<H: Host>(
     .map_err(|_| PeerError::Timeout)??;
     let mut buf = BytesMut::with_capacity(4096);
 
-    let Frame::Challenge { version, nonce } = read_frame(&mut reader, &mut buf, deadline).await?
+    let Frame::Challenge { version, nonce } =
+        read_handshake_frame(&mut reader, &mut buf, deadline).await?
     else {
         return Err(PeerError::Unexpected("expected a challenge"));
     };
@@ -106,7 +110,7 @@ async fn connect<H: Host>(
     };
     writer.write_all(&wire::encode_to_bytes(&hello)?).await?;
     let (name, incarnation, resume_after) =
-        match read_frame(&mut reader, &mut buf, deadline).await? {
+        match read_handshake_frame(&mut reader, &mut buf, deadline).await? {
             Frame::Welcome {
                 node,
                 incarnation,

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::handshake::{self, Claim};
 use super::host::Host;
 use super::peer::Peer;
-use super::stream::{self, read_frame, PeerError, PeerTls, Reader, Writer};
+use super::stream::{self, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer};
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
 
 /// Accepts peer connections until shutdown.
@@ -37,8 +37,12 @@ pub(super) async fn accept_loop<H: Host>(
         let host = host.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(err) = serve(&host, stream, address, tls.as_ref()).await {
-                tracing::debug!(%address, error = %err, "peer connection ended");
+            match serve(&host, stream, address, tls.as_ref()).await {
+                Err(err) if err.is_protocol_fault() => {
+                    tracing::warn!(%address, error = %err, "closed a peer connection that broke the cluster protocol");
+                }
+                Err(err) => tracing::debug!(%address, error = %err, "peer connection ended"),
+                Ok(()) => {}
             }
         });
     }
@@ -105,7 +109,7 @@ async fn serve<H: Host>(
         node,
         incarnation,
         proof,
-    } = read_frame(&mut reader, &mut buf, deadline).await?
+    } = read_handshake_frame(&mut reader, &mut buf, deadline).await?
     else {
         return Err(PeerError::Unexpected("expected a hello"));
     };
@@ -191,7 +195,7 @@ async fn apply_stream<H: Host>(
         let mut applied = None;
         handle(host, peer, incarnation, frame, &mut applied, &mut replies)?;
         // Everything already read is handled before one acknowledgement.
-        while let Some(frame) = wire::decode(&mut buf)? {
+        while let Some(frame) = wire::decode(&mut buf, wire::MAX_FRAME)? {
             handle(host, peer, incarnation, frame, &mut applied, &mut replies)?;
         }
         if let Some(seq) = applied {

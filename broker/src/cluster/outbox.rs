@@ -183,7 +183,7 @@ mod tests {
         out.clear();
         outbox.take_unsent(&mut out);
         assert_eq!(out.len(), 1);
-        let frame = wire::decode(&mut bytes::BytesMut::from(&out[0][..]))
+        let frame = wire::decode(&mut bytes::BytesMut::from(&out[0][..]), wire::MAX_FRAME)
             .expect("decode")
             .expect("whole");
         assert!(matches!(frame, Frame::Op { seq: 3, .. }));

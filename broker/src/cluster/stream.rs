@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::wire::{self, Frame, PROTOCOL_VERSION};
+use super::wire::{self, Frame, MAX_FRAME, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION};
 use crate::config::PeerTlsConfig;
 use crate::transport::TransportError;
 
@@ -101,18 +101,48 @@ pub enum PeerError {
     Version(u16),
 }
 
-/// Reads one frame, waiting at most `deadline` for it.
+impl PeerError {
+    /// A peer breaking the protocol (worth a warning), as opposed to the
+    /// network's weather: timeouts, closed or reset connections.
+    pub fn is_protocol_fault(&self) -> bool {
+        matches!(
+            self,
+            PeerError::Wire(_) | PeerError::Unexpected(_) | PeerError::Version(_)
+        )
+    }
+}
+
+/// Reads one frame of an established connection, waiting at most `deadline`.
 pub(super) async fn read_frame(
     reader: &mut (impl AsyncReadExt + Unpin),
     buf: &mut BytesMut,
     deadline: Duration,
 ) -> Result<Frame, PeerError> {
+    read_limited(reader, buf, deadline, MAX_FRAME).await
+}
+
+/// Reads one handshake frame: the other end is not authenticated yet, so
+/// frames are small and little is reserved for them.
+pub(super) async fn read_handshake_frame(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    deadline: Duration,
+) -> Result<Frame, PeerError> {
+    read_limited(reader, buf, deadline, MAX_HANDSHAKE_FRAME).await
+}
+
+async fn read_limited(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    deadline: Duration,
+    limit: usize,
+) -> Result<Frame, PeerError> {
     loop {
-        if let Some(frame) = wire::decode(buf)? {
+        if let Some(frame) = wire::decode(buf, limit)? {
             return Ok(frame);
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(limit.min(64 * 1024));
         }
         let read = timeout(deadline, reader.read_buf(buf))
             .await

@@ -16,8 +16,13 @@ use crate::store::StoredSession;
 /// version is refused at the handshake with a logged reason.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// Largest frame accepted; a session transfer is the biggest legitimate one.
+/// Largest frame accepted from an authenticated peer; a session transfer is
+/// the biggest legitimate one.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// Largest frame accepted before the handshake completes: a stranger must not
+/// make a node reserve more than this.
+pub const MAX_HANDSHAKE_FRAME: usize = 4096;
 
 /// Bytes of a handshake challenge and of its proof.
 pub const NONCE_LEN: usize = 32;
@@ -116,8 +121,8 @@ pub struct WireMessage {
 /// Why bytes from a peer could not be read as a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    #[error("a frame of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
     #[error("malformed frame: {0}")]
     Malformed(#[from] postcard::Error),
 }
@@ -130,7 +135,10 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) -> Result<(), WireError> {
     let len = out.len() - start - 4;
     if len > MAX_FRAME {
         out.truncate(start);
-        return Err(WireError::TooLarge(len));
+        return Err(WireError::TooLarge {
+            size: len,
+            limit: MAX_FRAME,
+        });
     }
     // The length was checked against MAX_FRAME, which fits in a u32.
     out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
@@ -145,14 +153,15 @@ pub fn encode_to_bytes(frame: &Frame) -> Result<Bytes, WireError> {
 }
 
 /// Takes the next whole frame off the front of `buf`, or `None` when more
-/// bytes are needed.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+/// bytes are needed. A frame longer than `limit` is refused as soon as its
+/// length is read, before anything is reserved for it.
+pub fn decode(buf: &mut BytesMut, limit: usize) -> Result<Option<Frame>, WireError> {
     if buf.len() < 4 {
         return Ok(None);
     }
     let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge(len));
+    if len > limit {
+        return Err(WireError::TooLarge { size: len, limit });
     }
     if buf.len() < 4 + len {
         buf.reserve(4 + len - buf.len());
@@ -207,11 +216,11 @@ mod tests {
         // Arrives in two pieces: the first frame is whole, the second is not.
         let mut rest = buf.split_off(7);
         let mut decoded = Vec::new();
-        while let Some(frame) = decode(&mut buf).expect("decode") {
+        while let Some(frame) = decode(&mut buf, MAX_FRAME).expect("decode") {
             decoded.push(frame);
         }
         buf.unsplit(rest.split());
-        while let Some(frame) = decode(&mut buf).expect("decode") {
+        while let Some(frame) = decode(&mut buf, MAX_FRAME).expect("decode") {
             decoded.push(frame);
         }
         assert_eq!(decoded, frames);
@@ -221,8 +230,20 @@ mod tests {
     #[test]
     fn oversized_and_malformed_frames_are_errors() {
         let mut huge = BytesMut::from(&((MAX_FRAME as u32) + 1).to_be_bytes()[..]);
-        assert!(matches!(decode(&mut huge), Err(WireError::TooLarge(_))));
+        assert!(matches!(
+            decode(&mut huge, MAX_FRAME),
+            Err(WireError::TooLarge { .. })
+        ));
+        let mut stranger = BytesMut::from(&5000u32.to_be_bytes()[..]);
+        assert!(matches!(
+            decode(&mut stranger, MAX_HANDSHAKE_FRAME),
+            Err(WireError::TooLarge { size: 5000, .. })
+        ));
+        assert!(stranger.capacity() < 5000, "nothing reserved for it");
         let mut junk = BytesMut::from(&[0, 0, 0, 2, 0xff, 0xff][..]);
-        assert!(matches!(decode(&mut junk), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode(&mut junk, MAX_FRAME),
+            Err(WireError::Malformed(_))
+        ));
     }
 }

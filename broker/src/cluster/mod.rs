@@ -232,13 +232,17 @@ impl Cluster {
                 replies.push(reply);
             }
         }
-        if replies.is_empty() {
-            return None;
-        }
-        let answers = tokio::time::timeout(self.peer_timeout(), futures::future::join_all(replies))
-            .await
-            .unwrap_or_default();
-        answers.into_iter().filter_map(|a| a.ok().flatten()).next()
+        let wait = self.peer_timeout();
+        let answers = futures::future::join_all(
+            replies
+                .into_iter()
+                .map(|reply| tokio::time::timeout(wait, reply)),
+        )
+        .await;
+        // At most one peer holds the session; a late or lost answer is no session.
+        answers
+            .into_iter()
+            .find_map(|answer| answer.ok().and_then(Result::ok).flatten())
     }
 
     /// What `/api/v1/cluster` shows.

@@ -72,15 +72,23 @@ pub struct TestCluster {
     pub nodes: Vec<Option<Server>>,
     pub discovery: Arc<TestDiscovery>,
     secret: tempfile::TempDir,
+    /// Applied to every node's configuration after [`node_config`].
+    adjust: fn(&mut Config),
 }
 
 impl TestCluster {
     /// Starts `size` nodes and waits until every one is connected to every other.
     pub async fn start(size: usize) -> TestCluster {
+        TestCluster::start_with(size, |_| {}).await
+    }
+
+    /// [`TestCluster::start`], with `adjust` changing each node's configuration.
+    pub async fn start_with(size: usize, adjust: fn(&mut Config)) -> TestCluster {
         let mut cluster = TestCluster {
             nodes: Vec::new(),
             discovery: Arc::new(TestDiscovery::default()),
             secret: secret_dir(TEST_SECRET),
+            adjust,
         };
         for _ in 0..size {
             cluster.add_node().await;
@@ -108,7 +116,9 @@ impl TestCluster {
 
     /// The configuration of a node of this cluster called `name`.
     pub fn config_for(&self, name: &str) -> Config {
-        node_config("test", name, &self.secret)
+        let mut config = node_config("test", name, &self.secret);
+        (self.adjust)(&mut config);
+        config
     }
 
     /// Starts a node from `config` that finds its peers through this

@@ -239,6 +239,11 @@ async fn a_peer_speaking_another_protocol_version_is_refused() {
     }
     assert_eq!(peer.recv().await, None, "the connection is closed");
     assert_eq!(mesh(node).handshakes_refused_total(), 1);
+    let metrics = node.broker().cluster().expect("clustered").metrics_text();
+    assert!(
+        metrics.contains("\nstrait_cluster_handshakes_refused_total 1\n"),
+        "{metrics}"
+    );
     assert_eq!(cluster.peers_of(0).len(), 1, "no peer was created");
     assert!(
         logs.text()

@@ -336,3 +336,47 @@ async fn a_restarted_node_rejoins_with_a_new_incarnation_and_a_resync() {
     assert_eq!(&back.publish_received().await.payload[..], b"from 1");
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_gone_while_still_discovered_is_declared_dead_and_its_messages_counted_lost() {
+    // A peer timeout that leaves the test time to publish between the
+    // connection's loss and the peer's death.
+    let mut cluster = TestCluster::start_with(3, |config| {
+        config.cluster.peer_timeout_ms = 3000;
+    })
+    .await;
+    let mut options = v4::options(cluster.mqtt(1), "stays");
+    options.set_clean_session(false);
+    let mut stays = v4::connect(options).await;
+    stays.subscribe("gone/#", v4::QoS::AtLeastOnce).await;
+    drop(stays);
+    cluster.wait_routes(0, 1, 1).await;
+
+    cluster.crash_node(1).await;
+    eventually("node-0 to lose its connection to node-1", || {
+        cluster
+            .peers_of(0)
+            .iter()
+            .any(|p| p.name == "node-1" && p.state == "unreachable")
+    })
+    .await;
+    // Queued for node-1, which will never acknowledge it.
+    let mut publisher = v4::connect(v4::options(cluster.mqtt(0), "too-late")).await;
+    publisher.publish_acked("gone/x", false, b"lost").await;
+    assert_eq!(mesh(&cluster, 0).forwarded_total(), 1);
+
+    for at in [0, 2] {
+        eventually(&format!("node-{at} to declare node-1 dead"), || {
+            cluster.peers_of(at).iter().all(|p| p.name != "node-1")
+        })
+        .await;
+        assert_eq!(mesh(&cluster, at).peers_declared_dead_total(), 1);
+    }
+    assert_eq!(
+        mesh(&cluster, 0).lost_total(),
+        1,
+        "the message in flight is counted lost, not dropped silently"
+    );
+    cluster.wait_meshed().await;
+    cluster.shutdown().await;
+}

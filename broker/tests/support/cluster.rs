@@ -151,6 +151,13 @@ impl TestCluster {
         server.shutdown().await;
     }
 
+    /// Stops node `index` but leaves its address in discovery, as a pod
+    /// whose DNS record outlives it: peers learn of its end only from the mesh.
+    pub async fn crash_node(&mut self, index: usize) {
+        let server = self.nodes[index].take().expect("node is running");
+        server.shutdown().await;
+    }
+
     /// What node `index` knows of its peers.
     pub fn peers_of(&self, index: usize) -> Vec<NodeStatus> {
         let cluster = self.node(index).broker().cluster().expect("clustered");

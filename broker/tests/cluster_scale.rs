@@ -181,6 +181,19 @@ async fn ten_thousand_subscriptions_replicate_and_are_removed() {
         .publish_acked("scale/4242/x", false, b"nobody")
         .await;
     assert_eq!(mesh(&cluster, 2).forwarded_total(), 1);
+
+    // The same routes again, this time ended by the clean session's end.
+    subscribe_all(&mut client).await;
+    cluster.wait_routes(1, 0, FILTERS).await;
+    cluster.wait_routes(2, 0, FILTERS).await;
+    let started = Instant::now();
+    drop(client);
+    cluster.wait_routes(1, 0, 0).await;
+    cluster.wait_routes(2, 0, 0).await;
+    eprintln!(
+        "{FILTERS} filters of a closed clean session removed from both peers after {:?}",
+        started.elapsed()
+    );
     cluster.shutdown().await;
 }
 
@@ -271,7 +284,12 @@ async fn mosquitto_clients_cross_nodes_at_every_qos() {
 
 #[tokio::test]
 async fn a_restarted_node_rejoins_with_a_new_incarnation_and_a_resync() {
-    let mut cluster = TestCluster::start(3).await;
+    // A peer timeout longer than the restart: the old routes must go because
+    // the incarnation changed, not because the peer was declared dead.
+    let mut cluster = TestCluster::start_with(3, |config| {
+        config.cluster.peer_timeout_ms = 5000;
+    })
+    .await;
     // A persistent session: its route outlives the client, so only the
     // restart (a new incarnation) can take it away from the peers.
     let mut options = v4::options(cluster.mqtt(1), "old-timer");
@@ -309,6 +327,7 @@ async fn a_restarted_node_rejoins_with_a_new_incarnation_and_a_resync() {
             mesh(&cluster, i).resyncs_total() > *before,
             "node-{i} resynced its routes to the new node-1"
         );
+        assert_eq!(mesh(&cluster, i).peers_declared_dead_total(), 0);
     }
 
     // The new node's subscriptions replicate, and only they.

@@ -145,10 +145,16 @@ async fn serve<H: Host>(
         incarnation: me.incarnation,
         resume_after,
     };
+    let mut shutdown = host.shutdown_signal();
     let result = async {
         writer.write_all(&wire::encode_to_bytes(&welcome)?).await?;
         tracing::info!(peer = %node, %address, ?resume_after, "peer connected");
-        apply_stream(host, &peer, incarnation, &mut reader, &mut writer, buf).await
+        tokio::select! {
+            result = apply_stream(host, &peer, incarnation, &mut reader, &mut writer, buf) => result,
+            // A node that stops stops acknowledging too: its peers must see
+            // it gone, not have their messages applied by a stopped node.
+            _ = crate::server::stopped(&mut shutdown) => Ok(()),
+        }
     }
     .await;
     let mut inbound = peer.inbound();

@@ -164,7 +164,9 @@ pub fn decode(buf: &mut BytesMut, limit: usize) -> Result<Option<Frame>, WireErr
         return Err(WireError::TooLarge { size: len, limit });
     }
     if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
+        // Nothing is reserved for the announced length: the buffer grows as
+        // bytes arrive, so a bare prefix (from anyone, before the handshake)
+        // cannot make the node allocate up to MAX_FRAME.
         return Ok(None);
     }
     buf.advance(4);
@@ -225,6 +227,13 @@ mod tests {
         }
         assert_eq!(decoded, frames);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn an_announced_length_alone_allocates_nothing() {
+        let mut buf = BytesMut::from(&(MAX_FRAME as u32).to_be_bytes()[..]);
+        assert!(decode(&mut buf).expect("a valid prefix").is_none());
+        assert!(buf.capacity() < 64 * 1024, "{} bytes", buf.capacity());
     }
 
     #[test]

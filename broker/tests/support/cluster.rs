@@ -39,6 +39,9 @@ impl Discover for TestDiscovery {
     }
 }
 
+/// The secret every [`TestCluster`] shares (tests check it never shows in logs).
+pub const TEST_SECRET: &str = "a-test-cluster-secret-of-enough-bytes";
+
 /// Writes a cluster secret file and returns its folder (kept alive by the caller).
 pub fn secret_dir(secret: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -69,15 +72,23 @@ pub struct TestCluster {
     pub nodes: Vec<Option<Server>>,
     pub discovery: Arc<TestDiscovery>,
     secret: tempfile::TempDir,
+    /// Applied to every node's configuration after [`node_config`].
+    adjust: fn(&mut Config),
 }
 
 impl TestCluster {
     /// Starts `size` nodes and waits until every one is connected to every other.
     pub async fn start(size: usize) -> TestCluster {
+        TestCluster::start_with(size, |_| {}).await
+    }
+
+    /// [`TestCluster::start`], with `adjust` changing each node's configuration.
+    pub async fn start_with(size: usize, adjust: fn(&mut Config)) -> TestCluster {
         let mut cluster = TestCluster {
             nodes: Vec::new(),
             discovery: Arc::new(TestDiscovery::default()),
-            secret: secret_dir("a-test-cluster-secret-of-enough-bytes"),
+            secret: secret_dir(TEST_SECRET),
+            adjust,
         };
         for _ in 0..size {
             cluster.add_node().await;
@@ -89,15 +100,38 @@ impl TestCluster {
     /// Starts one more node (not waiting for the mesh); returns its index.
     pub async fn add_node(&mut self) -> usize {
         let index = self.nodes.len();
-        let config = node_config("test", &format!("node-{index}"), &self.secret);
+        self.nodes.push(None);
+        self.start_node(index).await;
+        index
+    }
+
+    /// Starts node `index` (stopped, or a slot just added) under its usual
+    /// name, as a restarted pod would be: same name, new address and
+    /// incarnation. Does not wait for the mesh.
+    pub async fn start_node(&mut self, index: usize) {
+        assert!(self.nodes[index].is_none(), "node-{index} is running");
+        let config = self.config_for(&format!("node-{index}"));
+        self.nodes[index] = Some(self.start_joined(config).await);
+    }
+
+    /// The configuration of a node of this cluster called `name`.
+    pub fn config_for(&self, name: &str) -> Config {
+        let mut config = node_config("test", name, &self.secret);
+        (self.adjust)(&mut config);
+        config
+    }
+
+    /// Starts a node from `config` that finds its peers through this
+    /// cluster's discovery and is listed there, without making it one of
+    /// [`TestCluster::nodes`] (tests use it for intruders).
+    pub async fn start_joined(&self, config: Config) -> Server {
         let discover: Arc<dyn Discover> = self.discovery.clone();
         let server = Server::start_with_discovery(config, Some(discover))
             .await
             .expect("node starts");
         self.discovery
             .add(server.cluster_addr().expect("cluster address"));
-        self.nodes.push(Some(server));
-        index
+        server
     }
 
     pub fn node(&self, index: usize) -> &Server {
@@ -114,6 +148,13 @@ impl TestCluster {
         let server = self.nodes[index].take().expect("node is running");
         self.discovery
             .remove(server.cluster_addr().expect("cluster address"));
+        server.shutdown().await;
+    }
+
+    /// Stops node `index` but leaves its address in discovery, as a pod
+    /// whose DNS record outlives it: peers learn of its end only from the mesh.
+    pub async fn crash_node(&mut self, index: usize) {
+        let server = self.nodes[index].take().expect("node is running");
         server.shutdown().await;
     }
 

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use strait_broker::cluster::wire::{self, Frame, MAX_FRAME, PROTOCOL_VERSION};
+use strait_broker::cluster::wire::{self, Frame, MAX_FRAME, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION};
 use strait_broker::cluster::ClusterMetrics;
 use strait_broker::server::Server;
 use support::cluster::{eventually, node_config, secret_dir, TestCluster};
@@ -178,7 +178,9 @@ impl RawPeer {
     async fn recv(&mut self) -> Option<Frame> {
         within("a frame or close", async {
             loop {
-                if let Some(frame) = wire::decode(&mut self.buf).expect("a valid frame") {
+                if let Some(frame) =
+                    wire::decode(&mut self.buf, wire::MAX_FRAME).expect("a valid frame")
+                {
                     return Some(frame);
                 }
                 match self.stream.read_buf(&mut self.buf).await {
@@ -265,14 +267,15 @@ async fn garbage_on_the_cluster_port_is_dropped_without_harm() {
     .await;
     let addr = cluster.node(0).cluster_addr().expect("cluster address");
 
-    // A frame announced at the largest size and never sent holds only its
-    // own connection, open while the node serves everyone else.
+    // A hello announced at the largest size a stranger may send, and never
+    // sent, holds only its own connection while the node serves everyone else.
     let mut stalled = RawPeer::connect(addr).await;
     stalled.challenge().await;
-    let longest = (MAX_FRAME as u32).to_be_bytes();
+    let longest = (MAX_HANDSHAKE_FRAME as u32).to_be_bytes();
     stalled.stream.write_all(&longest).await.expect("write");
 
-    let too_long = (MAX_FRAME as u32 + 1).to_be_bytes().to_vec();
+    // Before the handshake, anything longer is refused on its length alone.
+    let too_long = (MAX_HANDSHAKE_FRAME as u32 + 1).to_be_bytes().to_vec();
     let malformed = vec![0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff];
     // Random bytes inside a well-formed length, so they reach the decoder.
     let mut random = 4096u32.to_be_bytes().to_vec();

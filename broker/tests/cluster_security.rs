@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use strait_broker::cluster::wire::{self, Frame, MAX_FRAME, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION};
+use strait_broker::cluster::wire::{self, Frame, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION};
 use strait_broker::cluster::ClusterMetrics;
 use strait_broker::server::Server;
 use support::cluster::{eventually, node_config, secret_dir, TestCluster};

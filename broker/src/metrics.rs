@@ -22,15 +22,20 @@ pub enum DropReason {
     Qos0Offline,
     /// Refused by the publisher's ACL.
     NotAuthorized,
+    /// Forwarded by a peer node for subscribers that had left this node by
+    /// the time it arrived (a session moving between nodes, an unsubscribe
+    /// crossing the message).
+    NoLongerSubscribed,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    const ALL: [DropReason; 6] = [
         DropReason::QueueFull,
         DropReason::Expired,
         DropReason::TooLargeForClient,
         DropReason::Qos0Offline,
         DropReason::NotAuthorized,
+        DropReason::NoLongerSubscribed,
     ];
 
     fn label(self) -> &'static str {
@@ -40,6 +45,7 @@ impl DropReason {
             DropReason::TooLargeForClient => "too_large_for_client",
             DropReason::Qos0Offline => "qos0_offline",
             DropReason::NotAuthorized => "not_authorized",
+            DropReason::NoLongerSubscribed => "no_longer_subscribed",
         }
     }
 }
@@ -103,7 +109,7 @@ pub struct Metrics {
     messages_out: [AtomicU64; 3],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    drops: [AtomicU64; 5],
+    drops: [AtomicU64; DropReason::ALL.len()],
     acl_denials: AtomicU64,
     store_flushes: AtomicU64,
     store_failures: AtomicU64,

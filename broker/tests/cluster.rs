@@ -324,3 +324,34 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_owned()
 }
+
+#[tokio::test]
+async fn a_message_forwarded_for_subscribers_that_left_is_counted_not_lost_silently() {
+    use strait_broker::cluster::wire::{Forward, WireMessage};
+    use strait_broker::cluster::Host;
+    use strait_broker::metrics::DropReason;
+    let cluster = TestCluster::start(2).await;
+    let broker = cluster.node(1).broker();
+    // What node 0 sends when it still believes node 1 has subscribers.
+    broker.deliver_forwarded(Forward {
+        message: WireMessage {
+            topic: "gone/x".into(),
+            payload: Bytes::from_static(b"late"),
+            qos: 1,
+            retain: false,
+            expiry_ms: None,
+            payload_format_indicator: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        },
+        plain: true,
+        groups: vec!["$share/g/gone/#".into()],
+    });
+    assert_eq!(
+        broker.metrics().drops_total(DropReason::NoLongerSubscribed),
+        1
+    );
+    cluster.shutdown().await;
+}

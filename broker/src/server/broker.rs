@@ -602,6 +602,10 @@ impl Host for Broker {
             &scope,
             &mut targets,
         );
+        if targets.is_empty() {
+            self.metrics.dropped(DropReason::NoLongerSubscribed);
+            return;
+        }
         self.deliver_all(&message, &mut targets, &mut Vec::new());
     }
 

@@ -21,8 +21,9 @@ pub trait Host: Send + Sync + 'static {
     fn add_peer_route(&self, peer: &Arc<Peer>, filter: &str);
     /// `peer` no longer has subscribers for `filter`.
     fn remove_peer_route(&self, peer: &Arc<Peer>, filter: &str);
-    /// Delivers a message a peer forwarded to this node's own sessions.
-    fn deliver_forwarded(&self, forward: Forward);
+    /// Delivers a message a peer forwarded to this node's own sessions;
+    /// true when some session's queue was full (the sender should slow down).
+    fn deliver_forwarded(&self, forward: Forward) -> bool;
     /// Stores a peer's retained message unless one is held for its topic.
     fn retain_if_absent(&self, message: WireMessage);
     /// Gives up `client_id`'s session to a peer where the client is

@@ -13,7 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use super::handshake::{self, Claim};
 use super::host::Host;
 use super::peer::Peer;
-use super::stream::{self, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer};
+use super::stream::{
+    self, read_available, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer,
+};
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
 
 /// Accepts peer connections until shutdown.
@@ -185,7 +187,22 @@ fn open_stream<H: Host>(host: &H, peer: &Arc<Peer>, incarnation: u64) -> Option<
     None
 }
 
-/// Applies the peer's ops in order, acknowledging each batch read.
+/// Ops applied between two acknowledgements, at most, while the peer keeps
+/// sending: acknowledging in bulk saves a write per batch on both ends.
+const ACK_EVERY: u64 = 256;
+
+/// What handling a run of frames left to send back and to do.
+#[derive(Debug, Default)]
+struct Batch {
+    /// The last op applied, to acknowledge.
+    applied: Option<u64>,
+    /// Some local subscriber's queue was full.
+    congested: bool,
+    replies: BytesMut,
+}
+
+/// Applies the peer's ops in order, acknowledging them in bulk: after
+/// everything already received is handled, or every [`ACK_EVERY`] ops.
 async fn apply_stream<H: Host>(
     host: &Arc<H>,
     peer: &Arc<Peer>,
@@ -195,21 +212,31 @@ async fn apply_stream<H: Host>(
     mut buf: BytesMut,
 ) -> Result<(), PeerError> {
     let deadline = host.mesh().peer_timeout();
-    let mut replies = BytesMut::new();
+    let mut batch = Batch::default();
     loop {
         let frame = read_frame(reader, &mut buf, deadline).await?;
-        let mut applied = None;
-        handle(host, peer, incarnation, frame, &mut applied, &mut replies)?;
-        // Everything already read is handled before one acknowledgement.
-        while let Some(frame) = wire::decode(&mut buf, wire::MAX_FRAME)? {
-            handle(host, peer, incarnation, frame, &mut applied, &mut replies)?;
+        handle(host, peer, incarnation, frame, &mut batch)?;
+        let mut handled = 1;
+        loop {
+            while let Some(frame) = wire::decode(&mut buf, wire::MAX_FRAME)? {
+                handle(host, peer, incarnation, frame, &mut batch)?;
+                handled += 1;
+            }
+            if handled >= ACK_EVERY || batch.congested || !read_available(reader, &mut buf)? {
+                break;
+            }
         }
-        if let Some(seq) = applied {
-            wire::encode(&Frame::Ack { seq }, &mut replies)?;
+        if let Some(seq) = batch.applied.take() {
+            wire::encode(&Frame::Ack { seq }, &mut batch.replies)?;
         }
-        if !replies.is_empty() {
-            writer.write_all(&replies).await?;
-            replies.clear();
+        writer.write_all(&batch.replies).await?;
+        batch.replies.clear();
+        // A subscriber here is slower than the peer's publishers: give its
+        // connection the CPU before reading more, as a local publisher
+        // would. Reading less makes the peer's queue fill up, and a full
+        // queue there tells the publishers.
+        if std::mem::take(&mut batch.congested) {
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -219,8 +246,7 @@ fn handle<H: Host>(
     peer: &Arc<Peer>,
     incarnation: u64,
     frame: Frame,
-    applied: &mut Option<u64>,
-    replies: &mut BytesMut,
+    batch: &mut Batch,
 ) -> Result<(), PeerError> {
     match frame {
         Frame::Op { seq, op } => {
@@ -229,19 +255,22 @@ fn handle<H: Host>(
                 return Err(PeerError::Unexpected("a stale incarnation's connection"));
             }
             if seq > inbound.applied {
-                apply(host.as_ref(), peer, &mut inbound.routes, op);
+                batch.congested |= apply(host.as_ref(), peer, &mut inbound.routes, op);
                 inbound.applied = seq;
             }
-            *applied = Some(inbound.applied);
+            batch.applied = Some(inbound.applied);
         }
-        Frame::Ping => wire::encode(&Frame::Pong, replies)?,
+        Frame::Ping => wire::encode(&Frame::Pong, &mut batch.replies)?,
         Frame::TakeSession {
             request,
             client_id,
             clean_start,
         } => {
             let session = host.surrender_session(&client_id, clean_start);
-            wire::encode(&Frame::SessionTaken { request, session }, replies)?;
+            wire::encode(
+                &Frame::SessionTaken { request, session },
+                &mut batch.replies,
+            )?;
         }
         _ => {
             return Err(PeerError::Unexpected(
@@ -253,13 +282,14 @@ fn handle<H: Host>(
 }
 
 /// One op of a peer's stream (the peer's inbound lock is held by the caller,
-/// so route changes and their bookkeeping stay together).
+/// so route changes and their bookkeeping stay together). Returns whether a
+/// local subscriber's queue was full.
 fn apply<H: Host>(
     host: &H,
     peer: &Arc<Peer>,
     routes: &mut std::collections::HashSet<String>,
     op: Op,
-) {
+) -> bool {
     match op {
         Op::Reset => {
             for filter in routes.drain() {
@@ -280,10 +310,11 @@ fn apply<H: Host>(
             host.mesh()
                 .metrics()
                 .received(forward.message.payload.len());
-            host.deliver_forwarded(forward);
+            return host.deliver_forwarded(forward);
         }
         Op::Retained(message) => host.retain_if_absent(message),
     }
+    false
 }
 
 /// Declares dead the peers this node has neither heard from nor reached for

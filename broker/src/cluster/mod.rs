@@ -39,7 +39,7 @@ pub use discovery::{Discover, Discovery};
 pub use handshake::{ClusterSecret, SecretError};
 pub use host::Host;
 pub use metrics::ClusterMetrics;
-pub use peer::{Peer, PeerRef};
+pub use peer::{Peer, PeerRef, Queued};
 pub use stream::PeerTls;
 
 use crate::config::{ClusterConfig, NodeConfig};
@@ -198,12 +198,11 @@ impl Cluster {
         self.metrics.resync();
     }
 
-    /// Queues a message for a peer with interest in it; false (and counted)
-    /// when the peer's queue is full.
-    pub fn forward(&self, peer: &Peer, forward: Forward) -> bool {
+    /// Queues a message for a peer with interest in it.
+    pub fn forward(&self, peer: &Peer, forward: Forward) -> Queued {
         let bytes = forward.message.payload.len();
         let queued = peer.send(Op::Publish(forward), &self.metrics);
-        if queued {
+        if queued != Queued::Dropped {
             self.metrics.forwarded(bytes);
         }
         queued

@@ -11,7 +11,10 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::wire::{self, Frame, Op, WireError};
+use super::wire::{self, EncodedOp, WireError};
+
+/// Queued ops beyond which a peer counts as falling behind.
+const BACKLOG: usize = 4096;
 
 /// One queued op, encoded once.
 #[derive(Debug)]
@@ -67,18 +70,17 @@ impl Outbox {
 
     /// Queues `op` and returns its sequence number. A forwarded message is
     /// refused when the queue is full; route changes always fit.
-    pub fn push(&mut self, op: Op) -> Result<u64, PushError> {
-        let is_message = matches!(op, Op::Publish(_));
-        if is_message && self.frames.len() >= self.limit {
+    pub fn push(&mut self, op: &EncodedOp) -> Result<u64, PushError> {
+        if op.is_message && self.frames.len() >= self.limit {
             return Err(PushError::Full);
         }
         let seq = self.next_seq;
-        let frame = wire::encode_to_bytes(&Frame::Op { seq, op })?;
+        let frame = wire::op_frame(seq, op)?;
         self.next_seq += 1;
         self.frames.push_back(Pending {
             seq,
             frame,
-            is_message,
+            is_message: op.is_message,
         });
         Ok(seq)
     }
@@ -100,6 +102,13 @@ impl Outbox {
     /// Ops sent but not acknowledged yet, plus those not sent.
     pub fn len(&self) -> usize {
         self.frames.len()
+    }
+
+    /// Whether the peer is falling behind: more is queued than a healthy
+    /// link holds in flight. Publishers are asked to slow down from here on,
+    /// well before the queue is full and messages are dropped.
+    pub fn is_backlogged(&self) -> bool {
+        self.frames.len() >= BACKLOG.min(self.limit)
     }
 
     /// The connection ended: whatever was unacknowledged goes out again on the next.
@@ -141,10 +150,10 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::wire::{Forward, WireMessage};
+    use crate::cluster::wire::{Forward, Frame, Op, WireMessage};
 
-    fn message() -> Op {
-        Op::Publish(Forward {
+    fn message() -> EncodedOp {
+        wire::encode_op(&Op::Publish(Forward {
             message: WireMessage {
                 topic: "t".into(),
                 payload: Bytes::from_static(b"x"),
@@ -159,11 +168,12 @@ mod tests {
             },
             plain: true,
             groups: Vec::new(),
-        })
+        }))
+        .expect("encode")
     }
 
-    fn route(filter: &str) -> Op {
-        Op::RouteAdd(filter.into())
+    fn route(filter: &str) -> EncodedOp {
+        wire::encode_op(&Op::RouteAdd(filter.into())).expect("encode")
     }
 
     #[test]
@@ -171,7 +181,7 @@ mod tests {
         let mut outbox = Outbox::new(10);
         assert_eq!(outbox.resume(None), Resume::Resync { lost: 0 });
         for filter in ["a", "b", "c"] {
-            outbox.push(route(filter)).expect("push");
+            outbox.push(&route(filter)).expect("push");
         }
         let mut out = Vec::new();
         outbox.take_unsent(&mut out);
@@ -193,9 +203,9 @@ mod tests {
     fn a_peer_that_forgot_us_gets_a_resync_and_lost_messages_are_counted() {
         let mut outbox = Outbox::new(10);
         outbox.resume(None);
-        outbox.push(route("a")).expect("push");
-        outbox.push(message()).expect("push");
-        outbox.push(message()).expect("push");
+        outbox.push(&route("a")).expect("push");
+        outbox.push(&message()).expect("push");
+        outbox.push(&message()).expect("push");
         assert_eq!(outbox.resume(None), Resume::Resync { lost: 2 });
         assert_eq!(outbox.len(), 0);
     }
@@ -205,7 +215,7 @@ mod tests {
         let mut outbox = Outbox::new(10);
         outbox.resume(None);
         for _ in 0..4 {
-            outbox.push(message()).expect("push");
+            outbox.push(&message()).expect("push");
         }
         outbox.ack(2);
         // The peer claims only op 1: ops 2 is gone from here.
@@ -216,20 +226,36 @@ mod tests {
     fn messages_beyond_the_limit_are_refused_but_routes_always_fit() {
         let mut outbox = Outbox::new(2);
         outbox.resume(None);
-        outbox.push(message()).expect("push");
-        outbox.push(message()).expect("push");
-        assert!(matches!(outbox.push(message()), Err(PushError::Full)));
+        outbox.push(&message()).expect("push");
+        outbox.push(&message()).expect("push");
+        assert!(matches!(outbox.push(&message()), Err(PushError::Full)));
         outbox
-            .push(route("a"))
+            .push(&route("a"))
             .expect("a route change is never refused");
         assert_eq!(outbox.len(), 3);
+    }
+
+    #[test]
+    fn a_peer_is_backlogged_before_its_queue_is_full() {
+        let mut outbox = Outbox::new(3);
+        outbox.resume(None);
+        outbox.push(&message()).expect("push");
+        outbox.push(&message()).expect("push");
+        assert!(!outbox.is_backlogged());
+        outbox.push(&message()).expect("push");
+        assert!(
+            outbox.is_backlogged(),
+            "the mark is the limit when that is lower"
+        );
+        outbox.ack(3);
+        assert!(!outbox.is_backlogged());
     }
 
     #[test]
     fn an_abandoned_peer_resyncs_whatever_it_claims() {
         let mut outbox = Outbox::new(10);
         outbox.resume(None);
-        outbox.push(message()).expect("push");
+        outbox.push(&message()).expect("push");
         assert_eq!(outbox.abandon(), 1);
         assert_eq!(outbox.resume(Some(1)), Resume::Resync { lost: 0 });
     }

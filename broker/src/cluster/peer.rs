@@ -95,22 +95,31 @@ impl Peer {
         self.out_connected.load(Ordering::Acquire)
     }
 
-    /// Queues an op of the stream; false (and counted) when it was dropped.
-    pub(super) fn send(&self, op: Op, metrics: &ClusterMetrics) -> bool {
-        let queued = self.outbox.lock().push(op);
+    /// Queues an op of the stream, and says how that went (a drop is counted).
+    pub(super) fn send(&self, op: Op, metrics: &ClusterMetrics) -> Queued {
+        let queued = wire::encode_op(&op)
+            .map_err(PushError::from)
+            .and_then(|encoded| {
+                let mut outbox = self.outbox.lock();
+                outbox.push(&encoded).map(|_| outbox.is_backlogged())
+            });
         match queued {
-            Ok(_) => {
+            Ok(backlogged) => {
                 self.wake.notify_one();
-                true
+                if backlogged {
+                    Queued::Backlogged
+                } else {
+                    Queued::Yes
+                }
             }
             Err(PushError::Full) => {
                 metrics.forward_dropped();
-                false
+                Queued::Dropped
             }
             Err(PushError::Encode(err)) => {
                 metrics.forward_dropped();
                 tracing::warn!(peer = %self.name, error = %err, "cannot encode an op for a peer; dropped");
-                false
+                Queued::Dropped
             }
         }
     }
@@ -209,6 +218,16 @@ impl Peer {
             lag: self.outbox.lock().len(),
         }
     }
+}
+
+/// What queueing an op for a peer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    Yes,
+    /// Queued, but the peer is falling behind: its publishers should yield.
+    Backlogged,
+    /// Not queued: the peer's queue is full (counted).
+    Dropped,
 }
 
 /// A peer as a router key: compared and hashed by its id.

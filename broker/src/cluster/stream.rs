@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::FutureExt;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -119,6 +120,24 @@ pub(super) async fn read_frame(
     deadline: Duration,
 ) -> Result<Frame, PeerError> {
     read_limited(reader, buf, deadline, MAX_FRAME).await
+}
+
+/// Takes whatever has already arrived, without waiting; false when nothing had.
+pub(super) fn read_available(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+) -> Result<bool, PeerError> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(64 * 1024);
+    }
+    // A read that is not ready is dropped unpolled-again: tokio's reads are
+    // cancel-safe, so nothing is lost.
+    match reader.read_buf(buf).now_or_never() {
+        None => Ok(false),
+        Some(Ok(0)) => Err(PeerError::Closed),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(err)) => Err(err.into()),
+    }
 }
 
 /// Reads one handshake frame: the other end is not authenticated yet, so

@@ -145,6 +145,69 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) -> Result<(), WireError> {
     Ok(())
 }
 
+/// An op encoded on its own, before it is numbered, so that the costly part
+/// of queueing it happens outside the queue's lock.
+#[derive(Debug, Clone)]
+pub struct EncodedOp {
+    body: Bytes,
+    /// A forwarded message (which a full queue may refuse), not a route change.
+    pub is_message: bool,
+}
+
+/// Postcard's variant index of [`Frame::Op`] (its position in the enum).
+const OP_VARIANT: u64 = 4;
+
+/// Encodes `op` for [`op_frame`].
+pub fn encode_op(op: &Op) -> Result<EncodedOp, WireError> {
+    let estimate = match op {
+        Op::Publish(forward) => 64 + forward.message.topic.len() + forward.message.payload.len(),
+        Op::Retained(message) => 64 + message.topic.len() + message.payload.len(),
+        Op::RouteAdd(filter) | Op::RouteRemove(filter) => 8 + filter.len(),
+        Op::Reset => 8,
+    };
+    let body = postcard::to_extend(op, Vec::with_capacity(estimate))?;
+    Ok(EncodedOp {
+        body: Bytes::from(body),
+        is_message: matches!(op, Op::Publish(_)),
+    })
+}
+
+/// The length-prefixed `Frame::Op { seq, op }` for an op encoded by
+/// [`encode_op`]: byte for byte what [`encode`] gives (postcard writes an
+/// enum as its variant index, then its fields, integers as LEB128 varints).
+pub fn op_frame(seq: u64, op: &EncodedOp) -> Result<Bytes, WireError> {
+    let mut head = [0u8; 20];
+    let mut used = put_varint(&mut head, 0, OP_VARIANT);
+    used = put_varint(&mut head, used, seq);
+    let len = used + op.body.len();
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge {
+            size: len,
+            limit: MAX_FRAME,
+        });
+    }
+    let mut out = BytesMut::with_capacity(4 + len);
+    // Checked against MAX_FRAME, which fits in a u32.
+    out.put_u32(len as u32);
+    out.put_slice(&head[..used]);
+    out.put_slice(&op.body);
+    Ok(out.freeze())
+}
+
+/// Writes `value` as an unsigned LEB128 varint at `at`; returns the end.
+fn put_varint(out: &mut [u8; 20], mut at: usize, mut value: u64) -> usize {
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out[at] = low;
+            return at + 1;
+        }
+        out[at] = low | 0x80;
+        at += 1;
+    }
+}
+
 /// One frame as its own buffer, for queues that keep frames until acknowledged.
 pub fn encode_to_bytes(frame: &Frame) -> Result<Bytes, WireError> {
     let mut out = BytesMut::new();
@@ -236,6 +299,30 @@ mod tests {
             .expect("a valid prefix")
             .is_none());
         assert!(buf.capacity() < 64 * 1024, "{} bytes", buf.capacity());
+    }
+
+    #[test]
+    fn an_op_numbered_after_encoding_is_the_frame_postcard_writes() {
+        let ops = [
+            Op::Reset,
+            Op::RouteAdd("a/+/#".into()),
+            Op::Publish(Forward {
+                message: message(),
+                plain: false,
+                groups: vec!["$share/g/a".into()],
+            }),
+        ];
+        for op in ops {
+            let encoded = encode_op(&op).expect("encode op");
+            for seq in [0, 1, 127, 128, 300, 1 << 35, u64::MAX] {
+                let whole = encode_to_bytes(&Frame::Op {
+                    seq,
+                    op: op.clone(),
+                })
+                .expect("encode frame");
+                assert_eq!(op_frame(seq, &encoded).expect("frame"), whole, "seq {seq}");
+            }
+        }
     }
 
     #[test]

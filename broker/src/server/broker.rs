@@ -19,7 +19,7 @@ use super::ServerError;
 use crate::admin::AdminSource;
 use crate::auth::{Acl, Authenticator};
 use crate::cluster::wire::{Forward, WireMessage};
-use crate::cluster::{Cluster, Host, Peer, PeerRef};
+use crate::cluster::{Cluster, Host, Peer, PeerRef, Queued};
 use crate::config::Config;
 use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
@@ -31,7 +31,7 @@ use crate::store::StoredSession;
 /// What routing one message did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Routed {
-    /// Sessions the message was queued for.
+    /// Sessions and peer nodes the message was queued for.
     pub queued: usize,
     /// Some matching session's queue was full, so the message was dropped there.
     pub congested: bool,
@@ -231,8 +231,13 @@ impl Broker {
                 }
             }
             for (peer, forward) in forwards {
-                if !cluster.forward(&peer.0, forward) {
-                    routed.congested = true;
+                match cluster.forward(&peer.0, forward) {
+                    Queued::Yes => routed.queued += 1,
+                    Queued::Backlogged => {
+                        routed.queued += 1;
+                        routed.congested = true;
+                    }
+                    Queued::Dropped => routed.congested = true,
                 }
             }
         }
@@ -578,17 +583,17 @@ impl Host for Broker {
         self.router.write().unsubscribe(&key, filter);
     }
 
-    fn deliver_forwarded(&self, forward: Forward) {
+    fn deliver_forwarded(&self, forward: Forward) -> bool {
         let Some(message) = Message::from_wire(forward.message, Instant::now()) else {
             tracing::warn!("a peer forwarded a message with an invalid QoS; dropped");
-            return;
+            return false;
         };
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
         }
         if !forward.plain && forward.groups.is_empty() {
-            return;
+            return false;
         }
         let scope = FromPeer {
             plain: forward.plain,
@@ -604,9 +609,10 @@ impl Host for Broker {
         );
         if targets.is_empty() {
             self.metrics.dropped(DropReason::NoLongerSubscribed);
-            return;
+            return false;
         }
-        self.deliver_all(&message, &mut targets, &mut Vec::new());
+        self.deliver_all(&message, &mut targets, &mut Vec::new())
+            .congested
     }
 
     fn retain_if_absent(&self, message: WireMessage) {

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
 pub mod mosquitto;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::time::Duration;

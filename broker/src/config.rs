@@ -283,6 +283,8 @@ pub struct ClusterConfig {
     pub peers: Vec<String>,
     /// Peers found by DNS, re-resolved periodically so scaling is followed.
     pub dns: Option<DnsDiscovery>,
+    /// How often `peers` and `dns` are resolved again.
+    pub discovery_interval_ms: u64,
     /// How often an idle peer connection sends a heartbeat.
     pub heartbeat_interval_ms: u64,
     /// Silence after which a peer connection is dropped and redialled; a node
@@ -303,6 +305,7 @@ impl Default for ClusterConfig {
             secret_file: None,
             peers: Vec::new(),
             dns: None,
+            discovery_interval_ms: 5000,
             heartbeat_interval_ms: 500,
             peer_timeout_ms: 3000,
             max_backoff_ms: 2000,
@@ -320,13 +323,6 @@ pub struct DnsDiscovery {
     pub name: String,
     /// The peers' cluster port.
     pub port: u16,
-    /// How often the name is resolved again.
-    #[serde(default = "default_dns_interval_ms")]
-    pub interval_ms: u64,
-}
-
-fn default_dns_interval_ms() -> u64 {
-    5000
 }
 
 impl Config {
@@ -445,10 +441,11 @@ impl Config {
         if cluster.max_backoff_ms == 0 || cluster.max_pending_frames == 0 {
             return invalid("maxBackoffMs and maxPendingFrames must be at least 1");
         }
-        if let Some(dns) = &cluster.dns {
-            if dns.name.is_empty() || dns.interval_ms == 0 {
-                return invalid("dns needs a name and an intervalMs of at least 1");
-            }
+        if cluster.dns.as_ref().is_some_and(|dns| dns.name.is_empty()) {
+            return invalid("dns needs a name");
+        }
+        if cluster.discovery_interval_ms == 0 {
+            return invalid("discoveryIntervalMs must be at least 1");
         }
         if self.node.name.is_empty() || self.node.cluster.is_empty() {
             return invalid("node.name and node.cluster must be set");

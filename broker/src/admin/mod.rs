@@ -1,15 +1,20 @@
-//! The admin HTTP endpoint: `/healthz`, `/readyz`, `/metrics`.
+//! The admin HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, and the admin
+//! API under `/api/v1/`.
 //!
-//! Kubernetes probes and Prometheus scrape this endpoint, so it answers plain
-//! text, reads only what [`AdminSource`] exposes, and never blocks on the broker.
+//! Kubernetes probes and Prometheus scrape this endpoint, so they get plain
+//! text without credentials. The admin API needs the admin token (a bearer
+//! token), or, when none is configured, a caller on loopback. Everything reads
+//! only what [`AdminSource`] exposes and never blocks on the broker.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 /// What the admin endpoint reads from the broker.
@@ -18,6 +23,53 @@ pub trait AdminSource: Send + Sync + 'static {
     fn ready(&self) -> bool;
     /// Prometheus text exposition of every metric.
     fn metrics_text(&self) -> String;
+    /// The cluster mesh as this node sees it; `None` on a single node.
+    fn cluster_status(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// Who may call the admin API; the probes and metrics are open to all.
+#[derive(Clone)]
+pub enum ApiAccess {
+    /// Callers must send `Authorization: Bearer <token>`.
+    Token(Arc<str>),
+    /// No token is configured: only callers on loopback.
+    LoopbackOnly,
+}
+
+impl fmt::Debug for ApiAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiAccess::Token(_) => f.write_str("Token(<redacted>)"),
+            ApiAccess::LoopbackOnly => f.write_str("LoopbackOnly"),
+        }
+    }
+}
+
+impl ApiAccess {
+    fn allows(&self, peer: SocketAddr, headers: &HeaderMap) -> bool {
+        match self {
+            ApiAccess::LoopbackOnly => peer.ip().is_loopback(),
+            ApiAccess::Token(token) => headers
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so response times do
+/// not reveal how much of a guessed token is right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[derive(Clone)]
+struct AdminState {
+    source: Arc<dyn AdminSource>,
+    access: ApiAccess,
 }
 
 /// The Prometheus text exposition format, version 0.0.4.
@@ -27,20 +79,26 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn serve(
     listener: TcpListener,
     source: Arc<dyn AdminSource>,
+    access: ApiAccess,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(source))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(AdminState { source, access });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// The routes; anything else is axum's default 404.
-fn router(source: Arc<dyn AdminSource>) -> Router {
+fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(source)
+        .route("/api/v1/cluster", get(cluster))
+        .with_state(state)
 }
 
 /// Liveness: the process is up and its runtime answers.
@@ -49,19 +107,43 @@ async fn healthz() -> &'static str {
 }
 
 /// Readiness: 503 keeps the node out of the Service until it can take clients.
-async fn readyz(State(source): State<Arc<dyn AdminSource>>) -> (StatusCode, &'static str) {
-    if source.ready() {
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.source.ready() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
 
-async fn metrics(State(source): State<Arc<dyn AdminSource>>) -> impl IntoResponse {
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        source.metrics_text(),
+        state.source.metrics_text(),
     )
+}
+
+/// The cluster mesh: this node, its peers with their state, routes and lag.
+async fn cluster(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.access.allows(peer, &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "the admin API needs the admin token\n",
+        )
+            .into_response();
+    }
+    match state.source.cluster_status() {
+        Some(status) => Json(status).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "this node is not part of a cluster\n",
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -86,15 +168,19 @@ mod tests {
         fn metrics_text(&self) -> String {
             "# TYPE strait_connections gauge\nstrait_connections 3\n".into()
         }
+
+        fn cluster_status(&self) -> Option<serde_json::Value> {
+            Some(serde_json::json!({"node": "n0"}))
+        }
     }
 
-    struct Response {
+    struct HttpResponse {
         status: u16,
         headers: Vec<(String, String)>,
         body: String,
     }
 
-    impl Response {
+    impl HttpResponse {
         fn header(&self, name: &str) -> Option<&str> {
             self.headers
                 .iter()
@@ -104,9 +190,15 @@ mod tests {
     }
 
     /// One HTTP/1.1 GET over a fresh connection that the server closes after answering.
-    async fn get(addr: std::net::SocketAddr, path: &str) -> Response {
+    async fn get(addr: std::net::SocketAddr, path: &str) -> HttpResponse {
+        get_with(addr, path, "").await
+    }
+
+    async fn get_with(addr: std::net::SocketAddr, path: &str, extra_headers: &str) -> HttpResponse {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{extra_headers}\r\n"
+        );
         stream
             .write_all(request.as_bytes())
             .await
@@ -128,7 +220,7 @@ mod tests {
             .filter_map(|line| line.split_once(':'))
             .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
             .collect();
-        Response {
+        HttpResponse {
             status,
             headers,
             body: body.to_owned(),
@@ -145,7 +237,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, source, async {
+        let access = ApiAccess::Token("s3cret-token".into());
+        let task = tokio::spawn(serve(listener, source, access, async {
             let _ = stopped.await;
         }));
         (addr, stop, task)
@@ -183,6 +276,43 @@ mod tests {
 
         stop.send(()).expect("server still running");
         task.await.expect("join").expect("serve ends cleanly");
+    }
+
+    #[tokio::test]
+    async fn the_admin_api_needs_the_token() {
+        let source = Arc::new(FakeSource {
+            ready: AtomicBool::new(true),
+        });
+        let (addr, stop, task) = start(source).await;
+        let anonymous = get(addr, "/api/v1/cluster").await;
+        assert_eq!(anonymous.status, 401);
+        let wrong = get_with(addr, "/api/v1/cluster", "Authorization: Bearer guess\r\n").await;
+        assert_eq!(wrong.status, 401);
+        let right = get_with(
+            addr,
+            "/api/v1/cluster",
+            "Authorization: Bearer s3cret-token\r\n",
+        )
+        .await;
+        assert_eq!(right.status, 200);
+        assert_eq!(right.body, r#"{"node":"n0"}"#);
+        stop.send(()).expect("server still running");
+        task.await.expect("join").expect("serve ends cleanly");
+    }
+
+    #[test]
+    fn loopback_only_access_refuses_other_callers_and_debug_hides_tokens() {
+        let headers = HeaderMap::new();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 1));
+        let remote = SocketAddr::from(([10, 0, 0, 1], 1));
+        assert!(ApiAccess::LoopbackOnly.allows(loopback, &headers));
+        assert!(!ApiAccess::LoopbackOnly.allows(remote, &headers));
+        let token = ApiAccess::Token("hidden-value".into());
+        assert!(!format!("{token:?}").contains("hidden"));
+        assert!(
+            !token.allows(loopback, &headers),
+            "a token is needed even on loopback"
+        );
     }
 
     #[tokio::test]

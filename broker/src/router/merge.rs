@@ -23,6 +23,7 @@ impl From<&Sub> for Delivery {
                 Some(id) => vec![id],
                 None => Vec::new(),
             },
+            shared: None,
         }
     }
 }
@@ -56,8 +57,13 @@ impl<'o, K: Clone + Eq + Hash> Merger<'o, K> {
     }
 
     /// Adds the subscriptions of one matching filter, skipping the
-    /// publisher's own no-local ones.
-    pub fn add(&mut self, subs: &HashMap<K, Sub>, publisher: Option<&K>) {
+    /// publisher's own no-local ones and keys not `allowed`.
+    pub fn add(
+        &mut self,
+        subs: &HashMap<K, Sub>,
+        publisher: Option<&K>,
+        allowed: impl Fn(&K) -> bool,
+    ) {
         if subs.is_empty() {
             return;
         }
@@ -69,7 +75,7 @@ impl<'o, K: Clone + Eq + Hash> Merger<'o, K> {
             self.index_up_to(earlier);
         }
         for (key, sub) in subs {
-            if sub.options.no_local && publisher == Some(key) {
+            if (sub.options.no_local && publisher == Some(key)) || !allowed(key) {
                 continue;
             }
             match self.find(key, earlier) {

@@ -11,6 +11,7 @@ mod tests;
 mod trie;
 
 use std::hash::Hash;
+use std::sync::Arc;
 
 use crate::protocol::{QoS, SubscriptionOptions};
 use merge::Merger;
@@ -31,6 +32,37 @@ pub struct Delivery {
     pub qos: QoS,
     pub retain_as_published: bool,
     pub subscription_ids: Vec<u32>,
+    /// The shared group (`$share/<group>/<filter>`) this delivery was chosen
+    /// for; `None` for ordinary subscriptions.
+    pub shared: Option<Arc<str>>,
+}
+
+/// Which subscriptions a routing pass may deliver to. A cluster node routes
+/// a message from a peer only to its own sessions, to ordinary subscribers
+/// if the sender said so, and to the shared groups the sender chose it for.
+pub trait Scope<K> {
+    /// Whether `key` may receive anything in this pass.
+    fn allows(&self, key: &K) -> bool;
+    /// Whether ordinary (non-shared) subscriptions are served.
+    fn plain(&self) -> bool;
+    /// Whether the shared group `id` (`$share/<group>/<filter>`) is served.
+    fn group(&self, id: &str) -> bool;
+}
+
+/// Every subscriber: routing a message published on this node.
+#[derive(Debug, Clone, Copy)]
+pub struct Everyone;
+
+impl<K> Scope<K> for Everyone {
+    fn allows(&self, _: &K) -> bool {
+        true
+    }
+    fn plain(&self) -> bool {
+        true
+    }
+    fn group(&self, _: &str) -> bool {
+        true
+    }
 }
 
 /// The subscription table of one broker node.
@@ -68,12 +100,15 @@ impl<K: Clone + Eq + Hash> Router<K> {
         options: SubscriptionOptions,
         subscription_id: Option<u32>,
     ) -> SubscribeOutcome {
-        let (group, filter) = split_share(filter);
+        let (group, inner) = split_share(filter);
         let sub = Sub {
             options,
             id: subscription_id,
         };
-        let outcome = self.root.subscribers_mut(filter).upsert(group, key, sub);
+        let outcome = self
+            .root
+            .subscribers_mut(inner)
+            .upsert(group, filter, key, sub);
         if outcome == SubscribeOutcome::New {
             self.len += 1;
         }
@@ -105,20 +140,38 @@ impl<K: Clone + Eq + Hash> Router<K> {
         online: impl Fn(&K) -> bool,
         out: &mut Vec<(K, Delivery)>,
     ) {
-        let mut merger = Merger::new(out);
+        self.route_within(topic, publisher, online, &Everyone, out);
+    }
+
+    /// [`Router::route`], limited to what `scope` allows.
+    pub fn route_within(
+        &self,
+        topic: &str,
+        publisher: Option<&K>,
+        online: impl Fn(&K) -> bool,
+        scope: &impl Scope<K>,
+        out: &mut Vec<(K, Delivery)>,
+    ) {
         let mut any_shared = false;
-        self.root.for_each_match(topic, &mut |subs| {
-            merger.add(&subs.plain, publisher);
-            any_shared |= !subs.shared.is_empty();
-        });
-        merger.finish();
+        if scope.plain() {
+            let mut merger = Merger::new(out);
+            self.root.for_each_match(topic, &mut |subs| {
+                merger.add(&subs.plain, publisher, |key| scope.allows(key));
+                any_shared |= !subs.shared.is_empty();
+            });
+            merger.finish();
+        } else {
+            any_shared = true;
+        }
         // Shared deliveries are never merged, so they are appended after the
         // merged ones in a second walk, only taken when a group matched.
         if any_shared {
             self.root.for_each_match(topic, &mut |subs| {
-                for group in &subs.shared {
-                    if let Some((key, sub)) = group.pick(&online) {
-                        out.push((key.clone(), Delivery::from(sub)));
+                for group in subs.shared.iter().filter(|g| scope.group(g.id())) {
+                    if let Some((key, sub)) = group.pick(&online, |key| scope.allows(key)) {
+                        let mut delivery = Delivery::from(sub);
+                        delivery.shared = Some(group.id().clone());
+                        out.push((key.clone(), delivery));
                     }
                 }
             });

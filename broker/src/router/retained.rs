@@ -170,6 +170,18 @@ impl<V: Clone> RetainedStore<V> {
         }
     }
 
+    /// Whether `topic` (a topic name, no wildcards) has a retained value.
+    pub fn contains(&self, topic: &str) -> bool {
+        let mut level = &self.root;
+        for name in topic.split('/') {
+            match level.children.get(name) {
+                Some(child) => level = child,
+                None => return false,
+            }
+        }
+        level.value.is_some()
+    }
+
     /// Number of topics with a retained message.
     pub fn len(&self) -> usize {
         self.len

@@ -2,6 +2,7 @@
 //! the group's filter goes to exactly one member, in turn.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::trie::Sub;
 use super::SubscribeOutcome;
@@ -11,6 +12,9 @@ use super::SubscribeOutcome;
 #[derive(Debug)]
 pub(super) struct SharedGroup<K> {
     name: Box<str>,
+    /// The whole `$share/<name>/<filter>`, which identifies the group
+    /// cluster-wide (the same name under another filter is another group).
+    id: Arc<str>,
     members: Vec<(K, Sub)>,
     /// Where the next rotation starts looking (taken modulo the member count,
     /// so it stays valid when members leave). Atomic because routing only
@@ -19,9 +23,10 @@ pub(super) struct SharedGroup<K> {
 }
 
 impl<K: Eq> SharedGroup<K> {
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: &str, id: &str) -> Self {
         Self {
             name: name.into(),
+            id: id.into(),
             members: Vec::new(),
             next: AtomicUsize::new(0),
         }
@@ -29,6 +34,10 @@ impl<K: Eq> SharedGroup<K> {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,14 +69,19 @@ impl<K: Eq> SharedGroup<K> {
         }
     }
 
-    /// Chooses the member that receives the next message: the first one
-    /// for which `online` holds, starting where the last choice left off. If
-    /// no member is online, the next one in turn is chosen anyway, so the
-    /// message is queued in its session rather than lost.
+    /// Chooses the member that receives the next message among those
+    /// `eligible`: the first one for which `online` holds, starting where the
+    /// last choice left off. If no eligible member is online, the next
+    /// eligible one in turn is chosen anyway, so the message is queued in its
+    /// session rather than lost.
     ///
     /// The rotation resumes right after the chosen member, so members that
     /// stay online get equal shares even when others are offline.
-    pub fn pick(&self, online: impl Fn(&K) -> bool) -> Option<&(K, Sub)> {
+    pub fn pick(
+        &self,
+        online: impl Fn(&K) -> bool,
+        eligible: impl Fn(&K) -> bool,
+    ) -> Option<&(K, Sub)> {
         let count = self.members.len();
         if count == 0 {
             return None;
@@ -75,10 +89,14 @@ impl<K: Eq> SharedGroup<K> {
         let mut seen = self.next.load(Ordering::Relaxed);
         loop {
             let start = seen % count;
-            let chosen = (0..count)
+            let mut turn = (0..count)
                 .map(|offset| (start + offset) % count)
+                .filter(|&at| eligible(&self.members[at].0));
+            let first = turn.next()?;
+            let chosen = std::iter::once(first)
+                .chain(turn)
                 .find(|&at| online(&self.members[at].0))
-                .unwrap_or(start);
+                .unwrap_or(first);
             // Only advance from the value the choice was based on; if another
             // thread routed meanwhile, choose again from its position.
             match self.next.compare_exchange_weak(

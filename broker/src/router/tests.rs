@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::{Delivery, Router, SubscribeOutcome};
+use super::{Delivery, Router, Scope, SubscribeOutcome};
 use crate::protocol::{QoS, SubscriptionOptions};
 
 fn opts(qos: QoS) -> SubscriptionOptions {
@@ -214,6 +214,7 @@ fn overlapping_subscriptions_merge_into_one_delivery() {
                 qos: QoS::ExactlyOnce,
                 retain_as_published: true,
                 subscription_ids: vec![3, 7],
+                shared: None,
             }
         )]
     );
@@ -271,6 +272,7 @@ fn route_appends_without_touching_earlier_entries() {
             qos: QoS::AtMostOnce,
             retain_as_published: false,
             subscription_ids: Vec::new(),
+            shared: None,
         },
     );
     let mut out = vec![earlier.clone()];
@@ -556,6 +558,7 @@ fn route_agrees_with_a_brute_force_matcher() {
                     qos: QoS::AtMostOnce,
                     retain_as_published: false,
                     subscription_ids: Vec::new(),
+                    shared: None,
                 });
                 entry.qos = entry.qos.max(options.qos);
                 entry.retain_as_published |= options.retain_as_published;
@@ -586,4 +589,55 @@ fn very_deep_filters_and_topics_do_not_exhaust_the_stack() {
     assert_eq!(router.node_count(), 20_001);
     // Dropping the remaining deep chain must not recurse per level either.
     drop(router);
+}
+
+/// Routes a peer's message: only even keys are local, only the chosen groups.
+struct LocalOnly {
+    plain: bool,
+    groups: Vec<&'static str>,
+}
+
+impl Scope<u32> for LocalOnly {
+    fn allows(&self, key: &u32) -> bool {
+        key % 2 == 0
+    }
+    fn plain(&self) -> bool {
+        self.plain
+    }
+    fn group(&self, id: &str) -> bool {
+        self.groups.contains(&id)
+    }
+}
+
+#[test]
+fn scoped_routing_serves_allowed_keys_and_chosen_groups_only() {
+    let mut router = Router::new();
+    router.subscribe(1, "a/+", q0(), None);
+    router.subscribe(2, "a/+", q0(), None);
+    router.subscribe(3, "$share/g/a/#", q0(), None);
+    router.subscribe(4, "$share/g/a/#", q0(), None);
+    router.subscribe(6, "$share/h/a/#", q0(), None);
+    let mut out = Vec::new();
+    let scope = LocalOnly {
+        plain: true,
+        groups: vec!["$share/g/a/#"],
+    };
+    for _ in 0..3 {
+        router.route_within("a/b", None, |_| true, &scope, &mut out);
+    }
+    let keys: Vec<u32> = out.iter().map(|(k, _)| *k).collect();
+    // Key 2 (plain) and key 4 (the only allowed member of g), three times;
+    // group h was not chosen and key 3 is not allowed.
+    assert_eq!(keys, vec![2, 4, 2, 4, 2, 4]);
+    assert_eq!(out[1].1.shared.as_deref(), Some("$share/g/a/#"));
+    assert_eq!(out[0].1.shared, None);
+
+    out.clear();
+    let groups_only = LocalOnly {
+        plain: false,
+        groups: vec!["$share/h/a/#"],
+    };
+    router.route_within("a/b", None, |_| true, &groups_only, &mut out);
+    let keys: Vec<u32> = out.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, vec![6]);
 }

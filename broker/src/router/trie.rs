@@ -39,8 +39,15 @@ impl<K: Clone + Eq + Hash> Subscribers<K> {
         self.plain.is_empty() && self.shared.is_empty()
     }
 
-    /// Adds or replaces `key`'s subscription, in `group` if given.
-    pub fn upsert(&mut self, group: Option<&str>, key: K, sub: Sub) -> SubscribeOutcome {
+    /// Adds or replaces `key`'s subscription, in `group` if given
+    /// (`full_filter` is the `$share/...` text that names the group).
+    pub fn upsert(
+        &mut self,
+        group: Option<&str>,
+        full_filter: &str,
+        key: K,
+        sub: Sub,
+    ) -> SubscribeOutcome {
         let Some(group) = group else {
             return match self.plain.insert(key, sub) {
                 Some(_) => SubscribeOutcome::Replaced,
@@ -50,7 +57,7 @@ impl<K: Clone + Eq + Hash> Subscribers<K> {
         match self.shared.iter_mut().find(|g| g.name() == group) {
             Some(existing) => existing.upsert(key, sub),
             None => {
-                let mut created = SharedGroup::new(group);
+                let mut created = SharedGroup::new(group, full_filter);
                 let outcome = created.upsert(key, sub);
                 self.shared.push(created);
                 outcome

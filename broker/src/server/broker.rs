@@ -10,19 +10,23 @@ use parking_lot::RwLock;
 use tokio::sync::{watch, Notify};
 
 use super::message::{Message, Outgoing};
-use super::persist::Persistence;
+use super::persist::{self, Persistence};
 use super::registry::{
     Attached, Registry, SessionHandle, SessionRef, SessionState, SubscriptionRecord,
 };
+use super::target::Target;
 use super::ServerError;
 use crate::admin::AdminSource;
 use crate::auth::{Acl, Authenticator};
+use crate::cluster::wire::{Forward, WireMessage};
+use crate::cluster::{Cluster, Host, Peer, PeerRef};
 use crate::config::Config;
 use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::router::retained::RetainedStore;
-use crate::router::{Router, SubscribeOutcome};
+use crate::router::{Delivery, Router, Scope, SubscribeOutcome};
 use crate::session::Session;
+use crate::store::StoredSession;
 
 /// What routing one message did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +42,14 @@ pub struct Routed {
 pub struct Broker {
     config: Config,
     metrics: Metrics,
-    router: RwLock<Router<SessionRef>>,
+    router: RwLock<Router<Target>>,
     retained: RwLock<RetainedStore<Arc<Message>>>,
     registry: Registry,
     authenticator: Authenticator,
     acl: Option<Acl>,
     persistence: Option<Persistence>,
+    /// The mesh with the other nodes of the cluster, when configured.
+    cluster: Option<Cluster>,
     shutdown: watch::Receiver<bool>,
     all_closed: Notify,
     ready: AtomicBool,
@@ -64,7 +70,9 @@ impl Broker {
             Some(dir) => Some(Persistence::open(dir)?),
             None => None,
         };
+        let cluster = Cluster::new(&config.node, &config.cluster)?;
         Ok(Broker {
+            cluster,
             config,
             metrics: Metrics::default(),
             router: RwLock::new(Router::new()),
@@ -86,6 +94,11 @@ impl Broker {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The mesh, on a node that is part of a cluster.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     pub(super) fn registry(&self) -> &Registry {
@@ -159,12 +172,22 @@ impl Broker {
 
     /// Attaches a connection to its session and drops the subscriptions of a
     /// session it replaced.
+    ///
+    /// `taken_over` is the session a peer node gave up for this client (see
+    /// [`Cluster::take_over`]); it is resumed unless this node holds a
+    /// session for the client itself.
     pub(super) fn attach(
-        &self,
+        self: &Arc<Self>,
         client_id: &str,
         clean_start: bool,
         expiry_interval: u32,
+        taken_over: Option<StoredSession>,
     ) -> Attached {
+        if let Some(stored) = taken_over.filter(|_| !clean_start) {
+            if self.registry.get(client_id).is_none() {
+                self.adopt(stored, Instant::now());
+            }
+        }
         let attached = self
             .registry
             .attach(client_id, clean_start, Instant::now(), || {
@@ -176,13 +199,14 @@ impl Broker {
         attached
     }
 
-    /// Routes a message to every matching session and stores it if retained.
-    /// `publisher` is skipped by its own no-local subscriptions.
+    /// Routes a message published on this node to every matching session
+    /// and peer node, and stores it if retained. `publisher` is skipped by its
+    /// own no-local subscriptions.
     pub(super) fn publish(
         &self,
         message: Message,
-        publisher: Option<&SessionRef>,
-        scratch: &mut Vec<(SessionRef, crate::router::Delivery)>,
+        publisher: Option<&Target>,
+        scratch: &mut Vec<(Target, Delivery)>,
     ) -> Routed {
         let message = Arc::new(message);
         if message.retain {
@@ -191,16 +215,62 @@ impl Broker {
         scratch.clear();
         self.router
             .read()
-            .route(&message.topic, publisher, |s| s.0.is_connected(), scratch);
+            .route(&message.topic, publisher, Target::is_online, scratch);
+        let mut forwards: Vec<(PeerRef, Forward)> = Vec::new();
+        let routed = self.deliver_all(&message, scratch, &mut forwards);
+        if let Some(cluster) = &self.cluster {
+            if message.retain {
+                // Every node keeps every retained message, interested or not.
+                for peer in cluster.peers() {
+                    let peer = PeerRef(peer);
+                    if !forwards.iter().any(|(p, _)| *p == peer) {
+                        forwards.push((peer, forward_of(&message, false)));
+                    }
+                }
+            }
+            for (peer, forward) in forwards {
+                cluster.forward(&peer.0, forward);
+            }
+        }
+        routed
+    }
+
+    /// Queues `message` for the sessions among `targets`, and gathers per
+    /// peer what it should deliver (its ordinary subscribers, and which
+    /// shared groups it was chosen for).
+    fn deliver_all(
+        &self,
+        message: &Arc<Message>,
+        targets: &mut Vec<(Target, Delivery)>,
+        forwards: &mut Vec<(PeerRef, Forward)>,
+    ) -> Routed {
         let mut routed = Routed::default();
-        for (target, delivery) in scratch.drain(..) {
+        for (target, delivery) in targets.drain(..) {
+            let session = match target {
+                Target::Session(session) => session,
+                Target::Peer(peer) => {
+                    let at = match forwards.iter().position(|(p, _)| *p == peer) {
+                        Some(at) => at,
+                        None => {
+                            forwards.push((peer, forward_of(message, false)));
+                            forwards.len() - 1
+                        }
+                    };
+                    let forward = &mut forwards[at].1;
+                    match delivery.shared {
+                        Some(group) => forward.groups.push(group.to_string()),
+                        None => forward.plain = true,
+                    }
+                    continue;
+                }
+            };
             let outgoing = Outgoing {
                 message: message.clone(),
                 qos: message.qos.min(delivery.qos),
                 retain: message.retain && delivery.retain_as_published,
                 subscription_ids: delivery.subscription_ids,
             };
-            match self.deliver(&target.0, outgoing) {
+            match self.deliver(&session.0, outgoing) {
                 Ok(()) => routed.queued += 1,
                 Err(DropReason::QueueFull) => routed.congested = true,
                 Err(_) => {}
@@ -276,10 +346,15 @@ impl Broker {
         options: SubscriptionOptions,
         identifier: Option<u32>,
     ) -> SubscribeOutcome {
-        let outcome =
-            self.router
-                .write()
-                .subscribe(SessionRef(handle.clone()), filter, options, identifier);
+        let outcome = self.router.write().subscribe(
+            Target::Session(SessionRef(handle.clone())),
+            filter,
+            options,
+            identifier,
+        );
+        if let (SubscribeOutcome::New, Some(cluster)) = (outcome, &self.cluster) {
+            cluster.route_added(filter);
+        }
         handle.lock().subscriptions.insert(
             filter.to_owned(),
             SubscriptionRecord {
@@ -296,7 +371,10 @@ impl Broker {
         let existed = self
             .router
             .write()
-            .unsubscribe(&SessionRef(handle.clone()), filter);
+            .unsubscribe(&Target::Session(SessionRef(handle.clone())), filter);
+        if let (true, Some(cluster)) = (existed, &self.cluster) {
+            cluster.route_removed(filter);
+        }
         handle.lock().subscriptions.remove(filter);
         self.session_changed(handle);
         existed
@@ -341,12 +419,18 @@ impl Broker {
     /// Removes a session's subscriptions from the router (its state goes with the handle).
     fn forget_session(&self, handle: &Arc<SessionHandle>) {
         let filters: Vec<String> = handle.lock().subscriptions.keys().cloned().collect();
-        let key = SessionRef(handle.clone());
+        let key = Target::Session(SessionRef(handle.clone()));
         let mut router = self.router.write();
-        for filter in &filters {
-            router.unsubscribe(&key, filter);
-        }
+        let removed: Vec<&String> = filters
+            .iter()
+            .filter(|filter| router.unsubscribe(&key, filter))
+            .collect();
         drop(router);
+        if let Some(cluster) = &self.cluster {
+            for filter in removed {
+                cluster.route_removed(filter);
+            }
+        }
         if let Some(p) = &self.persistence {
             p.session_deleted(&handle.client_id);
         }
@@ -378,28 +462,10 @@ impl Broker {
         drop(retained);
         let mut restored_sessions = 0;
         for stored in snapshot.sessions {
-            let client_id = stored.client_id.clone();
-            let Some(state) = persistence.session_state(stored, self, now) else {
-                continue;
-            };
-            let subscriptions: Vec<_> = state
-                .subscriptions
-                .iter()
-                .map(|(f, r)| (f.clone(), *r))
-                .collect();
-            let handle = self.registry.restore(&client_id, state);
-            let mut router = self.router.write();
-            for (filter, record) in subscriptions {
-                router.subscribe(
-                    SessionRef(handle.clone()),
-                    &filter,
-                    record.options,
-                    record.identifier,
-                );
+            if let Some(handle) = self.adopt(stored, now) {
+                super::connection::schedule_expiry(self.clone(), handle, 0);
+                restored_sessions += 1;
             }
-            drop(router);
-            super::connection::schedule_expiry(self.clone(), handle, 0);
-            restored_sessions += 1;
         }
         tracing::info!(
             retained = restored_retained,
@@ -407,6 +473,37 @@ impl Broker {
             "restored state from the store"
         );
         Ok(())
+    }
+
+    /// Registers a session from its stored form (the store at start-up, or a
+    /// peer that gave it up) with its subscriptions; `None` if it expired.
+    fn adopt(&self, stored: StoredSession, now: Instant) -> Option<Arc<SessionHandle>> {
+        let client_id = stored.client_id.clone();
+        let state = persist::session_state(stored, self, now)?;
+        let subscriptions: Vec<_> = state
+            .subscriptions
+            .iter()
+            .map(|(f, r)| (f.clone(), *r))
+            .collect();
+        let handle = self.registry.restore(&client_id, state);
+        let key = Target::Session(SessionRef(handle.clone()));
+        let mut router = self.router.write();
+        let added: Vec<String> = subscriptions
+            .into_iter()
+            .filter(|(filter, record)| {
+                router.subscribe(key.clone(), filter, record.options, record.identifier)
+                    == SubscribeOutcome::New
+            })
+            .map(|(filter, _)| filter)
+            .collect();
+        drop(router);
+        if let Some(cluster) = &self.cluster {
+            for filter in &added {
+                cluster.route_added(filter);
+            }
+        }
+        self.session_changed(&handle);
+        Some(handle)
     }
 
     /// Writes everything pending to the store, at shutdown.
@@ -417,12 +514,141 @@ impl Broker {
     }
 }
 
+/// A message as forwarded to one peer, before its targets are known.
+fn forward_of(message: &Message, plain: bool) -> Forward {
+    Forward {
+        message: message.to_wire(Instant::now()),
+        plain,
+        groups: Vec::new(),
+    }
+}
+
+/// Routing a message from a peer: this node's sessions only (a peer's
+/// message is never forwarded again, so it reaches each node once), its
+/// ordinary subscribers if the sender asked, and the groups it was chosen for.
+struct FromPeer<'a> {
+    plain: bool,
+    groups: &'a [String],
+}
+
+impl Scope<Target> for FromPeer<'_> {
+    fn allows(&self, key: &Target) -> bool {
+        matches!(key, Target::Session(_))
+    }
+    fn plain(&self) -> bool {
+        self.plain
+    }
+    fn group(&self, id: &str) -> bool {
+        self.groups.iter().any(|g| g == id)
+    }
+}
+
+/// Ordinary options for a peer's route: the highest QoS, so the message keeps
+/// the QoS it was published with, and the retain flag as published, so the
+/// receiving node can apply each subscriber's own choice.
+const PEER_ROUTE: SubscriptionOptions = SubscriptionOptions {
+    qos: QoS::ExactlyOnce,
+    no_local: false,
+    retain_as_published: true,
+    retain_handling: RetainHandling::DoNotSend,
+};
+
+impl Host for Broker {
+    fn mesh(&self) -> &Cluster {
+        self.cluster
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("mesh tasks run only on clustered nodes"))
+    }
+
+    fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    fn add_peer_route(&self, peer: &Arc<Peer>, filter: &str) {
+        let key = Target::Peer(PeerRef(peer.clone()));
+        self.router.write().subscribe(key, filter, PEER_ROUTE, None);
+    }
+
+    fn remove_peer_route(&self, peer: &Arc<Peer>, filter: &str) {
+        let key = Target::Peer(PeerRef(peer.clone()));
+        self.router.write().unsubscribe(&key, filter);
+    }
+
+    fn deliver_forwarded(&self, forward: Forward) {
+        let Some(message) = Message::from_wire(forward.message, Instant::now()) else {
+            tracing::warn!("a peer forwarded a message with an invalid QoS; dropped");
+            return;
+        };
+        let message = Arc::new(message);
+        if message.retain {
+            self.retain(&message);
+        }
+        if !forward.plain && forward.groups.is_empty() {
+            return;
+        }
+        let scope = FromPeer {
+            plain: forward.plain,
+            groups: &forward.groups,
+        };
+        let mut targets = Vec::new();
+        self.router.read().route_within(
+            &message.topic,
+            None,
+            Target::is_online,
+            &scope,
+            &mut targets,
+        );
+        self.deliver_all(&message, &mut targets, &mut Vec::new());
+    }
+
+    fn retain_if_absent(&self, message: WireMessage) {
+        let Some(message) = Message::from_wire(message, Instant::now()) else {
+            return;
+        };
+        if !self.retained.read().contains(&message.topic) {
+            self.retain(&Arc::new(message));
+        }
+    }
+
+    fn surrender_session(&self, client_id: &str, clean_start: bool) -> Option<StoredSession> {
+        let handle = self.registry.take(client_id)?;
+        let now = Instant::now();
+        let stored = {
+            let state = handle.lock();
+            (!clean_start && !state.is_expired(now))
+                .then(|| persist::stored_session(client_id, &state, now))
+        };
+        self.forget_session(&handle);
+        tracing::debug!(%client_id, moved = stored.is_some(), "session taken over by a peer node");
+        stored
+    }
+
+    fn retained_for_peer(&self) -> Vec<WireMessage> {
+        let mut all = Vec::new();
+        self.retained.read().matching("#", &mut all);
+        let now = Instant::now();
+        all.iter()
+            .filter(|m| !m.is_expired(now) && !m.topic.starts_with('$'))
+            .map(|m| m.to_wire(now))
+            .collect()
+    }
+}
+
 impl AdminSource for Broker {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !*self.shutdown.borrow()
     }
 
     fn metrics_text(&self) -> String {
-        self.metrics.render(self.gauges())
+        let mut text = self.metrics.render(self.gauges());
+        if let Some(cluster) = &self.cluster {
+            text.push_str(&cluster.metrics_text());
+        }
+        text
+    }
+
+    fn cluster_status(&self) -> Option<serde_json::Value> {
+        let status = self.cluster.as_ref()?.status();
+        serde_json::to_value(status).ok()
     }
 }

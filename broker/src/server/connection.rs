@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::broker::Broker;
 use super::message::{Message, Outgoing};
 use super::registry::{SessionHandle, SessionRef};
+use super::target::Target;
 use crate::config::ListenerConfig;
 use crate::metrics::{DropReason, RefusalReason};
 use crate::protocol::topic::{parse_shared, validate_topic_filter};
@@ -255,7 +256,7 @@ struct Connection {
     client_id: String,
     username: Option<String>,
     handle: Arc<SessionHandle>,
-    key: SessionRef,
+    key: Target,
     epoch: u64,
     will: Option<LastWill>,
     /// 1.5 x the keepalive; `None` when keepalive is off.
@@ -271,7 +272,7 @@ struct Connection {
     /// The last publish found a subscriber's queue full.
     congested: bool,
     /// Reused for routing, to avoid an allocation per publish.
-    scratch: Vec<(SessionRef, Delivery)>,
+    scratch: Vec<(Target, Delivery)>,
     shutdown: watch::Receiver<bool>,
     _finish: FinishGuard,
 }
@@ -338,7 +339,13 @@ impl Connection {
             .unwrap_or(u16::MAX)
             .min(limits.max_inflight);
 
-        let attached = broker.attach(&client_id, connect.clean_start, expiry);
+        // Client ids are unique cluster-wide: a peer holding this client's
+        // session gives it up (and tells its connection 0x8E) before we attach.
+        let taken_over = match broker.cluster() {
+            Some(cluster) => cluster.take_over(&client_id, connect.clean_start).await,
+            None => None,
+        };
+        let attached = broker.attach(&client_id, connect.clean_start, expiry, taken_over);
         let handle = attached.handle;
         {
             let mut state = handle.lock();
@@ -363,7 +370,7 @@ impl Connection {
         });
         let username = cert_username.or(connect.username);
         let mut connection = Connection {
-            key: SessionRef(handle.clone()),
+            key: Target::Session(SessionRef(handle.clone())),
             shutdown: broker.shutdown_signal(),
             broker,
             reader,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::cluster::wire::WireMessage;
 use crate::protocol::{LastWill, Publish, PublishProperties, QoS};
 use crate::session::Queued;
 use crate::store::StoredMessage;
@@ -127,6 +128,51 @@ impl Message {
     }
 }
 
+impl Message {
+    /// The form that crosses to a peer node, expiry as time left.
+    pub fn to_wire(&self, now: Instant) -> WireMessage {
+        let p = &self.properties;
+        WireMessage {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: self.qos as u8,
+            retain: self.retain,
+            expiry_ms: self.expires_at.map(|at| {
+                u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+            }),
+            payload_format_indicator: p.payload_format_indicator,
+            content_type: p.content_type.clone(),
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.clone(),
+            user_properties: p.user_properties.clone(),
+        }
+    }
+
+    /// A message a peer forwarded; `None` if its QoS is not one (a peer bug).
+    pub fn from_wire(wire: WireMessage, now: Instant) -> Option<Message> {
+        let qos = QoS::from_bits(wire.qos)?;
+        let expires_at = wire.expiry_ms.map(|ms| now + Duration::from_millis(ms));
+        Some(Message {
+            topic: wire.topic,
+            payload: wire.payload,
+            qos,
+            retain: wire.retain,
+            properties: PublishProperties {
+                payload_format_indicator: wire.payload_format_indicator,
+                message_expiry_interval: wire
+                    .expiry_ms
+                    .map(|ms| u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)),
+                content_type: wire.content_type,
+                response_topic: wire.response_topic,
+                correlation_data: wire.correlation_data,
+                user_properties: wire.user_properties,
+                ..PublishProperties::default()
+            },
+            expires_at,
+        })
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 for a clock before 1970).
 pub fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -189,6 +235,42 @@ mod tests {
         );
         let left = back.remaining_expiry(now).expect("has expiry");
         assert!((58..=60).contains(&left), "{left}");
+    }
+
+    #[test]
+    fn wire_form_round_trips_with_time_left() {
+        let now = Instant::now();
+        let message = Message {
+            topic: "a/b".into(),
+            payload: Bytes::from_static(b"hello"),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            properties: PublishProperties {
+                payload_format_indicator: Some(1),
+                content_type: Some("text/plain".into()),
+                response_topic: Some("reply".into()),
+                correlation_data: Some(Bytes::from_static(b"42")),
+                user_properties: vec![("k".into(), "v".into())],
+                message_expiry_interval: Some(60),
+                ..PublishProperties::default()
+            },
+            expires_at: Some(now + Duration::from_secs(60)),
+        };
+        let later = now + Duration::from_secs(10);
+        let back = Message::from_wire(message.to_wire(now), later).expect("valid");
+        assert_eq!(back.expires_at, message.expires_at);
+        assert_eq!(back.properties.message_expiry_interval, Some(60));
+        assert_eq!(back.payload, message.payload);
+        assert_eq!(back.qos, message.qos);
+        assert!(back.retain);
+        assert_eq!(
+            back.properties.correlation_data,
+            message.properties.correlation_data
+        );
+        assert_eq!(
+            back.properties.user_properties,
+            message.properties.user_properties
+        );
     }
 
     #[test]

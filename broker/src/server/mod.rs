@@ -11,6 +11,7 @@ mod message;
 mod persist;
 mod registry;
 mod sys;
+mod target;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +23,9 @@ use tokio::task::JoinHandle;
 pub use broker::Broker;
 pub use message::{Message, Outgoing};
 
-use crate::admin::AdminSource;
+use crate::admin::{AdminSource, ApiAccess};
 use crate::auth::password::AuthError;
+use crate::cluster::Discover;
 use crate::config::Config;
 use crate::store::StoreError;
 use crate::transport::{Listener, TransportError};
@@ -42,6 +44,18 @@ pub enum ServerError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    ClusterSecret(#[from] crate::cluster::SecretError),
+    #[error("cannot bind the cluster endpoint {addr}: {source}")]
+    ClusterBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the admin token file {path}: {source}")]
+    AdminToken {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot bind the admin endpoint {addr}: {source}")]
     AdminBind {
         addr: SocketAddr,
@@ -54,12 +68,32 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Reads the admin token, if one is configured.
+fn api_access(config: &Config) -> Result<ApiAccess, ServerError> {
+    let Some(path) = &config.admin.token_file else {
+        return Ok(ApiAccess::LoopbackOnly);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ServerError::AdminToken {
+        path: path.clone(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ServerError::AdminToken {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty"),
+        });
+    }
+    Ok(ApiAccess::Token(token.into()))
+}
+
 /// A running broker node.
 #[derive(Debug)]
 pub struct Server {
     broker: Arc<Broker>,
     mqtt_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
+    cluster_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -67,6 +101,16 @@ pub struct Server {
 impl Server {
     /// Validates `config`, loads the store, binds every listener and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
+        Self::start_with_discovery(config, None).await
+    }
+
+    /// [`Server::start`], with the cluster's peers found by `discover`
+    /// instead of the configured static list and DNS name (tests use it to
+    /// add and remove peers as a headless Service would).
+    pub async fn start_with_discovery(
+        config: Config,
+        discover: Option<Arc<dyn Discover>>,
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let broker = Arc::new(Broker::new(config, shutdown_rx.clone())?);
@@ -91,6 +135,19 @@ impl Server {
             })?;
 
         let mut tasks = Vec::new();
+        let cluster_addr = match broker.config().cluster.bind {
+            Some(bind) if broker.cluster().is_some() => {
+                let bind_error = |source| ServerError::ClusterBind { addr: bind, source };
+                let listener = tokio::net::TcpListener::bind(bind)
+                    .await
+                    .map_err(bind_error)?;
+                let addr = listener.local_addr().map_err(bind_error)?;
+                tracing::info!(%addr, node = %broker.config().node.name, "listening for cluster peers");
+                tasks.extend(crate::cluster::spawn(broker.clone(), listener, discover));
+                Some(addr)
+            }
+            _ => None,
+        };
         let mut mqtt_addrs = Vec::new();
         for (listener, listener_config) in
             listeners.into_iter().zip(broker.config().listeners.clone())
@@ -105,10 +162,12 @@ impl Server {
             )));
         }
         let admin_source: Arc<dyn AdminSource> = broker.clone();
+        let access = api_access(broker.config())?;
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move { stopped(&mut admin_shutdown).await };
-            if let Err(err) = crate::admin::serve(admin_listener, admin_source, stop).await {
+            if let Err(err) = crate::admin::serve(admin_listener, admin_source, access, stop).await
+            {
                 tracing::error!(error = %err, "admin endpoint failed");
             }
         }));
@@ -126,6 +185,7 @@ impl Server {
             broker,
             mqtt_addrs,
             admin_addr,
+            cluster_addr,
             shutdown,
             tasks,
         })
@@ -138,6 +198,11 @@ impl Server {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where this node accepts cluster peers, when it is part of a cluster.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster_addr
     }
 
     /// The shared broker state (metrics, sessions), for tests and embedding.

@@ -119,15 +119,12 @@ impl Persistence {
         }
         ops
     }
+}
 
-    /// Rebuilds a session's state from its stored form; `None` when it expired
-    /// while the broker was down.
-    pub fn session_state(
-        &self,
-        stored: StoredSession,
-        broker: &Broker,
-        now: Instant,
-    ) -> Option<SessionState> {
+/// Rebuilds a session's state from its stored form (read from the store, or
+/// handed over by a peer node); `None` when it has expired.
+pub fn session_state(stored: StoredSession, broker: &Broker, now: Instant) -> Option<SessionState> {
+    {
         let disconnected_at = match stored.disconnected_at_unix_ms {
             // Connected at the crash: it went away then, as far as anyone can tell.
             None => now,
@@ -185,7 +182,8 @@ impl Persistence {
     }
 }
 
-fn stored_session(client_id: &str, state: &SessionState, now: Instant) -> StoredSession {
+/// A session's durable form, for the store or for a peer node taking it over.
+pub fn stored_session(client_id: &str, state: &SessionState, now: Instant) -> StoredSession {
     let disconnected_at_unix_ms = state.disconnected_at.map(|at| {
         let ago = now.saturating_duration_since(at);
         unix_ms(SystemTime::now()).saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(0))

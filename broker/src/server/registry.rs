@@ -233,6 +233,14 @@ impl Registry {
         handle
     }
 
+    /// Removes `client_id`'s session, telling any connection holding it to go
+    /// (a peer node is taking it over).
+    pub fn take(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
+        let handle = self.sessions.lock().remove(client_id)?;
+        handle.retire();
+        Some(handle)
+    }
+
     /// Removes `handle` if it is still the session registered for its client id
     /// and no connection holds it. Returns whether it was removed.
     pub fn remove_if_idle(&self, handle: &Arc<SessionHandle>) -> bool {

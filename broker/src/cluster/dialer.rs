@@ -1,0 +1,237 @@
+//! This node's connection to one peer address: dial, prove the secret, then
+//! send the peer's op stream and heartbeats while reading its acknowledgements,
+//! and redial with capped exponential backoff whenever the connection ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+use super::handshake::Claim;
+use super::host::Host;
+use super::outbox::Resume;
+use super::peer::Peer;
+use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
+
+/// The first pause between attempts; it doubles up to the configured cap.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How one connection ended.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DialError {
+    #[error("connecting: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the peer did not answer within the peer timeout")]
+    Timeout,
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    #[error("the peer refused us: {0}")]
+    Refused(String),
+    #[error("unexpected frame from the peer: {0}")]
+    Unexpected(&'static str),
+    #[error("the peer speaks protocol version {0}, this node {PROTOCOL_VERSION}")]
+    Version(u16),
+}
+
+/// What a dial found at the address.
+enum Reached {
+    /// This node itself (its own address is in the peer list): stop dialling.
+    Myself,
+    /// A peer; the connection ran until it ended.
+    Peer,
+}
+
+/// Dials `address` until the node shuts down (or the caller aborts the task,
+/// when discovery no longer lists it).
+pub(super) async fn dial_loop<H: Host>(host: Arc<H>, address: SocketAddr) {
+    let mut shutdown = host.shutdown_signal();
+    let mut backoff = FIRST_BACKOFF;
+    let max_backoff = Duration::from_millis(host.mesh().config().max_backoff_ms);
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            outcome = connect(&host, address) => outcome,
+            _ = crate::server::stopped(&mut shutdown) => return,
+        };
+        match outcome {
+            Ok(Reached::Myself) => {
+                tracing::debug!(%address, "this address is this node; not dialling it");
+                return;
+            }
+            Ok(Reached::Peer) => {}
+            Err(DialError::Refused(reason)) => {
+                tracing::warn!(%address, %reason, "peer refused this node's connection");
+            }
+            Err(err) => tracing::debug!(%address, error = %err, "peer connection ended"),
+        }
+        // A connection that lived a while was healthy: start backing off afresh.
+        if started.elapsed() > host.mesh().peer_timeout() {
+            backoff = FIRST_BACKOFF;
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % 50);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = crate::server::stopped(&mut shutdown) => return,
+        }
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+/// One connection: handshake, then serve it until it ends.
+async fn connect<H: Host>(host: &Arc<H>, address: SocketAddr) -> Result<Reached, DialError> {
+    let mesh = host.mesh();
+    let deadline = mesh.peer_timeout();
+    let stream = timeout(deadline, TcpStream::connect(address))
+        .await
+        .map_err(|_| DialError::Timeout)??;
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(4096);
+
+    let Frame::Challenge { version, nonce } = read_frame(&mut reader, &mut buf, deadline).await?
+    else {
+        return Err(DialError::Unexpected("expected a challenge"));
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(DialError::Version(version));
+    }
+    let me = mesh.identity();
+    let claim = Claim {
+        cluster: &me.cluster,
+        node: &me.node,
+        incarnation: me.incarnation,
+    };
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        cluster: me.cluster.clone(),
+        node: me.node.clone(),
+        incarnation: me.incarnation,
+        proof: mesh.secret().prove(&nonce, &claim),
+    };
+    writer.write_all(&wire::encode_to_bytes(&hello)?).await?;
+    let (name, incarnation, resume_after) =
+        match read_frame(&mut reader, &mut buf, deadline).await? {
+            Frame::Welcome {
+                node,
+                incarnation,
+                resume_after,
+            } => (node, incarnation, resume_after),
+            Frame::Refused { reason } => return Err(DialError::Refused(reason)),
+            _ => return Err(DialError::Unexpected("expected welcome or refusal")),
+        };
+    if name == me.node && incarnation == me.incarnation {
+        return Ok(Reached::Myself);
+    }
+
+    let peer = mesh.peer(&name);
+    if !peer.claim_outbound(address, incarnation) {
+        // Already reached through another address (listed twice, or a pod
+        // that moved): one connection per peer keeps the stream in order.
+        return Err(DialError::Refused(format!(
+            "{name} is already connected through another address"
+        )));
+    }
+    let _up = OutboundUp(peer.clone());
+    let resume = peer.outbox().resume(resume_after);
+    if let Resume::Resync { lost } = resume {
+        mesh.metrics().forward_lost(lost);
+        mesh.resync_routes(&peer);
+        for message in host.retained_for_peer() {
+            peer.send(Op::Retained(message), mesh.metrics());
+        }
+    }
+    tracing::info!(peer = %name, %address, ?resume, "connected to peer");
+    let result = tokio::select! {
+        result = write_loop(host, &peer, &mut writer) => result,
+        result = read_loop(&peer, &mut reader, buf, deadline) => result,
+    };
+    tracing::info!(peer = %name, %address, "connection to peer lost");
+    result.map(|()| Reached::Peer)
+}
+
+/// Marks the peer's outbound connection down however the connection ends,
+/// the dialer task being aborted included.
+struct OutboundUp(Arc<Peer>);
+
+impl Drop for OutboundUp {
+    fn drop(&mut self) {
+        self.0.outbound_down();
+    }
+}
+
+/// Sends whatever the peer's queues hold as it arrives, in batches, and a
+/// heartbeat when idle.
+async fn write_loop<H: Host>(
+    host: &Arc<H>,
+    peer: &Arc<Peer>,
+    writer: &mut OwnedWriteHalf,
+) -> Result<(), DialError> {
+    let heartbeat = host.mesh().heartbeat();
+    let ping = wire::encode_to_bytes(&Frame::Ping)?;
+    let mut frames = Vec::new();
+    let mut batch = Vec::with_capacity(64 * 1024);
+    loop {
+        peer.take_unsent(&mut frames);
+        if frames.is_empty() {
+            tokio::select! {
+                _ = peer.wake.notified() => continue,
+                _ = tokio::time::sleep(heartbeat) => frames.push(ping.clone()),
+            }
+        }
+        batch.clear();
+        for frame in frames.drain(..) {
+            batch.extend_from_slice(&frame);
+        }
+        writer.write_all(&batch).await?;
+    }
+}
+
+/// Applies what the peer sends back: acknowledgements, answers, heartbeats.
+async fn read_loop(
+    peer: &Arc<Peer>,
+    reader: &mut OwnedReadHalf,
+    mut buf: BytesMut,
+    deadline: Duration,
+) -> Result<(), DialError> {
+    loop {
+        match read_frame(reader, &mut buf, deadline).await? {
+            Frame::Ack { seq } => peer.outbox().ack(seq),
+            Frame::Pong => {}
+            Frame::SessionTaken { request, session } => peer.answer(request, session),
+            _ => {
+                return Err(DialError::Unexpected(
+                    "only acks, pongs and answers flow back",
+                ))
+            }
+        }
+    }
+}
+
+/// Reads one frame, waiting at most `deadline` for it.
+pub(super) async fn read_frame(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    deadline: Duration,
+) -> Result<Frame, DialError> {
+    loop {
+        if let Some(frame) = wire::decode(buf)? {
+            return Ok(frame);
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let read = timeout(deadline, reader.read_buf(buf))
+            .await
+            .map_err(|_| DialError::Timeout)??;
+        if read == 0 {
+            return Err(DialError::Closed);
+        }
+    }
+}

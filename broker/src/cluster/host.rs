@@ -1,0 +1,34 @@
+//! What the mesh needs from the broker node it runs in.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::peer::Peer;
+use super::wire::{Forward, WireMessage};
+use super::Cluster;
+use crate::store::StoredSession;
+
+/// The broker operations the mesh drives when peers speak. Implemented by the
+/// server's `Broker`; keeping it a trait keeps the mesh free of the server's
+/// internals (sessions, connections, the store).
+pub trait Host: Send + Sync + 'static {
+    /// The mesh state (only called on nodes that have one).
+    fn mesh(&self) -> &Cluster;
+    /// Flips to true when the node shuts down.
+    fn shutdown_signal(&self) -> watch::Receiver<bool>;
+    /// `peer` has subscribers for `filter`.
+    fn add_peer_route(&self, peer: &Arc<Peer>, filter: &str);
+    /// `peer` no longer has subscribers for `filter`.
+    fn remove_peer_route(&self, peer: &Arc<Peer>, filter: &str);
+    /// Delivers a message a peer forwarded to this node's own sessions.
+    fn deliver_forwarded(&self, forward: Forward);
+    /// Stores a peer's retained message unless one is held for its topic.
+    fn retain_if_absent(&self, message: WireMessage);
+    /// Gives up `client_id`'s session to a peer where the client is
+    /// connecting: its connection here is told 0x8E, and its state goes
+    /// along unless `clean_start`.
+    fn surrender_session(&self, client_id: &str, clean_start: bool) -> Option<StoredSession>;
+    /// Every retained message, for a peer met for the first time.
+    fn retained_for_peer(&self) -> Vec<WireMessage>;
+}

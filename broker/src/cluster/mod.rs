@@ -1,0 +1,295 @@
+//! The mesh between the nodes of one cluster, so that they act as one broker.
+//!
+//! Every node dials every peer address it knows (static list or DNS) and
+//! accepts the peers that dial it, so each pair of nodes shares two
+//! connections, one per direction ([`wire`] says what flows on each). Over
+//! its own connection a node sends a numbered stream of ops: its local
+//! subscription filters as they come and go (reference-counted, so a filter
+//! is announced once however many sessions use it), and the messages its
+//! clients publish that a peer has interest in, once per peer. The receiver
+//! acknowledges the stream, so a cut loses nothing that fits the queue and a
+//! reconnect resumes where the peer stopped ([`outbox`]).
+//!
+//! Peer routes live in the node's own router under [`PeerRef`] keys, so one
+//! match finds local sessions and interested peers alike, and a shared group
+//! picks one member among local sessions and peer nodes cluster-wide.
+
+mod dialer;
+mod discovery;
+pub mod handshake;
+mod host;
+mod inbound;
+mod metrics;
+mod outbox;
+mod peer;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use discovery::{Discover, Discovery};
+pub use handshake::{ClusterSecret, SecretError};
+pub use host::Host;
+pub use metrics::ClusterMetrics;
+pub use peer::{Peer, PeerRef};
+
+use crate::config::{ClusterConfig, NodeConfig};
+use wire::{Forward, Frame, Op};
+
+/// Who this node is: cluster, name, and an incarnation drawn at start, so
+/// peers can tell a restarted node from one that merely reconnected.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub cluster: String,
+    pub node: String,
+    pub incarnation: u64,
+}
+
+/// The mesh state of this node: its local routes and its peers.
+#[derive(Debug)]
+pub struct Cluster {
+    identity: Identity,
+    config: ClusterConfig,
+    secret: ClusterSecret,
+    /// Local subscription filters and how many sessions hold each. Its lock
+    /// also orders route changes into every peer's queue, so all peers see
+    /// the same sequence.
+    local_routes: Mutex<HashMap<String, usize>>,
+    peers: RwLock<HashMap<Arc<str>, Arc<Peer>>>,
+    next_peer_id: AtomicU64,
+    next_request: AtomicU64,
+    metrics: ClusterMetrics,
+}
+
+impl Cluster {
+    /// The mesh of a node configured with `cluster.bind`; `None` otherwise.
+    pub fn new(node: &NodeConfig, config: &ClusterConfig) -> Result<Option<Cluster>, SecretError> {
+        let (Some(_), Some(secret_file)) = (config.bind, &config.secret_file) else {
+            return Ok(None);
+        };
+        Ok(Some(Cluster {
+            identity: Identity {
+                cluster: node.cluster.clone(),
+                node: node.name.clone(),
+                incarnation: rand::random(),
+            },
+            config: config.clone(),
+            secret: ClusterSecret::load(secret_file)?,
+            local_routes: Mutex::new(HashMap::new()),
+            peers: RwLock::new(HashMap::new()),
+            next_peer_id: AtomicU64::new(0),
+            next_request: AtomicU64::new(0),
+            metrics: ClusterMetrics::default(),
+        }))
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    pub fn secret(&self) -> &ClusterSecret {
+        &self.secret
+    }
+
+    pub fn metrics(&self) -> &ClusterMetrics {
+        &self.metrics
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.config.heartbeat_interval_ms)
+    }
+
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.peer_timeout_ms)
+    }
+
+    /// The peer called `name`, created on first contact.
+    pub fn peer(&self, name: &str) -> Arc<Peer> {
+        if let Some(peer) = self.peers.read().get(name) {
+            return peer.clone();
+        }
+        self.peers
+            .write()
+            .entry(Arc::from(name))
+            .or_insert_with(|| {
+                let id = self.next_peer_id.fetch_add(1, Ordering::Relaxed);
+                Arc::new(Peer::new(id, name, self.config.max_pending_frames))
+            })
+            .clone()
+    }
+
+    /// Every peer known now.
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
+        self.peers.read().values().cloned().collect()
+    }
+
+    /// Forgets a peer that is gone on both sides.
+    fn remove_peer(&self, peer: &Arc<Peer>) {
+        let mut peers = self.peers.write();
+        if peers.get(&peer.name).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+            peers.remove(&peer.name);
+        }
+    }
+
+    /// A local session subscribed to `filter`; peers hear of it on the first.
+    pub fn route_added(&self, filter: &str) {
+        let mut routes = self.local_routes.lock();
+        let count = routes.entry(filter.to_owned()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.tell_every_peer(|| Op::RouteAdd(filter.to_owned()));
+        }
+    }
+
+    /// A local session dropped `filter`; peers hear of it on the last.
+    pub fn route_removed(&self, filter: &str) {
+        let mut routes = self.local_routes.lock();
+        let Some(count) = routes.get_mut(filter) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            routes.remove(filter);
+            self.tell_every_peer(|| Op::RouteRemove(filter.to_owned()));
+        }
+    }
+
+    /// Queues a route change for every peer (the caller holds `local_routes`).
+    fn tell_every_peer(&self, op: impl Fn() -> Op) {
+        for peer in self.peers.read().values() {
+            peer.send(op(), &self.metrics);
+        }
+    }
+
+    /// Distinct local filters, as advertised to peers.
+    pub fn local_route_count(&self) -> usize {
+        self.local_routes.lock().len()
+    }
+
+    /// Queues `peer` a full snapshot of this node's routes, after a reset.
+    pub fn resync_routes(&self, peer: &Peer) {
+        let routes = self.local_routes.lock();
+        peer.send(Op::Reset, &self.metrics);
+        for filter in routes.keys() {
+            peer.send(Op::RouteAdd(filter.clone()), &self.metrics);
+        }
+        self.metrics.resync();
+    }
+
+    /// Queues a message for a peer with interest in it.
+    pub fn forward(&self, peer: &Peer, forward: Forward) {
+        let bytes = forward.message.payload.len();
+        if peer.send(Op::Publish(forward), &self.metrics) {
+            self.metrics.forwarded(bytes);
+        }
+    }
+
+    /// Asks every connected peer for `client_id`'s session, which its holder
+    /// gives up (its connection is told 0x8E). Waits at most a peer timeout;
+    /// a peer that does not answer in time keeps whatever it has.
+    pub async fn take_over(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Option<crate::store::StoredSession> {
+        let mut replies = Vec::new();
+        for peer in self.peers() {
+            if !peer.is_connected() {
+                continue;
+            }
+            let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+            let frame = Frame::TakeSession {
+                request,
+                client_id: client_id.to_owned(),
+                clean_start,
+            };
+            if let Some(reply) = peer.request(request, &frame) {
+                replies.push(reply);
+            }
+        }
+        if replies.is_empty() {
+            return None;
+        }
+        let answers = tokio::time::timeout(self.peer_timeout(), futures::future::join_all(replies))
+            .await
+            .unwrap_or_default();
+        answers.into_iter().filter_map(|a| a.ok().flatten()).next()
+    }
+
+    /// What `/api/v1/cluster` shows.
+    pub fn status(&self) -> ClusterStatus {
+        let mut nodes: Vec<NodeStatus> = self.peers().iter().map(|p| p.status()).collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        ClusterStatus {
+            cluster: self.identity.cluster.clone(),
+            node: self.identity.node.clone(),
+            incarnation: format!("{:016x}", self.identity.incarnation),
+            local_routes: self.local_route_count(),
+            peers: nodes,
+        }
+    }
+
+    /// The Prometheus text of the mesh's metrics.
+    pub fn metrics_text(&self) -> String {
+        let peers = self.peers();
+        self.metrics.render(&peers, self.local_route_count())
+    }
+}
+
+/// Starts the mesh's tasks: accepting peers on `listener`, dialling what
+/// `discover` finds (the configured sources when `None`), and declaring
+/// silent peers dead.
+pub fn spawn<H: Host>(
+    host: Arc<H>,
+    listener: TcpListener,
+    discover: Option<Arc<dyn Discover>>,
+) -> Vec<JoinHandle<()>> {
+    let config = host.mesh().config();
+    let every = discovery::interval(config);
+    let discover =
+        discover.unwrap_or_else(|| Arc::new(Discovery::from_config(config)) as Arc<dyn Discover>);
+    vec![
+        tokio::spawn(inbound::accept_loop(host.clone(), listener)),
+        tokio::spawn(discovery::membership_loop(host.clone(), discover, every)),
+        tokio::spawn(inbound::sweep_loop(host)),
+    ]
+}
+
+/// The mesh as one node sees it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub node: String,
+    pub incarnation: String,
+    /// Distinct filters this node advertises.
+    pub local_routes: usize,
+    pub peers: Vec<NodeStatus>,
+}
+
+/// One peer as this node sees it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub name: String,
+    /// `connected` (both directions up), `connecting` (one is), or
+    /// `unreachable` (neither, not yet declared dead).
+    pub state: &'static str,
+    pub address: Option<String>,
+    pub incarnation: Option<String>,
+    /// Filters the peer advertised to this node.
+    pub routes: usize,
+    /// Ops queued for the peer and not yet acknowledged: the replication lag.
+    pub lag: usize,
+}

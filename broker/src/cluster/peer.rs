@@ -1,0 +1,217 @@
+//! One peer node: the queue of what this node owes it, and what it told us.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::{oneshot, Notify};
+
+use super::metrics::ClusterMetrics;
+use super::outbox::{Outbox, PushError};
+use super::wire::{self, Frame, Op};
+use super::NodeStatus;
+use crate::store::StoredSession;
+
+/// A peer node of this cluster, known by its name.
+#[derive(Debug)]
+pub struct Peer {
+    /// Cheap to hash and compare as a router key; never reused.
+    pub id: u64,
+    pub name: Arc<str>,
+    /// This node's op stream to the peer.
+    outbox: Mutex<Outbox>,
+    /// Requests and answers that are not part of the op stream.
+    control: Mutex<Vec<Bytes>>,
+    /// Woken when the outbox or the control queue has something to send.
+    pub(super) wake: Notify,
+    /// Our connection to the peer is up (it welcomed us).
+    out_connected: AtomicBool,
+    outbound: Mutex<OutboundState>,
+    inbound: Mutex<InboundState>,
+    /// Session requests awaiting the peer's answer, by request id.
+    requests: Mutex<HashMap<u64, oneshot::Sender<Option<StoredSession>>>>,
+}
+
+/// Our side of the peer's link.
+#[derive(Debug, Default)]
+struct OutboundState {
+    address: Option<SocketAddr>,
+    /// The incarnation that welcomed us last.
+    incarnation: Option<u64>,
+    /// When our connection last went down (`None` while up or never up).
+    lost_at: Option<Instant>,
+}
+
+/// What the peer told this node over its own connections.
+#[derive(Debug, Default)]
+pub(super) struct InboundState {
+    /// The incarnation whose stream we are applying.
+    pub incarnation: Option<u64>,
+    /// The last op applied from that stream.
+    pub applied: u64,
+    /// Filters the peer advertised (they are in the router under its key).
+    pub routes: HashSet<String>,
+    /// Open connections from the peer.
+    pub connections: usize,
+    /// When the last of them closed.
+    pub lost_at: Option<Instant>,
+}
+
+impl Peer {
+    pub(super) fn new(id: u64, name: &str, max_pending: usize) -> Peer {
+        Peer {
+            id,
+            name: Arc::from(name),
+            outbox: Mutex::new(Outbox::new(max_pending)),
+            control: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            out_connected: AtomicBool::new(false),
+            outbound: Mutex::new(OutboundState::default()),
+            inbound: Mutex::new(InboundState::default()),
+            requests: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether our connection to the peer is up, so messages reach it now.
+    pub fn is_connected(&self) -> bool {
+        self.out_connected.load(Ordering::Acquire)
+    }
+
+    /// Queues an op of the stream; false (and counted) when it was dropped.
+    pub(super) fn send(&self, op: Op, metrics: &ClusterMetrics) -> bool {
+        let queued = self.outbox.lock().push(op);
+        match queued {
+            Ok(_) => {
+                self.wake.notify_one();
+                true
+            }
+            Err(PushError::Full) => {
+                metrics.forward_dropped();
+                false
+            }
+            Err(PushError::Encode(err)) => {
+                metrics.forward_dropped();
+                tracing::warn!(peer = %self.name, error = %err, "cannot encode an op for a peer; dropped");
+                false
+            }
+        }
+    }
+
+    /// Sends a request outside the op stream; its answer arrives on the receiver.
+    pub(super) fn request(
+        &self,
+        request: u64,
+        frame: &Frame,
+    ) -> Option<oneshot::Receiver<Option<StoredSession>>> {
+        let bytes = wire::encode_to_bytes(frame).ok()?;
+        let (tx, rx) = oneshot::channel();
+        self.requests.lock().insert(request, tx);
+        self.send_control(bytes);
+        Some(rx)
+    }
+
+    /// Queues a frame outside the op stream (requests and answers).
+    pub(super) fn send_control(&self, frame: Bytes) {
+        self.control.lock().push(frame);
+        self.wake.notify_one();
+    }
+
+    /// Hands an answer to the request waiting for it.
+    pub(super) fn answer(&self, request: u64, session: Option<StoredSession>) {
+        if let Some(tx) = self.requests.lock().remove(&request) {
+            let _ = tx.send(session);
+        }
+    }
+
+    /// Everything waiting to go out on our connection.
+    pub(super) fn take_unsent(&self, out: &mut Vec<Bytes>) {
+        out.append(&mut self.control.lock());
+        self.outbox.lock().take_unsent(out);
+    }
+
+    pub(super) fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock()
+    }
+
+    pub(super) fn inbound(&self) -> MutexGuard<'_, InboundState> {
+        self.inbound.lock()
+    }
+
+    /// Our connection was welcomed by `incarnation` at `address`; false when
+    /// another connection of ours already reaches the peer.
+    pub(super) fn claim_outbound(&self, address: SocketAddr, incarnation: u64) -> bool {
+        if self
+            .out_connected
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        let mut outbound = self.outbound.lock();
+        outbound.address = Some(address);
+        outbound.incarnation = Some(incarnation);
+        outbound.lost_at = None;
+        true
+    }
+
+    /// Our connection ended: unacknowledged ops go out again on the next one,
+    /// and pending requests are answered with nothing.
+    pub(super) fn outbound_down(&self) {
+        self.out_connected.store(false, Ordering::Release);
+        self.outbound.lock().lost_at = Some(Instant::now());
+        self.outbox.lock().disconnected();
+        self.control.lock().clear();
+        self.requests.lock().clear();
+    }
+
+    /// Since when our connection is down, if it is.
+    pub(super) fn outbound_lost_at(&self) -> Option<Instant> {
+        if self.is_connected() {
+            return None;
+        }
+        let outbound = self.outbound.lock();
+        outbound.lost_at
+    }
+
+    pub(super) fn status(&self) -> NodeStatus {
+        let inbound = self.inbound.lock();
+        let outbound = self.outbound.lock();
+        let both = self.is_connected() && inbound.connections > 0;
+        let either = self.is_connected() || inbound.connections > 0;
+        NodeStatus {
+            name: self.name.to_string(),
+            state: match (both, either) {
+                (true, _) => "connected",
+                (false, true) => "connecting",
+                (false, false) => "unreachable",
+            },
+            address: outbound.address.map(|a| a.to_string()),
+            incarnation: outbound.incarnation.map(|i| format!("{i:016x}")),
+            routes: inbound.routes.len(),
+            lag: self.outbox.lock().len(),
+        }
+    }
+}
+
+/// A peer as a router key: compared and hashed by its id.
+#[derive(Debug, Clone)]
+pub struct PeerRef(pub Arc<Peer>);
+
+impl PartialEq for PeerRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for PeerRef {}
+
+impl Hash for PeerRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}

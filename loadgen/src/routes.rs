@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strait_broker::protocol::topic::matches;
-use strait_broker::protocol::{Packet, Publish, PublishProperties, QoS};
+use strait_broker::protocol::{Packet, PubAck, Publish, PublishProperties, QoS};
 use tokio::time::{timeout_at, Instant};
 
 use crate::client::{Client, ClientError};
@@ -107,6 +107,13 @@ pub async fn await_routes(
                 };
                 match packet? {
                     Packet::Publish(publish) => {
+                        // A broker may deliver the QoS 0 probe at the subscription's
+                        // QoS 1; left unacknowledged, it would upset later acks.
+                        if let Some(id) = publish.packet_id {
+                            subscriber
+                                .send(&Packet::PubAck(PubAck::success(id)))
+                                .await?;
+                        }
                         if let Some(i) = topics.iter().position(|t| *t == publish.topic) {
                             missing.remove(&i);
                         }

@@ -134,9 +134,11 @@ async fn measure(
         rate: outcome.throughput.per_second(),
         p99: latency.p99,
     };
+    let published = outcome.published as f64 / outcome.throughput.window.as_secs_f64();
     eprintln!(
-        "[{label}] {scenario}: {} msg/s delivered, p99 {} µs",
+        "[{label}] {scenario}: {} msg/s delivered, {} msg/s published, p99 {} µs",
         format_count(measured.rate),
+        format_count(published),
         format_micros(measured.p99),
     );
     Ok(Some(measured))

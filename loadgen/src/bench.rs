@@ -1,6 +1,7 @@
 //! The whole benchmark: every broker in turn, alone on the machine, through
-//! the same plan, then Strait's cross-node runs. A failure is recorded in the report and the benchmark goes
-//! on, so one broker's crash never hides the other figures.
+//! the same plan, then Strait's cross-node runs. A failure is recorded in the
+//! report and the benchmark goes on, so one broker's crash never hides the
+//! other figures.
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,17 +1,19 @@
 //! The whole benchmark: every broker in turn, alone on the machine, through
-//! the same plan. A failure is recorded in the report and the benchmark goes
-//! on, so one broker's crash never hides the other figures.
+//! the same plan, then Strait's cross-node runs. A failure is recorded in the
+//! report and the benchmark goes on, so one broker's crash never hides the
+//! other figures.
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::broker::{
-    BrokerError, BrokerProcess, BrokerSpec, INFLIGHT_PER_CLIENT, QUEUED_PER_CLIENT,
+    BrokerError, BrokerKind, BrokerProcess, BrokerSpec, INFLIGHT_PER_CLIENT, QUEUED_PER_CLIENT,
 };
 use crate::client::ClientError;
+use crate::cross_node::cross_node;
 use crate::idle::{bytes_per_connection, open_idle};
 use crate::report::{format_count, format_micros, BrokerResults, Report};
-use crate::run::{run_scenario, settle, Outcome, RunError, PUBLISH_WINDOW};
+use crate::run::{run_scenario, settle, Endpoints, Outcome, RunError, PUBLISH_WINDOW};
 use crate::scenario::{Plan, Scenario};
 use tokio::runtime::Handle;
 
@@ -32,10 +34,16 @@ pub async fn run_bench(publishers_runtime: &Handle, brokers: &[BrokerSpec], plan
     for spec in brokers {
         results.push(bench_broker(publishers_runtime, spec, plan).await);
     }
+    let strait = brokers.iter().find(|spec| spec.kind == BrokerKind::Strait);
+    let cross_node = match strait {
+        Some(spec) => Some(cross_node(publishers_runtime, &spec.binary, plan).await),
+        None => None,
+    };
     Report {
         throughput_scenarios: plan.throughput.iter().map(ToString::to_string).collect(),
         latency_scenarios: plan.latency.iter().map(ToString::to_string).collect(),
         brokers: results,
+        cross_node,
         notes: notes(brokers, plan),
     }
 }
@@ -94,13 +102,19 @@ async fn traffic_runs(
 ) {
     let name = broker.kind().name();
     for (i, scenario) in plan.throughput.iter().enumerate() {
+        let target = Target {
+            label: name,
+            endpoints: Endpoints::single(broker.addr()),
+            nodes: std::slice::from_mut(broker),
+        };
+        let tag = format!("t{i}");
         let outcome = match one_run(
             publishers_runtime,
-            broker,
+            target,
             scenario,
             plan,
-            &format!("t{i}"),
-            results,
+            &tag,
+            &mut results.errors,
         )
         .await
         {
@@ -123,13 +137,19 @@ async fn traffic_runs(
         Err(e) => results.errors.push(e.to_string()),
     }
     for (i, scenario) in plan.latency.iter().enumerate() {
+        let target = Target {
+            label: name,
+            endpoints: Endpoints::single(broker.addr()),
+            nodes: std::slice::from_mut(broker),
+        };
+        let tag = format!("l{i}");
         let outcome = match one_run(
             publishers_runtime,
-            broker,
+            target,
             scenario,
             plan,
-            &format!("l{i}"),
-            results,
+            &tag,
+            &mut results.errors,
         )
         .await
         {
@@ -155,61 +175,74 @@ async fn traffic_runs(
     }
 }
 
-/// How one run ended; failures are already recorded in the results.
-enum Step {
+/// How one run ended; failures are already recorded.
+pub(crate) enum Step {
     Measured(Outcome),
-    /// The run failed but the broker is alive: go on with the next run.
+    /// The run failed but the brokers are alive: go on with the next run.
     Failed,
-    /// The broker exited: skip its remaining runs.
+    /// A broker exited: skip its remaining runs.
     BrokerDied,
 }
 
-/// One run followed by waiting for the broker to catch up.
-async fn one_run(
+/// What a run drives: the broker processes it needs alive (one, or every node
+/// of a cluster), where its clients connect, and its name in messages.
+pub(crate) struct Target<'a> {
+    pub label: &'a str,
+    pub nodes: &'a mut [BrokerProcess],
+    pub endpoints: Endpoints,
+}
+
+/// One run followed by waiting for every broker to catch up. A run that
+/// delivers nothing is a failure, never a measurement of zero.
+pub(crate) async fn one_run(
     publishers_runtime: &Handle,
-    broker: &mut BrokerProcess,
+    target: Target<'_>,
     scenario: &Scenario,
     plan: &Plan,
     tag: &str,
-    results: &mut BrokerResults,
+    errors: &mut Vec<String>,
 ) -> Step {
+    let Target {
+        label,
+        nodes,
+        endpoints,
+    } = target;
     let limit = plan.timing.warmup + plan.timing.measure + RUN_SLACK;
     let outcome = tokio::time::timeout(
         limit,
-        run_scenario(
-            publishers_runtime,
-            broker.addr(),
-            scenario,
-            plan.timing,
-            tag,
-        ),
+        run_scenario(publishers_runtime, endpoints, scenario, plan.timing, tag),
     )
     .await;
-    let settled = tokio::time::timeout(SETTLE_TIMEOUT, settle(broker.addr(), tag)).await;
-    if let Err(e) = broker.check_alive() {
-        eprintln!("[{}] {scenario}: {e}", broker.kind());
-        results.errors.push(format!("{scenario}: {e}"));
-        return Step::BrokerDied;
-    }
-    match settled {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => results.errors.push(format!("after {scenario}: {e}")),
-        Err(_) => results.errors.push(format!(
-            "after {scenario}: still busy after {SETTLE_TIMEOUT:?}"
-        )),
+    for node in nodes.iter_mut() {
+        let settled = tokio::time::timeout(SETTLE_TIMEOUT, settle(node.addr(), tag)).await;
+        if let Err(e) = node.check_alive() {
+            eprintln!("[{label}] {scenario}: {e}");
+            errors.push(format!("{scenario}: {e}"));
+            return Step::BrokerDied;
+        }
+        match settled {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("after {scenario}: {e}")),
+            Err(_) => errors.push(format!(
+                "after {scenario}: still busy after {SETTLE_TIMEOUT:?}"
+            )),
+        }
     }
     match outcome {
+        Ok(Ok(outcome)) if outcome.throughput.delivered == 0 => {
+            eprintln!("[{label}] {scenario}: no message was delivered");
+            errors.push(format!("{scenario}: no message was delivered"));
+            Step::Failed
+        }
         Ok(Ok(outcome)) => Step::Measured(outcome),
         Ok(Err(e)) => {
-            eprintln!("[{}] {scenario}: failed: {e}", broker.kind());
-            results.errors.push(format!("{scenario}: {e}"));
+            eprintln!("[{label}] {scenario}: failed: {e}");
+            errors.push(format!("{scenario}: {e}"));
             Step::Failed
         }
         Err(_) => {
-            eprintln!("[{}] {scenario}: hung for {limit:?}", broker.kind());
-            results
-                .errors
-                .push(format!("{scenario}: did not finish within {limit:?}"));
+            eprintln!("[{label}] {scenario}: hung for {limit:?}");
+            errors.push(format!("{scenario}: did not finish within {limit:?}"));
             Step::Failed
         }
     }

@@ -134,6 +134,24 @@ pub fn strait_config() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&config)
 }
 
+/// The configuration of strait node `name` of the two-node benchmark cluster:
+/// the benchmark limits, plus a mesh listener on `bind` authenticated by the
+/// secret in `secret_file`, dialling `peers`.
+pub fn strait_node_config(
+    name: &str,
+    bind: SocketAddr,
+    secret_file: &Path,
+    peers: &[SocketAddr],
+) -> Result<String, serde_yaml::Error> {
+    let mut config: StraitConfig = serde_yaml::from_str(&strait_config()?)?;
+    config.node.cluster = "bench".to_owned();
+    config.node.name = name.to_owned();
+    config.cluster.bind = Some(bind);
+    config.cluster.secret_file = Some(secret_file.to_owned());
+    config.cluster.peers = peers.iter().map(ToString::to_string).collect();
+    serde_yaml::to_string(&config)
+}
+
 /// The mosquitto configuration: one loopback listener, anonymous access.
 pub fn mosquitto_config(addr: SocketAddr) -> String {
     format!(
@@ -180,7 +198,7 @@ pub fn rumqttd_config(addr: SocketAddr) -> String {
 }
 
 /// A free loopback address (the port is released again, so a broker can bind it).
-fn free_addr() -> std::io::Result<SocketAddr> {
+pub(crate) fn free_addr() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
@@ -190,35 +208,22 @@ pub struct BrokerProcess {
     kind: BrokerKind,
     child: Child,
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     log: std::fs::File,
     _dir: TempDir,
 }
 
 impl BrokerProcess {
-    /// Writes the broker's configuration, starts it, and waits until it
-    /// completes an MQTT handshake.
+    /// Writes the broker's benchmark configuration, starts it, and waits until
+    /// it completes an MQTT handshake.
     pub async fn start(spec: &BrokerSpec) -> Result<BrokerProcess, BrokerError> {
         let broker = spec.kind;
         let setup = |source| BrokerError::Setup { broker, source };
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("strait-bench-{broker}-"))
-            .tempdir()
-            .map_err(setup)?;
+        let dir = run_dir(broker)?;
         let addr = free_addr().map_err(setup)?;
         let mut command = Command::new(&spec.binary);
         match broker {
-            BrokerKind::Strait => {
-                let path = write(dir.path(), "strait.yaml", &strait_config()?).map_err(setup)?;
-                let admin = free_addr().map_err(setup)?;
-                command
-                    .arg("--config")
-                    .arg(path)
-                    .arg("--mqtt-listen")
-                    .arg(addr.to_string())
-                    .arg("--admin-listen")
-                    .arg(admin.to_string())
-                    .env("RUST_LOG", "warn");
-            }
+            BrokerKind::Strait => return Self::start_strait(&spec.binary, &strait_config()?).await,
             BrokerKind::Mosquitto => {
                 let path =
                     write(dir.path(), "mosquitto.conf", &mosquitto_config(addr)).map_err(setup)?;
@@ -230,6 +235,41 @@ impl BrokerProcess {
                 command.arg("--quiet").arg("--config").arg(path);
             }
         }
+        Self::launch(broker, command, addr, None, dir).await
+    }
+
+    /// Starts strait with the YAML configuration `config` (listeners on free
+    /// loopback ports, from the command line) and waits until it completes an
+    /// MQTT handshake.
+    pub async fn start_strait(binary: &Path, config: &str) -> Result<BrokerProcess, BrokerError> {
+        let broker = BrokerKind::Strait;
+        let setup = |source| BrokerError::Setup { broker, source };
+        let dir = run_dir(broker)?;
+        let addr = free_addr().map_err(setup)?;
+        let admin = free_addr().map_err(setup)?;
+        let path = write(dir.path(), "strait.yaml", config).map_err(setup)?;
+        let mut command = Command::new(binary);
+        command
+            .arg("--config")
+            .arg(path)
+            .arg("--mqtt-listen")
+            .arg(addr.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .env("RUST_LOG", "warn");
+        Self::launch(broker, command, addr, Some(admin), dir).await
+    }
+
+    /// Spawns `command` with its output in `dir`, then waits until the broker
+    /// completes an MQTT handshake on `addr`.
+    async fn launch(
+        broker: BrokerKind,
+        mut command: Command,
+        addr: SocketAddr,
+        admin: Option<SocketAddr>,
+        dir: TempDir,
+    ) -> Result<BrokerProcess, BrokerError> {
+        let setup = |source| BrokerError::Setup { broker, source };
         let log = std::fs::File::options()
             .create(true)
             .truncate(true)
@@ -243,13 +283,14 @@ impl BrokerProcess {
             .stderr(log.try_clone().map_err(setup)?)
             .kill_on_drop(true);
         let child = command.spawn().map_err(|source| BrokerError::Spawn {
-            binary: spec.binary.clone(),
+            binary: PathBuf::from(command.as_std().get_program()),
             source,
         })?;
         let mut process = BrokerProcess {
             kind: broker,
             child,
             addr,
+            admin,
             log,
             _dir: dir,
         };
@@ -260,6 +301,11 @@ impl BrokerProcess {
     /// Where the broker listens for MQTT.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where strait serves its admin API (`None` for the other brokers).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Which broker this is.
@@ -338,6 +384,14 @@ impl BrokerProcess {
     }
 }
 
+/// A fresh directory for one broker process's configuration and log.
+fn run_dir(broker: BrokerKind) -> Result<TempDir, BrokerError> {
+    tempfile::Builder::new()
+        .prefix(&format!("strait-bench-{broker}-"))
+        .tempdir()
+        .map_err(|source| BrokerError::Setup { broker, source })
+}
+
 fn write(dir: &Path, name: &str, contents: &str) -> std::io::Result<PathBuf> {
     let path = dir.join(name);
     std::fs::write(&path, contents)?;
@@ -383,6 +437,25 @@ mod tests {
         config
             .validate()
             .expect("a loopback benchmark config is valid");
+    }
+
+    #[test]
+    fn a_node_config_meshes_with_its_peer_and_keeps_the_benchmark_limits() {
+        let bind: SocketAddr = "127.0.0.1:47001".parse().expect("address");
+        let peer: SocketAddr = "127.0.0.1:47002".parse().expect("address");
+        let yaml =
+            strait_node_config("a", bind, Path::new("/run/secret"), &[peer]).expect("renders");
+        let config: StraitConfig = serde_yaml::from_str(&yaml).expect("parses back");
+        assert_eq!(config.node.name, "a");
+        assert_eq!(config.node.cluster, "bench");
+        assert_eq!(config.cluster.bind, Some(bind));
+        assert_eq!(config.cluster.peers, ["127.0.0.1:47002"]);
+        assert_eq!(
+            config.cluster.secret_file.as_deref(),
+            Some(Path::new("/run/secret"))
+        );
+        assert_eq!(config.limits.max_inflight, INFLIGHT_PER_CLIENT);
+        config.validate().expect("a benchmark node config is valid");
     }
 
     #[test]

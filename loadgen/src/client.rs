@@ -254,6 +254,17 @@ impl Client {
         }
     }
 
+    /// Writes one packet at once (for the rare packets outside a run's batches).
+    pub async fn send(&mut self, packet: &Packet) -> Result<(), ClientError> {
+        self.writer.send(packet).await
+    }
+
+    /// Waits for the next packet from the broker. Cancel-safe: nothing read is
+    /// lost if the future is dropped.
+    pub async fn receive(&mut self) -> Result<Packet, ClientError> {
+        self.reader.next().await
+    }
+
     /// Sends PINGREQ and waits for PINGRESP: a round trip through the broker's
     /// event loop, used to know that it has caught up with earlier work.
     pub async fn ping(&mut self) -> Result<(), ClientError> {

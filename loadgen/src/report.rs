@@ -28,13 +28,45 @@ pub struct BrokerResults {
     pub errors: Vec<String>,
 }
 
+/// What one run delivered: its rate and its p99 latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measured {
+    /// Messages delivered to subscribers per second.
+    pub rate: f64,
+    pub p99: Duration,
+}
+
+/// One scenario on one Strait node and across two; `None` where the run failed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CrossNodeRow {
+    pub scenario: String,
+    pub single: Option<Measured>,
+    pub cross: Option<Measured>,
+}
+
+/// Strait on one node against Strait across a two-node cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CrossNodeResults {
+    /// In plan order.
+    pub rows: Vec<CrossNodeRow>,
+    /// What went wrong, in the order it happened.
+    pub errors: Vec<String>,
+}
+
+/// Cross-node throughput should be at least this fraction of a single node's.
+pub const CROSS_NODE_RATE_GOAL: f64 = 0.70;
+
+/// Crossing nodes should add less than this to the p99 latency.
+pub const CROSS_NODE_ADDED_P99_GOAL: Duration = Duration::from_millis(1);
+
 /// The whole report: scenario names in plan order, then one entry per broker,
-/// the subject first.
+/// the subject first, then Strait's cross-node comparison if it ran.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
     pub throughput_scenarios: Vec<String>,
     pub latency_scenarios: Vec<String>,
     pub brokers: Vec<BrokerResults>,
+    pub cross_node: Option<CrossNodeResults>,
     /// Free-form lines printed under the title (machine, durations, configuration).
     pub notes: Vec<String>,
 }
@@ -214,14 +246,20 @@ impl Report {
         idle_row.extend(peers.iter().map(|p| format_ratio(idle(subject), idle(p))));
         out.push_str(&markdown_table(&header, &[peak_row, idle_row]));
 
+        if let Some(cross) = &self.cross_node {
+            out.push_str(&cross.to_markdown());
+        }
+
+        let cross_errors = self
+            .cross_node
+            .iter()
+            .flat_map(|c| c.errors.iter().map(|e| ("strait cross-node", e)));
         let failures: Vec<String> = self
             .brokers
             .iter()
-            .flat_map(|b| {
-                b.errors
-                    .iter()
-                    .map(move |e| format!("- {}: {}", b.name, e.replace('\n', " ")))
-            })
+            .flat_map(|b| b.errors.iter().map(move |e| (b.name.as_str(), e)))
+            .chain(cross_errors)
+            .map(|(who, e)| format!("- {who}: {}", e.replace('\n', " ")))
             .collect();
         if !failures.is_empty() {
             out.push_str("\n## Failures\n\n");
@@ -232,6 +270,84 @@ impl Report {
         }
         out
     }
+}
+
+impl CrossNodeResults {
+    /// The cross-node section: one row per scenario, with the ratio and the
+    /// added p99 judged against their goals. A failed run shows as failed,
+    /// never as a zero that would pass for a measurement.
+    pub fn to_markdown(&self) -> String {
+        let mut out = format!(
+            "\n## Cross-node\n\nThe same load on one Strait node, then across a two-node Strait cluster \
+             (publishers on node a, subscribers on node b). Goals: cross-node throughput at least \
+             {CROSS_NODE_RATE_GOAL:.2}× the single node's, added p99 under {} µs. Throughput runs \
+             saturate the broker, so their p99 is mostly queueing; the fixed-load rows show the \
+             latency a message pays for crossing.\n\n",
+            format_micros(CROSS_NODE_ADDED_P99_GOAL),
+        );
+        let header: Vec<String> = [
+            "Scenario",
+            "single-node msg/s",
+            "cross-node msg/s",
+            "cross/single",
+            "single-node p99 µs",
+            "cross-node p99 µs",
+            "added p99 µs",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let rate = |m: Option<Measured>| cell(m.map(|m| m.rate), format_count);
+                let p99 = |m: Option<Measured>| cell(m.map(|m| m.p99), format_micros);
+                let (ratio, added) = match (row.single, row.cross) {
+                    (Some(single), Some(cross)) => (
+                        judged_ratio(single.rate, cross.rate),
+                        judged_added_p99(single.p99, cross.p99),
+                    ),
+                    _ => ("–".to_owned(), "–".to_owned()),
+                };
+                vec![
+                    row.scenario.clone(),
+                    rate(row.single),
+                    rate(row.cross),
+                    ratio,
+                    p99(row.single),
+                    p99(row.cross),
+                    added,
+                ]
+            })
+            .collect();
+        out.push_str(&markdown_table(&header, &rows));
+        out
+    }
+}
+
+/// `cross / single` with whether it meets [`CROSS_NODE_RATE_GOAL`].
+fn judged_ratio(single: f64, cross: f64) -> String {
+    if single <= 0.0 || !cross.is_finite() {
+        return "–".to_owned();
+    }
+    let ratio = cross / single;
+    let verdict = if ratio >= CROSS_NODE_RATE_GOAL {
+        "met"
+    } else {
+        "missed"
+    };
+    format!("{ratio:.2}× ({verdict})")
+}
+
+/// `cross - single` in µs, signed, with whether it meets [`CROSS_NODE_ADDED_P99_GOAL`].
+fn judged_added_p99(single: Duration, cross: Duration) -> String {
+    let added = cross.as_secs_f64() - single.as_secs_f64();
+    let verdict = if added < CROSS_NODE_ADDED_P99_GOAL.as_secs_f64() {
+        "met"
+    } else {
+        "missed"
+    };
+    format!("{:+.1} ({verdict})", added * 1e6)
 }
 
 #[cfg(test)]
@@ -307,6 +423,7 @@ mod tests {
                 broker("mosquitto", Some(100_000.0), 100),
                 rumqttd,
             ],
+            cross_node: None,
             notes: vec!["2 cores".to_owned()],
         };
         let md = report.to_markdown();
@@ -339,6 +456,63 @@ mod tests {
         );
         assert!(
             md.contains("## Failures\n\n- rumqttd: connection refused\n"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_cross_node_table_judges_each_row_against_the_goals() {
+        let measured = |rate, p99_us| {
+            Some(Measured {
+                rate,
+                p99: Duration::from_micros(p99_us),
+            })
+        };
+        let cross = CrossNodeResults {
+            rows: vec![
+                CrossNodeRow {
+                    scenario: "fan-in".to_owned(),
+                    single: measured(100_000.0, 2_000),
+                    cross: measured(80_000.0, 2_500),
+                },
+                CrossNodeRow {
+                    scenario: "pairs".to_owned(),
+                    single: measured(100_000.0, 300),
+                    cross: measured(50_000.0, 1_400),
+                },
+                CrossNodeRow {
+                    scenario: "latency".to_owned(),
+                    single: measured(10_000.0, 300),
+                    cross: None,
+                },
+            ],
+            errors: vec!["latency: nothing delivered".to_owned()],
+        };
+        let report = Report {
+            brokers: vec![broker("strait", Some(1.0), 50)],
+            cross_node: Some(cross),
+            ..Report::default()
+        };
+        let md = report.to_markdown();
+        assert!(md.contains("## Cross-node"), "{md}");
+        assert!(
+            md.contains(
+                "| fan-in | 100,000 | 80,000 | 0.80× (met) | 2000.0 | 2500.0 | +500.0 (met) |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| pairs | 100,000 | 50,000 | 0.50× (missed) | 300.0 | 1400.0 | +1100.0 (missed) |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| latency | 10,000 | failed | – | 300.0 | failed | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- strait cross-node: latency: nothing delivered\n"),
             "{md}"
         );
     }

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use strait_broker::protocol::{Packet, PubAck, Publish, PublishProperties, QoS};
 use tokio::runtime::Handle;
@@ -18,6 +19,7 @@ use crate::client::{Client, ClientError, ConnectOptions, PacketReader};
 use crate::clock::{Clock, Window};
 use crate::pace::Pace;
 use crate::payload;
+use crate::routes::{await_routes, RouteError};
 use crate::scenario::{Scenario, Timing};
 use crate::stats::{LatencyHistogram, LatencySummary, Throughput};
 
@@ -31,13 +33,36 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// Upper bound on one write of an unlimited publisher, in messages.
 const BATCH_MESSAGES: usize = 256;
 
+/// How long the routes of a run may take to carry their first probe.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
     #[error("a benchmark task died: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// Where a run's clients connect. On one broker both are its address; across
+/// a cluster, publishers and subscribers connect to different nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    pub publishers: SocketAddr,
+    pub subscribers: SocketAddr,
+}
+
+impl Endpoints {
+    /// Every client on the broker at `addr`.
+    pub fn single(addr: SocketAddr) -> Endpoints {
+        Endpoints {
+            publishers: addr,
+            subscribers: addr,
+        }
+    }
 }
 
 /// What one run measured.
@@ -51,8 +76,9 @@ pub struct Outcome {
     pub latency: Option<LatencySummary>,
 }
 
-/// Runs `scenario` against the broker at `addr`. `tag` makes client ids and
-/// topics unique to this run.
+/// Runs `scenario` with publishers connected to `endpoints.publishers` and
+/// subscribers to `endpoints.subscribers`. `tag` makes client ids and topics
+/// unique to this run. The clock starts once every route has carried a probe.
 ///
 /// Publishers run on `publishers`, subscribers on the caller's runtime: with
 /// their own threads, publishers flooding a broker that never pushes back
@@ -60,7 +86,7 @@ pub struct Outcome {
 /// drops rather than the load generator's).
 pub async fn run_scenario(
     publishers_runtime: &Handle,
-    addr: SocketAddr,
+    endpoints: Endpoints,
     scenario: &Scenario,
     timing: Timing,
     tag: &str,
@@ -68,16 +94,32 @@ pub async fn run_scenario(
     let layout = scenario.layout(&format!("bench/{tag}"));
     let mut subscribers = Vec::with_capacity(layout.subscribers.len());
     for (i, filter) in layout.subscribers.iter().enumerate() {
-        let mut client =
-            Client::connect(addr, &ConnectOptions::new(format!("{tag}-sub-{i}"))).await?;
+        let mut client = Client::connect(
+            endpoints.subscribers,
+            &ConnectOptions::new(format!("{tag}-sub-{i}")),
+        )
+        .await?;
         client.subscribe(filter, scenario.qos).await?;
         subscribers.push(client);
     }
     let mut publishers = Vec::with_capacity(layout.publishers.len());
     for i in 0..layout.publishers.len() {
-        publishers
-            .push(Client::connect(addr, &ConnectOptions::new(format!("{tag}-pub-{i}"))).await?);
+        publishers.push(
+            Client::connect(
+                endpoints.publishers,
+                &ConnectOptions::new(format!("{tag}-pub-{i}")),
+            )
+            .await?,
+        );
     }
+    await_routes(
+        &mut publishers,
+        &layout.publishers,
+        &mut subscribers,
+        &layout.subscribers,
+        ROUTE_TIMEOUT,
+    )
+    .await?;
 
     let clock = Clock::start();
     let window = Window::new(timing.warmup, timing.measure);
@@ -151,11 +193,10 @@ async fn subscribe_loop(
                     if let Some(id) = publish.packet_id {
                         writer.queue(&Packet::PubAck(PubAck::success(id)))?;
                     }
-                    if counted {
+                    // Only load carries a send stamp; route probes never count.
+                    if let Some(sent) = payload::read_stamp(&publish.payload).filter(|_| counted) {
                         delivered += 1;
-                        if let Some(sent) = payload::read_stamp(&publish.payload) {
-                            latency.record(now.saturating_sub(sent));
-                        }
+                        latency.record(now.saturating_sub(sent));
                     }
                 }
                 Packet::PingResp => {}

@@ -128,6 +128,10 @@ pub struct Plan {
     pub throughput: Vec<Scenario>,
     /// Fixed-load runs, reported as latency percentiles.
     pub latency: Vec<Scenario>,
+    /// Runs repeated on one Strait node and across a two-node Strait cluster
+    /// (publishers on one node, subscribers on the other), reported as the
+    /// cross-node throughput and p99 latency relative to the single node's.
+    pub cross_node: Vec<Scenario>,
     pub timing: Timing,
     /// Connections opened for the memory-per-connection figure.
     pub idle_connections: usize,
@@ -157,7 +161,7 @@ impl Plan {
                 }
             }
         }
-        let latency = [QoS::AtMostOnce, QoS::AtLeastOnce]
+        let latency: Vec<Scenario> = [QoS::AtMostOnce, QoS::AtLeastOnce]
             .into_iter()
             .map(|qos| Scenario {
                 topology: Topology::Pairs(8),
@@ -166,9 +170,23 @@ impl Plan {
                 load: Load::Rate(LATENCY_RATE),
             })
             .collect();
+        let max = |topology, qos| Scenario {
+            topology,
+            qos,
+            payload_size: 64,
+            load: Load::Max,
+        };
+        let mut cross_node = vec![
+            max(Topology::Pairs(8), QoS::AtMostOnce),
+            max(Topology::FanIn(16), QoS::AtMostOnce),
+            max(Topology::Pairs(8), QoS::AtLeastOnce),
+            max(Topology::FanOut(32), QoS::AtLeastOnce),
+        ];
+        cross_node.extend(latency.iter().cloned());
         Plan {
             throughput,
             latency,
+            cross_node,
             timing: Timing {
                 warmup: Duration::from_secs(1),
                 measure: Duration::from_secs(4),
@@ -177,7 +195,8 @@ impl Plan {
         }
     }
 
-    /// A smoke test of every code path in a few seconds per broker.
+    /// A smoke test of every code path in a few seconds per broker (twice that
+    /// for the cross-node runs, which Strait makes on one node and on two).
     pub fn quick() -> Plan {
         let scenario = |topology, qos, payload_size| Scenario {
             topology,
@@ -185,18 +204,24 @@ impl Plan {
             payload_size,
             load: Load::Max,
         };
+        let latency = Scenario {
+            topology: Topology::Pairs(4),
+            qos: QoS::AtLeastOnce,
+            payload_size: 64,
+            load: Load::Rate(2_000.0),
+        };
         Plan {
             throughput: vec![
                 scenario(Topology::Pairs(4), QoS::AtMostOnce, 64),
                 scenario(Topology::FanIn(4), QoS::AtLeastOnce, 64),
                 scenario(Topology::FanOut(4), QoS::AtLeastOnce, 1024),
             ],
-            latency: vec![Scenario {
-                topology: Topology::Pairs(4),
-                qos: QoS::AtLeastOnce,
-                payload_size: 64,
-                load: Load::Rate(2_000.0),
-            }],
+            cross_node: vec![
+                scenario(Topology::FanIn(4), QoS::AtMostOnce, 64),
+                scenario(Topology::Pairs(4), QoS::AtLeastOnce, 64),
+                latency.clone(),
+            ],
+            latency: vec![latency],
             timing: Timing {
                 warmup: Duration::from_millis(200),
                 measure: Duration::from_millis(800),
@@ -289,5 +314,21 @@ mod tests {
         let runs = (plan.throughput.len() + plan.latency.len()) as u32;
         let per_broker = (plan.timing.warmup + plan.timing.measure) * runs;
         assert!(per_broker < Duration::from_secs(10), "{per_broker:?}");
+        let cross = (plan.timing.warmup + plan.timing.measure) * 2 * plan.cross_node.len() as u32;
+        assert!(cross < Duration::from_secs(10), "{cross:?}");
+    }
+
+    #[test]
+    fn cross_node_runs_cover_qos_0_fan_in_qos_1_throughput_and_latency() {
+        for plan in [Plan::full(), Plan::quick()] {
+            let runs = &plan.cross_node;
+            assert!(runs.iter().any(|s| matches!(s.topology, Topology::FanIn(_))
+                && s.qos == QoS::AtMostOnce
+                && s.load == Load::Max));
+            assert!(runs
+                .iter()
+                .any(|s| s.qos == QoS::AtLeastOnce && s.load == Load::Max));
+            assert!(runs.iter().any(|s| matches!(s.load, Load::Rate(_))));
+        }
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use strait_broker::protocol::{Packet, PubAck, Publish, PublishProperties, QoS};
 use strait_loadgen::broker::{BrokerKind, BrokerProcess, BrokerSpec};
 use strait_loadgen::client::{Client, ConnectOptions};
-use strait_loadgen::run::run_scenario;
+use strait_loadgen::run::{run_scenario, Endpoints};
 use strait_loadgen::scenario::{Load, Scenario, Timing, Topology};
 
 /// Upper bound on each test, so a broken broker fails the test instead of hanging it.
@@ -113,7 +113,7 @@ async fn a_short_qos1_run_counts_deliveries_and_latency() {
         TEST_TIMEOUT,
         run_scenario(
             &tokio::runtime::Handle::current(),
-            broker.addr(),
+            Endpoints::single(broker.addr()),
             &scenario,
             timing,
             "it-run",

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use strait_operator::conditions::{find, reasons, types};
 use strait_operator::controller::ChildKinds;
 use strait_operator::crd::MqttCluster;
 
@@ -167,14 +168,21 @@ async fn bench_100_clusters() {
     }
     let all_children = started.elapsed();
 
-    // Steady state: every status describes its generation; then count writes over a window.
+    // Steady state: every status describes its generation and a finished
+    // rollout (the StatefulSet controller has reported), so nothing is left
+    // to write; then count writes over a window.
     support::eventually(
         Duration::from_secs(300),
-        "every status is current",
+        "every status is current and rolled out",
         || async {
             clusters.list(&ListParams::default()).await.is_ok_and(|l| {
                 l.items.iter().all(|c| {
-                    c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation
+                    c.status.as_ref().is_some_and(|s| {
+                        s.observed_generation == c.metadata.generation
+                            && s.replicas == c.spec.replicas
+                            && find(&s.conditions, types::PROGRESSING)
+                                .is_some_and(|p| p.reason == reasons::ROLLED_OUT)
+                    })
                 })
             })
         },

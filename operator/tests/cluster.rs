@@ -162,6 +162,22 @@ async fn children_are_built_with_the_right_content() {
     assert_eq!(config.node.cluster, "alpha");
     assert_eq!(config.limits.max_inflight, 16);
     assert_eq!(
+        config.cluster.bind.map(|b| b.port()),
+        Some(7946),
+        "the nodes form a mesh"
+    );
+    let dns = config.cluster.dns.as_ref().expect("peers found by DNS");
+    assert_eq!(
+        (dns.name.as_str(), dns.port),
+        (format!("alpha-headless.{ns}.svc").as_str(), 7946)
+    );
+    assert_eq!(
+        config.cluster.secret_file.as_deref(),
+        Some(std::path::Path::new(
+            "/etc/strait/credentials/cluster-secret"
+        ))
+    );
+    assert_eq!(
         config.auth.allow_anonymous,
         Some(false),
         "anonymous stays off unless asked for"
@@ -190,6 +206,9 @@ async fn children_are_built_with_the_right_content() {
         container.image.as_deref(),
         Some("ghcr.io/strait/broker:test")
     );
+    assert!(container.ports.as_ref().is_some_and(|ports| ports
+        .iter()
+        .any(|p| p.name.as_deref() == Some("cluster") && p.container_port == 7946)));
     let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
         p.as_ref()
             .and_then(|p| p.http_get.as_ref())
@@ -214,15 +233,22 @@ async fn children_are_built_with_the_right_content() {
         .is_some_and(|t| t[0].topology_key == "topology.kubernetes.io/zone"));
 
     let headless: Service = get(&client, &ns, "alpha-headless").await.expect("headless");
-    assert_eq!(
-        headless.spec.expect("spec").cluster_ip.as_deref(),
-        Some("None")
-    );
+    let headless = headless.spec.expect("spec");
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(headless.publish_not_ready_addresses, Some(true));
+    assert!(headless.ports.is_some_and(|ports| ports
+        .iter()
+        .any(|p| p.name.as_deref() == Some("cluster") && p.port == 7946)));
     let secret: Secret = get(&client, &ns, "alpha-credentials")
         .await
         .expect("secret");
     let data = secret.data.expect("data");
     assert!(String::from_utf8_lossy(&data["passwd"].0).starts_with("strait-internal:$argon2id$"));
+    let mesh_secret = &data["cluster-secret"].0;
+    assert!(
+        mesh_secret.len() == 64 && mesh_secret.iter().all(u8::is_ascii_hexdigit),
+        "a 256-bit cluster secret, hex-encoded"
+    );
 
     eventually(WAIT, "the status reports endpoints", || async {
         get::<MqttCluster>(&client, &ns, "alpha")
@@ -287,6 +313,47 @@ async fn an_unchanged_cluster_reconciles_with_zero_writes() {
         sts_after.metadata.generation,
         sts_before.metadata.generation
     );
+    op.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_credentials_secret_without_a_cluster_secret_gains_one_and_keeps_the_rest() {
+    let Some((client, ns)) = setup("mesh-secret").await else {
+        return;
+    };
+    let op = RunningOperator::start(&client, &ns, "op", None);
+    create_cluster(&client, &ns, "mesh", json!({"replicas": 1})).await;
+    wait_for_children(&client, &ns, "mesh").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let data = |s: Secret| s.data.expect("data");
+    let before = data(secrets.get("mesh-credentials").await.expect("secret"));
+
+    // A Secret written before the mesh existed: the same, minus the key.
+    secrets
+        .patch(
+            "mesh-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"data": {"cluster-secret": null}})),
+        )
+        .await
+        .expect("remove the key");
+    eventually(WAIT, "the cluster secret is added back", || async {
+        secrets
+            .get("mesh-credentials")
+            .await
+            .is_ok_and(|s| s.data.is_some_and(|d| d.contains_key("cluster-secret")))
+    })
+    .await;
+    let after = data(secrets.get("mesh-credentials").await.expect("secret"));
+    assert_ne!(
+        after["cluster-secret"], before["cluster-secret"],
+        "a fresh secret was drawn"
+    );
+    for (key, value) in &before {
+        if key != "cluster-secret" {
+            assert_eq!(after.get(key), Some(value), "{key} is left alone");
+        }
+    }
     op.stop().await.expect("clean stop");
 }
 

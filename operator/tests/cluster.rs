@@ -573,6 +573,80 @@ async fn an_invalid_spec_is_reported_once_without_a_retry_loop() {
 }
 
 #[tokio::test]
+async fn a_volume_size_change_is_reported_while_the_rest_still_applies() {
+    let Some((client, ns)) = setup("volumes").await else {
+        return;
+    };
+    let op = RunningOperator::start(&client, &ns, "op", None);
+    create_cluster(
+        &client,
+        &ns,
+        "vol",
+        json!({"replicas": 1, "persistence": {"enabled": true, "size": "1Gi"}}),
+    )
+    .await;
+    wait_for_children(&client, &ns, "vol").await;
+
+    // The size cannot change on the live StatefulSet; replicas and limits can.
+    let api: Api<MqttCluster> = Api::namespaced(client.clone(), &ns);
+    let cluster = api
+        .patch(
+            "vol",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {
+                "replicas": 2,
+                "persistence": {"size": "2Gi"},
+                "limits": {"maxInflight": 7},
+            }})),
+        )
+        .await
+        .expect("change the size");
+    let generation = cluster.metadata.generation;
+    eventually(WAIT, "Degraded=True VolumeChangeNotApplied", || async {
+        condition(&client, &ns, "vol", types::DEGRADED)
+            .await
+            .is_some_and(|c| {
+                c.status == "True"
+                    && c.reason == reasons::VOLUME_CHANGE_NOT_APPLIED
+                    && c.observed_generation == generation
+                    && c.message.contains("2Gi")
+                    && c.message.contains("--cascade=orphan")
+            })
+    })
+    .await;
+    assert_eq!(sts_replicas(&client, &ns, "vol").await, Some(2), "scaled");
+    let cm: ConfigMap = get(&client, &ns, "vol-config").await.expect("config map");
+    let config: Config =
+        serde_yaml::from_str(&cm.data.expect("data")["strait.yaml"]).expect("broker config");
+    assert_eq!(config.limits.max_inflight, 7, "the configuration follows");
+    let sts: StatefulSet = get(&client, &ns, "vol").await.expect("sts");
+    let claims = sts
+        .spec
+        .expect("spec")
+        .volume_claim_templates
+        .expect("claims");
+    let size = claims[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .map(|r| r["storage"].0.clone());
+    assert_eq!(size.as_deref(), Some("1Gi"), "the live template is kept");
+    assert!(
+        !op.handle
+            .metrics
+            .failures()
+            .contains_key(reasons::RECONCILE_ERROR),
+        "no failed reconcile"
+    );
+    eventually(WAIT, "a Warning Event", || async {
+        warning_events(&client, &ns, "vol", reasons::VOLUME_CHANGE_NOT_APPLIED).await == 1
+    })
+    .await;
+    op.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
 async fn a_missing_secret_is_picked_up_when_it_appears() {
     let Some((client, ns)) = setup("secret").await else {
         return;

@@ -114,6 +114,7 @@ fn next_status(
             ..previous.clone()
         },
         Outcome::Applied(nodes)
+        | Outcome::VolumeChangeNotApplied { nodes, .. }
         | Outcome::InvalidSpec { nodes, .. }
         | Outcome::Error { nodes, .. } => MqttClusterStatus {
             observed_generation: cluster.metadata.generation,

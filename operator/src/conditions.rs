@@ -29,6 +29,7 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const RECONCILE_ERROR: &str = "ReconcileError";
     pub const PAUSED: &str = "PausedBySpec";
+    pub const VOLUME_CHANGE_NOT_APPLIED: &str = "VolumeChangeNotApplied";
 }
 
 /// What the StatefulSet reports, reduced to what the conditions need.
@@ -61,6 +62,9 @@ impl NodeCounts {
 pub enum Outcome {
     /// The children were applied; the nodes are as counted.
     Applied(NodeCounts),
+    /// The children were applied except for a volume change the API server
+    /// refuses on a live StatefulSet; the message says what to do.
+    VolumeChangeNotApplied { message: String, nodes: NodeCounts },
     /// The spec (or a Secret it references) is invalid; nothing was applied.
     InvalidSpec { message: String, nodes: NodeCounts },
     /// Applying failed; the message says why.
@@ -115,52 +119,68 @@ fn desired(outcome: &Outcome) -> Option<Vec<Condition>> {
             Some(failed(reasons::INVALID_SPEC, message, nodes))
         }
         Outcome::Error { message, nodes } => Some(failed(reasons::RECONCILE_ERROR, message, nodes)),
-        Outcome::Applied(nodes) => {
-            let ready = nodes.rolled_out() && nodes.ready >= nodes.desired;
-            Some(vec![
-                if ready {
-                    condition(
-                        types::READY,
-                        true,
-                        reasons::ALL_NODES_READY,
-                        nodes.message(),
-                    )
-                } else {
-                    condition(
-                        types::READY,
-                        false,
-                        reasons::NODES_NOT_READY,
-                        nodes.message(),
-                    )
-                },
-                available(nodes),
-                if nodes.rolled_out() {
-                    condition(
-                        types::PROGRESSING,
-                        false,
-                        reasons::ROLLED_OUT,
-                        nodes.message(),
-                    )
-                } else {
-                    let msg = format!(
-                        "{}/{} nodes updated, {}",
-                        nodes.updated,
-                        nodes.desired,
-                        nodes.message()
-                    );
-                    condition(types::PROGRESSING, true, reasons::ROLLING_OUT, msg)
-                },
-                // Never an empty message: Kubernetes 1.20's server-side
-                // apply turns "" into null, which the schema refuses.
-                condition(
-                    types::DEGRADED,
-                    false,
-                    reasons::AS_EXPECTED,
-                    "the children match the spec".to_owned(),
-                ),
-            ])
-        }
+        Outcome::Applied(nodes) => Some(applied(
+            nodes,
+            // Never an empty message: Kubernetes 1.20's server-side
+            // apply turns "" into null, which the schema refuses.
+            condition(
+                types::DEGRADED,
+                false,
+                reasons::AS_EXPECTED,
+                "the children match the spec".to_owned(),
+            ),
+        )),
+        // The nodes run as before: only Degraded tells what is held back.
+        Outcome::VolumeChangeNotApplied { message, nodes } => Some(applied(
+            nodes,
+            condition(
+                types::DEGRADED,
+                true,
+                reasons::VOLUME_CHANGE_NOT_APPLIED,
+                message.clone(),
+            ),
+        )),
     }
+}
+
+/// The conditions after the children were applied, with `degraded` as given.
+fn applied(nodes: &NodeCounts, degraded: Condition) -> Vec<Condition> {
+    let ready = nodes.rolled_out() && nodes.ready >= nodes.desired;
+    vec![
+        if ready {
+            condition(
+                types::READY,
+                true,
+                reasons::ALL_NODES_READY,
+                nodes.message(),
+            )
+        } else {
+            condition(
+                types::READY,
+                false,
+                reasons::NODES_NOT_READY,
+                nodes.message(),
+            )
+        },
+        available(nodes),
+        if nodes.rolled_out() {
+            condition(
+                types::PROGRESSING,
+                false,
+                reasons::ROLLED_OUT,
+                nodes.message(),
+            )
+        } else {
+            let msg = format!(
+                "{}/{} nodes updated, {}",
+                nodes.updated,
+                nodes.desired,
+                nodes.message()
+            );
+            condition(types::PROGRESSING, true, reasons::ROLLING_OUT, msg)
+        },
+        degraded,
+    ]
 }
 
 /// A condition whose status flipped (or that appeared) in a merge.
@@ -332,6 +352,25 @@ mod tests {
 
         let (resumed, _) = merge(&paused, &Outcome::Applied(nodes(1, 1)), Some(3), at(30));
         assert!(find(&resumed, types::PAUSED).is_none());
+    }
+
+    #[test]
+    fn a_held_back_volume_change_degrades_a_running_cluster() {
+        let (before, _) = merge(&[], &Outcome::Applied(nodes(2, 2)), Some(1), at(10));
+        let outcome = Outcome::VolumeChangeNotApplied {
+            message: "resize the claims".to_owned(),
+            nodes: nodes(2, 2),
+        };
+        let (after, transitions) = merge(&before, &outcome, Some(2), at(20));
+        let degraded = find(&after, types::DEGRADED).expect("degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", reasons::VOLUME_CHANGE_NOT_APPLIED)
+        );
+        assert_eq!(degraded.message, "resize the claims");
+        assert_eq!(find(&after, types::READY).expect("ready").status, "True");
+        let flipped: Vec<_> = transitions.iter().map(|t| t.type_.as_str()).collect();
+        assert_eq!(flipped, vec![types::DEGRADED]);
     }
 
     #[test]

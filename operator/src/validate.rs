@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::crd::{MqttClusterSpec, TlsSpec};
-use crate::resources::{ADMIN_PORT, INTERNAL_USER};
+use crate::resources::{ADMIN_PORT, CLUSTER_PORT, INTERNAL_USER};
 
 /// Why a spec was refused: the field at fault and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +99,7 @@ fn listeners(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
     let l = &spec.listeners;
     let mut seen: BTreeMap<i32, &str> = BTreeMap::new();
     seen.insert(ADMIN_PORT, "the admin endpoint");
+    seen.insert(CLUSTER_PORT, "the cluster mesh");
     for (field, port) in enabled_ports(spec) {
         if !(1..=65535).contains(&port) {
             return Err(InvalidSpec::new(

@@ -38,6 +38,7 @@ fn credentials() -> Credentials {
         "admin-token-fixture",
         "internal-password-fixture",
         "$argon2id$v=19$m=4096,t=1,p=1$c2FsdA$aGFzaA",
+        "cluster-secret-fixture",
     )
 }
 
@@ -144,6 +145,49 @@ fn the_rendered_configuration_is_one_the_broker_accepts() {
             !config.admin.bind.ip().is_loopback(),
             "probes reach the admin port from outside"
         );
+        let mesh = &config.cluster;
+        assert_eq!(
+            mesh.bind.map(|b| b.to_string()).as_deref(),
+            Some("0.0.0.0:7946")
+        );
+        assert_eq!(
+            mesh.secret_file.as_deref(),
+            Some(Path::new("/etc/strait/credentials/cluster-secret"))
+        );
+        let dns = mesh.dns.as_ref().expect("peers are found by DNS");
+        let name = cluster.metadata.name.as_deref().expect("name");
+        let namespace = cluster.metadata.namespace.as_deref().expect("namespace");
+        assert_eq!(dns.name, format!("{name}-headless.{namespace}.svc"));
+        assert_eq!(dns.port, 7946);
+    }
+}
+
+#[test]
+fn the_mesh_port_is_declared_by_the_pods_and_the_headless_service() {
+    for path in fixtures("clusters") {
+        let children = build_fixture(&load(&path));
+        let headless = children.headless_service.spec.expect("spec");
+        assert_eq!(headless.publish_not_ready_addresses, Some(true));
+        let port = headless
+            .ports
+            .expect("ports")
+            .into_iter()
+            .find(|p| p.name.as_deref() == Some("cluster"))
+            .expect("a cluster port on the headless Service");
+        assert_eq!(port.port, 7946);
+        let pod = children
+            .stateful_set
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        let ports = pod.containers[0].ports.clone().expect("ports");
+        assert!(ports
+            .iter()
+            .any(|p| p.name.as_deref() == Some("cluster") && p.container_port == 7946));
+        let secret = children.credentials.data.expect("data");
+        assert_eq!(secret["cluster-secret"].0, b"cluster-secret-fixture");
     }
 }
 
@@ -177,7 +221,9 @@ fn credentials_never_appear_in_the_config_map() {
         let children = build_fixture(&load(&path));
         let yaml = serde_yaml::to_string(&children.config_map).expect("render");
         assert!(
-            !yaml.contains("admin-token-fixture") && !yaml.contains("internal-password-fixture")
+            !yaml.contains("admin-token-fixture")
+                && !yaml.contains("internal-password-fixture")
+                && !yaml.contains("cluster-secret-fixture")
         );
     }
 }

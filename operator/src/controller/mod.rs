@@ -7,6 +7,7 @@ pub mod dereference;
 pub mod diff;
 mod reconcile;
 mod status;
+mod volumes;
 
 pub use context::{ChildKinds, Context};
 pub use reconcile::{error_policy, reconcile};

@@ -12,6 +12,7 @@ use super::apply::apply_children;
 use super::context::Context;
 use super::dereference::{observe, ChildKind, Observed};
 use super::status::{node_counts, report};
+use super::volumes::hold_back_volume_change;
 use super::Error;
 use crate::conditions::{reasons, Outcome};
 use crate::crd::MqttCluster;
@@ -119,15 +120,26 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, E
         credentials: &credentials,
         user_lines: &user_lines,
     };
+    let mut held_back = None;
     let applied = match build(cluster, &inputs) {
-        Ok(children) => apply_children(ctx, &namespace, &children, &observed).await,
+        Ok(mut children) => {
+            held_back = hold_back_volume_change(&mut children.stateful_set, current);
+            apply_children(ctx, &namespace, &children, &observed).await
+        }
         Err(error) => Err(error.into()),
     };
     match applied {
         Ok(applied) => {
             tracing::debug!(writes = applied.writes, "children applied");
             let nodes = node_counts(desired, applied.stateful_set.as_ref());
-            report(ctx, cluster, &Outcome::Applied(nodes)).await?;
+            let outcome = match held_back {
+                Some(message) => {
+                    tracing::info!("a volume change is held back");
+                    Outcome::VolumeChangeNotApplied { message, nodes }
+                }
+                None => Outcome::Applied(nodes),
+            };
+            report(ctx, cluster, &outcome).await?;
             Ok(Step::Done)
         }
         Err(error) => {

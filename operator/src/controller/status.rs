@@ -43,9 +43,65 @@ pub fn node_counts(desired: i32, stateful_set: Option<&Value>) -> NodeCounts {
 
 /// Computes the status for `outcome`, writes it if it differs from the
 /// stored one, and publishes Events for transitions.
+///
+/// The cluster a reconcile gets comes from the watch cache, which can lag
+/// behind the operator's own last status write: a reconcile triggered by a
+/// child's event just after that write still sees the status from before
+/// it. Comparing with that stale status would write the same status again
+/// and repeat its Events, so a status that looks changed is first compared
+/// with the live object, and computed again from it when the cache was stale.
 pub async fn report(ctx: &Context, cluster: &MqttCluster, outcome: &Outcome) -> Result<(), Error> {
     let namespace = cluster.namespace().unwrap_or_default();
-    let previous = cluster.status.clone().unwrap_or_default();
+    let cached = cluster.status.clone().unwrap_or_default();
+    let mut update = next_status(cluster, &namespace, &cached, outcome);
+    if update.next == cached {
+        return Ok(());
+    }
+    let api: Api<MqttCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics.read();
+    let Some(live) = api.get_opt(&cluster.name_any()).await? else {
+        // Deleted meanwhile: nothing left to report on.
+        return Ok(());
+    };
+    let live = live.status.unwrap_or_default();
+    if live != cached {
+        tracing::debug!("the cached status was stale; computing the status from the live one");
+        update = next_status(cluster, &namespace, &live, outcome);
+        if update.next == live {
+            return Ok(());
+        }
+    }
+    tracing::debug!(previous = ?live, next = ?update.next, "writing the status");
+    let patch = json!({
+        "apiVersion": MqttCluster::api_version(&()),
+        "kind": MqttCluster::kind(&()),
+        "status": update.next,
+    });
+    ctx.metrics.write();
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(Settings::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    for transition in update.transitions.iter().filter(|t| worth_an_event(t)) {
+        publish(ctx, cluster, transition).await;
+    }
+    Ok(())
+}
+
+/// A status computed from a previous one, with the conditions that flipped.
+struct StatusUpdate {
+    next: MqttClusterStatus,
+    transitions: Vec<Transition>,
+}
+
+fn next_status(
+    cluster: &MqttCluster,
+    namespace: &str,
+    previous: &MqttClusterStatus,
+    outcome: &Outcome,
+) -> StatusUpdate {
     let (conditions, transitions) = conditions::merge(
         &previous.conditions,
         outcome,
@@ -58,36 +114,18 @@ pub async fn report(ctx: &Context, cluster: &MqttCluster, outcome: &Outcome) -> 
             ..previous.clone()
         },
         Outcome::Applied(nodes)
+        | Outcome::VolumeChangeNotApplied { nodes, .. }
         | Outcome::InvalidSpec { nodes, .. }
         | Outcome::Error { nodes, .. } => MqttClusterStatus {
             observed_generation: cluster.metadata.generation,
             replicas: nodes.current,
             ready_replicas: nodes.ready,
-            client_endpoint: client_endpoint(cluster, &namespace),
-            link_endpoint: link_endpoint(cluster, &namespace),
+            client_endpoint: client_endpoint(cluster, namespace),
+            link_endpoint: link_endpoint(cluster, namespace),
             conditions,
         },
     };
-    if next != previous {
-        tracing::debug!(?previous, ?next, "status changed");
-        let api: Api<MqttCluster> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": MqttCluster::api_version(&()),
-            "kind": MqttCluster::kind(&()),
-            "status": next,
-        });
-        ctx.metrics.write();
-        api.patch_status(
-            &cluster.name_any(),
-            &PatchParams::apply(Settings::FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    }
-    for transition in transitions.iter().filter(|t| worth_an_event(t)) {
-        publish(ctx, cluster, transition).await;
-    }
-    Ok(())
+    StatusUpdate { next, transitions }
 }
 
 /// Users hear about readiness, degradation and pausing; the other

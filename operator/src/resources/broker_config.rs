@@ -2,15 +2,20 @@
 //! configuration types, so what the operator writes is what the broker parses.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use strait_broker::config::{
-    AdminConfig, AuthConfig, Config, Limits, ListenerConfig, ListenerProtocol, NodeConfig,
-    PersistenceConfig, TlsConfig,
+    AdminConfig, AuthConfig, ClusterConfig, Config, DnsDiscovery, Limits, ListenerConfig,
+    ListenerProtocol, NodeConfig, PersistenceConfig, TlsConfig,
 };
 
-use super::ADMIN_PORT;
+use super::credentials::CLUSTER_SECRET;
+use super::{names, ADMIN_PORT, CLUSTER_PORT};
 use crate::crd::{MqttClusterSpec, TlsSpec};
+
+/// How often each node resolves the headless Service again, so that the mesh
+/// follows scaling within this time.
+const PEER_DNS_INTERVAL_MS: u64 = 5000;
 
 /// Where the pod template mounts what the configuration refers to.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +39,10 @@ impl ConfigPaths {
     }
 }
 
-/// The broker configuration every node of the cluster `cluster_name` runs.
-pub fn broker_config(cluster_name: &str, spec: &MqttClusterSpec) -> Config {
+/// The broker configuration every node of the cluster `cluster_name` (in
+/// `namespace`) runs. The nodes find each other through the headless
+/// Service, which lists every pod, ready or not.
+pub fn broker_config(cluster_name: &str, namespace: &str, spec: &MqttClusterSpec) -> Config {
     let l = &spec.listeners;
     let mut listeners = Vec::new();
     if l.mqtt.enabled {
@@ -88,14 +95,34 @@ pub fn broker_config(cluster_name: &str, spec: &MqttClusterSpec) -> Config {
             data_dir: Some(PathBuf::from(ConfigPaths::DATA_DIR)),
             ..PersistenceConfig::default()
         },
+        cluster: mesh(cluster_name, namespace, &credentials),
         ..Config::default()
     }
 }
 
-fn any_addr(port: i32) -> SocketAddr {
+/// The mesh between the nodes: every node listens on [`CLUSTER_PORT`] and
+/// dials the addresses the headless Service's name resolves to.
+fn mesh(cluster_name: &str, namespace: &str, credentials_dir: &Path) -> ClusterConfig {
+    let headless = names(cluster_name).headless_service;
+    ClusterConfig {
+        bind: Some(any_addr(CLUSTER_PORT)),
+        secret_file: Some(credentials_dir.join(CLUSTER_SECRET)),
+        dns: Some(DnsDiscovery {
+            name: format!("{headless}.{namespace}.svc"),
+            port: port(CLUSTER_PORT),
+            interval_ms: PEER_DNS_INTERVAL_MS,
+        }),
+        ..ClusterConfig::default()
+    }
+}
+
+fn any_addr(port_number: i32) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port(port_number)))
+}
+
+fn port(number: i32) -> u16 {
     // Ports are validated to 1..=65535 before anything is built.
-    let port = u16::try_from(port).unwrap_or_default();
-    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+    u16::try_from(number).unwrap_or_default()
 }
 
 fn listener(

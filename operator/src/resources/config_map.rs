@@ -13,7 +13,7 @@ use crate::crd::MqttCluster;
 pub const CONFIG_KEY: &str = "strait.yaml";
 
 pub(super) fn build(meta: &ChildMeta, cluster: &MqttCluster) -> Result<ConfigMap, BuildError> {
-    let config = broker_config(&meta.name, &cluster.spec);
+    let config = broker_config(&meta.name, &meta.namespace, &cluster.spec);
     // A rendering the broker would refuse is a bug here or in validation:
     // better a clear error than a crash-looping StatefulSet.
     config.validate()?;

@@ -1,9 +1,11 @@
-//! The cluster's own credentials: the admin API token and the internal user
-//! the nodes authenticate to each other with.
+//! The cluster's own credentials: the admin API token, the internal user
+//! the nodes authenticate to each other with, and the secret that
+//! authenticates the mesh between the nodes.
 //!
 //! They are generated once, when the credentials Secret does not exist yet,
 //! and read back from it on every later reconcile, so they never change under
-//! running pods. The Secret also carries the broker's credentials file
+//! running pods. A Secret written before the mesh existed lacks the cluster
+//! secret: it gets one, and keeps its other values. The Secret also carries the broker's credentials file
 //! (`passwd`): the internal user's line plus the lines of the users Secrets.
 
 use std::collections::BTreeMap;
@@ -25,14 +27,17 @@ const INTERNAL_USERNAME: &str = "internal-username";
 const INTERNAL_PASSWORD: &str = "internal-password";
 const INTERNAL_HASH: &str = "internal-password-hash";
 const PASSWD: &str = "passwd";
+/// Key (and file name in the pod) of the mesh's shared secret.
+pub(super) const CLUSTER_SECRET: &str = "cluster-secret";
 
 /// Keys of the credentials Secret.
-pub const CREDENTIALS_KEYS: [&str; 5] = [
+pub const CREDENTIALS_KEYS: [&str; 6] = [
     ADMIN_TOKEN,
     INTERNAL_USERNAME,
     INTERNAL_PASSWORD,
     INTERNAL_HASH,
     PASSWD,
+    CLUSTER_SECRET,
 ];
 
 /// Why credentials could not be generated.
@@ -46,6 +51,7 @@ pub struct Credentials {
     admin_token: String,
     internal_password: String,
     internal_password_hash: String,
+    cluster_secret: String,
 }
 
 impl fmt::Debug for Credentials {
@@ -55,7 +61,9 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Reads the credentials back from the cluster's Secret; `None` when any is missing.
+    /// Reads the credentials back from the cluster's Secret; `None` when the
+    /// admin token or the internal user is missing. A missing cluster secret
+    /// alone is drawn afresh, so that the other values stay as they are.
     pub fn from_secret(secret: &Secret) -> Option<Credentials> {
         let data = secret.data.as_ref()?;
         let get = |key: &str| {
@@ -67,6 +75,7 @@ impl Credentials {
             admin_token: get(ADMIN_TOKEN)?,
             internal_password: get(INTERNAL_PASSWORD)?,
             internal_password_hash: get(INTERNAL_HASH)?,
+            cluster_secret: get(CLUSTER_SECRET).unwrap_or_else(random_token),
         })
     }
 
@@ -89,15 +98,22 @@ impl Credentials {
             admin_token: random_token(),
             internal_password,
             internal_password_hash: hash,
+            cluster_secret: random_token(),
         })
     }
 
     /// Fixed credentials for tests and fixtures.
-    pub fn fixed(admin_token: &str, internal_password: &str, internal_password_hash: &str) -> Self {
+    pub fn fixed(
+        admin_token: &str,
+        internal_password: &str,
+        internal_password_hash: &str,
+        cluster_secret: &str,
+    ) -> Self {
         Credentials {
             admin_token: admin_token.to_owned(),
             internal_password: internal_password.to_owned(),
             internal_password_hash: internal_password_hash.to_owned(),
+            cluster_secret: cluster_secret.to_owned(),
         }
     }
 
@@ -137,6 +153,10 @@ pub(super) fn build(meta: &ChildMeta, credentials: &Credentials, user_lines: &[S
                 bytes(&credentials.internal_password_hash),
             ),
             (PASSWD.to_owned(), bytes(&passwd)),
+            (
+                CLUSTER_SECRET.to_owned(),
+                bytes(&credentials.cluster_secret),
+            ),
         ])),
         ..Secret::default()
     }
@@ -152,29 +172,74 @@ mod tests {
         let b = Credentials::generate().expect("generate");
         assert_ne!(a, b);
         assert_eq!(a.admin_token.len(), 64);
+        assert_eq!(a.cluster_secret.len(), 64, "256 bits, hex-encoded");
+        assert_ne!(a.cluster_secret, b.cluster_secret);
+        assert_ne!(a.cluster_secret, a.admin_token);
         assert!(a.internal_password_hash.starts_with("$argon2id$"));
         let debug = format!("{a:?}");
-        assert!(!debug.contains(&a.admin_token) && !debug.contains(&a.internal_password));
+        assert!(
+            !debug.contains(&a.admin_token)
+                && !debug.contains(&a.internal_password)
+                && !debug.contains(&a.cluster_secret)
+        );
+    }
+
+    fn stored(keys: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                keys.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
     }
 
     #[test]
     fn credentials_read_back_from_their_secret() {
-        let creds = Credentials::fixed("token", "password", "$argon2id$fixed");
-        let secret = Secret {
-            data: Some(BTreeMap::from([
-                (ADMIN_TOKEN.to_owned(), ByteString(b"token".to_vec())),
-                (
-                    INTERNAL_PASSWORD.to_owned(),
-                    ByteString(b"password".to_vec()),
-                ),
-                (
-                    INTERNAL_HASH.to_owned(),
-                    ByteString(b"$argon2id$fixed".to_vec()),
-                ),
-            ])),
-            ..Secret::default()
-        };
+        let creds = Credentials::fixed("token", "password", "$argon2id$fixed", "mesh");
+        let secret = stored(&[
+            (ADMIN_TOKEN, "token"),
+            (INTERNAL_PASSWORD, "password"),
+            (INTERNAL_HASH, "$argon2id$fixed"),
+            (CLUSTER_SECRET, "mesh"),
+        ]);
         assert_eq!(Credentials::from_secret(&secret), Some(creds));
         assert_eq!(Credentials::from_secret(&Secret::default()), None);
+    }
+
+    #[test]
+    fn a_secret_without_a_cluster_secret_gains_one_and_keeps_the_rest() {
+        let old = stored(&[
+            (ADMIN_TOKEN, "token"),
+            (INTERNAL_PASSWORD, "password"),
+            (INTERNAL_HASH, "$argon2id$fixed"),
+        ]);
+        let creds = Credentials::from_secret(&old).expect("the other keys are there");
+        assert_eq!(
+            (
+                creds.admin_token.as_str(),
+                creds.internal_password.as_str(),
+                creds.internal_password_hash.as_str()
+            ),
+            ("token", "password", "$argon2id$fixed")
+        );
+        assert_eq!(creds.cluster_secret.len(), 64);
+
+        let cluster: crate::crd::MqttCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "strait.dev/v1alpha1",
+            "kind": "MqttCluster",
+            "metadata": {"name": "alpha", "namespace": "default", "uid": "u-1"},
+            "spec": {},
+        }))
+        .expect("cluster");
+        let meta = ChildMeta::of(&cluster).expect("meta");
+        let rebuilt = build(&meta, &creds, &[]).data.expect("data");
+        for key in CREDENTIALS_KEYS {
+            assert!(rebuilt.contains_key(key), "{key} is written");
+        }
+        assert_eq!(rebuilt[ADMIN_TOKEN].0, b"token");
+        assert_eq!(rebuilt[INTERNAL_PASSWORD].0, b"password");
+        assert_eq!(rebuilt[CLUSTER_SECRET].0, creds.cluster_secret.as_bytes());
     }
 }

@@ -29,6 +29,9 @@ use crate::crd::MqttCluster;
 /// Port of the broker's admin endpoint (probes, metrics) in every pod.
 pub const ADMIN_PORT: i32 = 8080;
 
+/// Port of the mesh between the nodes of one cluster in every pod.
+pub const CLUSTER_PORT: i32 = 7946;
+
 /// Why children could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

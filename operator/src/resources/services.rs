@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{selector_labels, ChildMeta};
-use super::ADMIN_PORT;
+use super::{ADMIN_PORT, CLUSTER_PORT};
 use crate::crd::MqttCluster;
 
 /// Named ports of the broker container and of the Services, client ones first.
@@ -39,11 +39,13 @@ fn service_ports(ports: &[(&str, i32)]) -> Option<Vec<ServicePort>> {
 }
 
 /// Gives every pod a stable DNS name (`<pod>.<name>-headless.<ns>.svc`), ready
-/// or not, so that nodes find each other while they start.
+/// or not, so that nodes find each other while they start: the mesh
+/// discovers its peers through this Service's name.
 pub(super) fn headless(meta: &ChildMeta, cluster: &MqttCluster) -> Service {
     let mut ports = client_ports(cluster);
     ports.push(("link", cluster.spec.listeners.link.port));
     ports.push(("admin", ADMIN_PORT));
+    ports.push(("cluster", CLUSTER_PORT));
     Service {
         metadata: meta.object(&meta.names.headless_service),
         spec: Some(ServiceSpec {

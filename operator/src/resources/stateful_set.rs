@@ -18,7 +18,7 @@ use super::broker_config::ConfigPaths;
 use super::config_map::CONFIG_KEY;
 use super::meta::{selector_labels, ChildMeta};
 use super::services::client_ports;
-use super::{ADMIN_PORT, CONFIG_HASH_ANNOTATION};
+use super::{ADMIN_PORT, CLUSTER_PORT, CONFIG_HASH_ANNOTATION};
 use crate::crd::MqttCluster;
 use crate::validate::tls_refs;
 
@@ -71,7 +71,11 @@ pub(super) fn build(
 
     let mut ports: Vec<ContainerPort> = client_ports(cluster)
         .into_iter()
-        .chain([("link", spec.listeners.link.port), ("admin", ADMIN_PORT)])
+        .chain([
+            ("link", spec.listeners.link.port),
+            ("admin", ADMIN_PORT),
+            ("cluster", CLUSTER_PORT),
+        ])
         .map(|(name, port)| ContainerPort {
             name: Some(name.to_owned()),
             container_port: port,

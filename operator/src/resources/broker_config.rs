@@ -15,7 +15,7 @@ use crate::crd::{MqttClusterSpec, TlsSpec};
 
 /// How often each node resolves the headless Service again, so that the mesh
 /// follows scaling within this time.
-const PEER_DNS_INTERVAL_MS: u64 = 5000;
+const PEER_DISCOVERY_INTERVAL_MS: u64 = 5000;
 
 /// Where the pod template mounts what the configuration refers to.
 #[derive(Debug, Clone, Copy)]
@@ -110,8 +110,8 @@ fn mesh(cluster_name: &str, namespace: &str, credentials_dir: &Path) -> ClusterC
         dns: Some(DnsDiscovery {
             name: format!("{headless}.{namespace}.svc"),
             port: port(CLUSTER_PORT),
-            interval_ms: PEER_DNS_INTERVAL_MS,
         }),
+        discovery_interval_ms: PEER_DISCOVERY_INTERVAL_MS,
         ..ClusterConfig::default()
     }
 }

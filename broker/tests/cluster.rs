@@ -152,38 +152,20 @@ async fn connecting_to_another_node_takes_the_session_over_with_its_queue() {
     let cluster = TestCluster::start(3).await;
     // The first connection is a raw client, so the test sees the exact
     // DISCONNECT the broker sends it.
-    let mut first = support::RawClient::connect(cluster.mqtt(0), p::ProtocolVersion::V5).await;
-    first
-        .send(&p::Packet::Connect(Box::new(p::Connect {
-            protocol: p::ProtocolVersion::V5,
-            clean_start: false,
-            keep_alive: 30,
-            client_id: "roamer".into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: p::ConnectProperties {
-                session_expiry_interval: Some(300),
-                receive_maximum: Some(1),
-                ..Default::default()
-            },
-        })))
-        .await;
-    assert!(matches!(first.recv().await, Some(p::Packet::ConnAck(_))));
-    first
-        .send(&p::Packet::Subscribe(p::Subscribe {
-            packet_id: 1,
-            filters: vec![p::SubscribeFilter {
-                filter: "jobs/#".into(),
-                options: p::SubscriptionOptions {
-                    qos: p::QoS::AtLeastOnce,
-                    ..Default::default()
-                },
-            }],
-            properties: Default::default(),
-        }))
-        .await;
-    assert!(matches!(first.recv().await, Some(p::Packet::SubAck(_))));
+    let properties = p::ConnectProperties {
+        session_expiry_interval: Some(300),
+        receive_maximum: Some(1),
+        ..Default::default()
+    };
+    let (mut first, _) = support::RawClient::open(
+        cluster.mqtt(0),
+        p::ProtocolVersion::V5,
+        "roamer",
+        false,
+        properties,
+    )
+    .await;
+    first.subscribe("jobs/#", p::QoS::AtLeastOnce).await;
     cluster.wait_routes(2, 0, 1).await;
 
     // Three messages while the client reads none: one is in flight (receive
@@ -338,13 +320,7 @@ async fn a_message_forwarded_for_subscribers_that_left_is_counted_not_lost_silen
             topic: "gone/x".into(),
             payload: Bytes::from_static(b"late"),
             qos: 1,
-            retain: false,
-            expiry_ms: None,
-            payload_format_indicator: None,
-            content_type: None,
-            response_topic: None,
-            correlation_data: None,
-            user_properties: Vec::new(),
+            ..WireMessage::default()
         },
         plain: true,
         groups: vec!["$share/g/gone/#".into()],

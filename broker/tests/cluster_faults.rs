@@ -199,15 +199,6 @@ async fn a_partition_longer_than_the_peer_timeout_declares_death_and_heals() {
     cluster.shutdown().await;
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_strait-broker");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// One node as a process, configured through a file with static peers.
 struct NodeProcess {
     child: Child,
@@ -233,7 +224,7 @@ impl NodeProcess {
         );
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, config).expect("write config");
-        let child = Command::new(BIN)
+        let child = Command::new(support::BROKER_BIN)
             .arg("--config")
             .arg(&path)
             .stdout(Stdio::null())
@@ -287,9 +278,9 @@ async fn a_killed_node_is_declared_dead_and_the_survivors_stream_on() {
     let dir = secret_dir("process-cluster-secret-0123456789");
     let ports: Vec<NodePorts> = (0..3)
         .map(|_| NodePorts {
-            mqtt: free_port(),
-            admin: free_port(),
-            cluster: free_port(),
+            mqtt: support::free_port(),
+            admin: support::free_port(),
+            cluster: support::free_port(),
         })
         .collect();
     let all: Vec<u16> = ports.iter().map(|p| p.cluster).collect();

@@ -115,20 +115,7 @@ async fn unsubscribe_all(client: &mut RawClient) {
 #[tokio::test]
 async fn ten_thousand_subscriptions_replicate_and_are_removed() {
     let cluster = TestCluster::start(3).await;
-    let mut client = RawClient::connect(cluster.mqtt(0), p::ProtocolVersion::V311).await;
-    client
-        .send(&p::Packet::Connect(Box::new(p::Connect {
-            protocol: p::ProtocolVersion::V311,
-            clean_start: true,
-            keep_alive: 60,
-            client_id: "many".into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: Default::default(),
-        })))
-        .await;
-    assert!(matches!(client.recv().await, Some(p::Packet::ConnAck(_))));
+    let mut client = RawClient::connected(cluster.mqtt(0), p::ProtocolVersion::V311, "many").await;
 
     let started = Instant::now();
     subscribe_all(&mut client).await;

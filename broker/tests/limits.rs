@@ -5,50 +5,18 @@ mod support;
 use bytes::Bytes;
 use strait_broker::metrics::{DropReason, RefusalReason};
 use strait_broker::protocol::{
-    Connect, ConnectProperties, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
-    SubscribeFilter, SubscriptionOptions,
+    ConnectProperties, Packet, ProtocolVersion, Publish, QoS, ReasonCode,
 };
 use support::{start_broker, RawClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn connect_packet(id: &str, properties: ConnectProperties) -> Packet {
-    Packet::Connect(Box::new(Connect {
-        protocol: ProtocolVersion::V5,
-        clean_start: true,
-        keep_alive: 30,
-        client_id: id.into(),
-        will: None,
-        username: None,
-        password: None,
-        properties,
-    }))
-}
 
 async fn connect(
     addr: std::net::SocketAddr,
     id: &str,
     properties: ConnectProperties,
 ) -> (RawClient, ReasonCode) {
-    let mut client = RawClient::connect(addr, ProtocolVersion::V5).await;
-    client.send(&connect_packet(id, properties)).await;
-    match client.recv().await {
-        Some(Packet::ConnAck(ack)) => (client, ack.code),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-}
-
-fn subscribe(filter: &str, qos: QoS) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![SubscribeFilter {
-            filter: filter.into(),
-            options: SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        }],
-        properties: Default::default(),
-    })
+    let (client, ack) = RawClient::open(addr, ProtocolVersion::V5, id, true, properties).await;
+    (client, ack.code)
 }
 
 fn publish(topic: &str, qos: QoS, packet_id: Option<u16>, payload: Vec<u8>) -> Packet {
@@ -91,8 +59,7 @@ async fn a_full_session_queue_drops_and_counts() {
     .await;
     let addr = server.mqtt_addrs()[0];
     let (mut sub, _) = connect(addr, "sub", Default::default()).await;
-    sub.send(&subscribe("q", QoS::AtLeastOnce)).await;
-    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    sub.subscribe("q", QoS::AtLeastOnce).await;
     let (mut publisher, _) = connect(addr, "pub", Default::default()).await;
     // One in flight (never acknowledged), three queued, the rest dropped.
     let mut reasons = Vec::new();
@@ -130,8 +97,7 @@ async fn messages_larger_than_the_client_accepts_are_skipped_and_counted() {
         ..Default::default()
     };
     let (mut sub, _) = connect(addr, "small", small).await;
-    sub.send(&subscribe("big/#", QoS::AtLeastOnce)).await;
-    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    sub.subscribe("big/#", QoS::AtLeastOnce).await;
     let (mut publisher, _) = connect(addr, "pub", Default::default()).await;
     publisher
         .send(&publish("big/1", QoS::AtLeastOnce, Some(1), vec![0; 1024]))
@@ -169,11 +135,8 @@ async fn topic_level_and_length_limits() {
     .await;
     let addr = server.mqtt_addrs()[0];
     let (mut sub, _) = connect(addr, "sub", Default::default()).await;
-    sub.send(&subscribe("a/b/c/d", QoS::AtMostOnce)).await;
-    match sub.recv().await {
-        Some(Packet::SubAck(ack)) => assert_eq!(ack.reasons, vec![ReasonCode::TopicFilterInvalid]),
-        other => panic!("expected SUBACK, got {other:?}"),
-    }
+    let ack = sub.subscribe("a/b/c/d", QoS::AtMostOnce).await;
+    assert_eq!(ack.reasons, vec![ReasonCode::TopicFilterInvalid]);
     let (mut publisher, _) = connect(addr, "pub", Default::default()).await;
     publisher
         .send(&publish("a/b/c/d", QoS::AtMostOnce, None, vec![]))
@@ -193,8 +156,7 @@ async fn metrics_endpoint_reports_traffic() {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
     let (mut sub, _) = connect(addr, "sub", Default::default()).await;
-    sub.send(&subscribe("m", QoS::AtLeastOnce)).await;
-    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    sub.subscribe("m", QoS::AtLeastOnce).await;
     let (mut publisher, _) = connect(addr, "pub", Default::default()).await;
     publisher
         .send(&publish("m", QoS::AtLeastOnce, Some(1), b"x".to_vec()))

@@ -270,37 +270,13 @@ async fn second_connection_with_the_same_id_takes_the_session_over() {
     let addr = server.mqtt_addrs()[0];
     // The first connection is a raw client, so the test sees exactly what the
     // broker sends it before closing (rumqttc reports only the closed socket).
-    let mut first = support::RawClient::connect(addr, p::ProtocolVersion::V5).await;
-    first
-        .send(&p::Packet::Connect(Box::new(p::Connect {
-            protocol: p::ProtocolVersion::V5,
-            clean_start: false,
-            keep_alive: 30,
-            client_id: "dup".into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: p::ConnectProperties {
-                session_expiry_interval: Some(60),
-                ..Default::default()
-            },
-        })))
-        .await;
-    assert!(matches!(first.recv().await, Some(p::Packet::ConnAck(_))));
-    first
-        .send(&p::Packet::Subscribe(p::Subscribe {
-            packet_id: 1,
-            filters: vec![p::SubscribeFilter {
-                filter: "x".into(),
-                options: p::SubscriptionOptions {
-                    qos: p::QoS::AtLeastOnce,
-                    ..Default::default()
-                },
-            }],
-            properties: Default::default(),
-        }))
-        .await;
-    assert!(matches!(first.recv().await, Some(p::Packet::SubAck(_))));
+    let properties = p::ConnectProperties {
+        session_expiry_interval: Some(60),
+        ..Default::default()
+    };
+    let (mut first, _) =
+        support::RawClient::open(addr, p::ProtocolVersion::V5, "dup", false, properties).await;
+    first.subscribe("x", p::QoS::AtLeastOnce).await;
 
     let mut options = v5::options(addr, "dup");
     options.set_clean_start(false);

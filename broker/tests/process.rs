@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 use support::v5::{self, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_strait-broker");
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 struct Broker {
     child: Child,
     mqtt: SocketAddr,
@@ -28,9 +18,13 @@ struct Broker {
 
 impl Broker {
     async fn spawn(config: Option<&Path>) -> Broker {
-        let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let mut command = Command::new(BIN);
+        let mqtt: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .expect("addr");
+        let mut command = Command::new(support::BROKER_BIN);
         command
             .arg("--mqtt-listen")
             .arg(mqtt.to_string())
@@ -119,20 +113,8 @@ impl Drop for Broker {
 async fn sigterm_tells_v5_clients_and_exits_promptly() {
     use strait_broker::protocol as p;
     let mut broker = Broker::spawn(None).await;
-    let mut client = support::RawClient::connect(broker.mqtt, p::ProtocolVersion::V5).await;
-    client
-        .send(&p::Packet::Connect(Box::new(p::Connect {
-            protocol: p::ProtocolVersion::V5,
-            clean_start: true,
-            keep_alive: 30,
-            client_id: "watcher".into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: Default::default(),
-        })))
-        .await;
-    assert!(matches!(client.recv().await, Some(p::Packet::ConnAck(_))));
+    let mut client =
+        support::RawClient::connected(broker.mqtt, p::ProtocolVersion::V5, "watcher").await;
     broker.signal("TERM");
     let closing = client.recv_until_closed().await;
     assert_eq!(
@@ -201,12 +183,12 @@ async fn state_flushed_before_kill_9_survives_the_restart() {
 
 #[test]
 fn anonymous_on_a_public_address_is_refused_at_start() {
-    let port = free_port();
-    let output = Command::new(BIN)
+    let port = support::free_port();
+    let output = Command::new(support::BROKER_BIN)
         .arg("--mqtt-listen")
         .arg(format!("0.0.0.0:{port}"))
         .arg("--admin-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(format!("127.0.0.1:{}", support::free_port()))
         .output()
         .expect("run strait-broker");
     assert!(!output.status.success());
@@ -216,7 +198,7 @@ fn anonymous_on_a_public_address_is_refused_at_start() {
 
 #[test]
 fn passwd_prints_a_credentials_line() {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(support::BROKER_BIN)
         .args(["passwd", "alice"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

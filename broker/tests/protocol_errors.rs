@@ -5,37 +5,13 @@ mod support;
 
 use bytes::Bytes;
 use strait_broker::protocol::{
-    Connect, ConnectProperties, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
-    ReasonCode,
+    Packet, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode,
 };
-use support::{start_broker, RawClient};
-
-fn connect(version: ProtocolVersion, id: &str) -> Packet {
-    Packet::Connect(Box::new(Connect {
-        protocol: version,
-        clean_start: true,
-        keep_alive: 30,
-        client_id: id.into(),
-        will: None,
-        username: None,
-        password: None,
-        properties: ConnectProperties::default(),
-    }))
-}
-
-async fn connected(addr: std::net::SocketAddr, version: ProtocolVersion, id: &str) -> RawClient {
-    let mut client = RawClient::connect(addr, version).await;
-    client.send(&connect(version, id)).await;
-    match client.recv().await {
-        Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, ReasonCode::Success),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-    client
-}
+use support::{connect_packet, start_broker, RawClient};
 
 /// Sends `bytes` on a fresh v5 connection and returns the DISCONNECT reason, if any.
 async fn v5_violation(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<ReasonCode> {
-    let mut client = connected(addr, ProtocolVersion::V5, "offender").await;
+    let mut client = RawClient::connected(addr, ProtocolVersion::V5, "offender").await;
     client.send_bytes(bytes).await;
     client
         .recv_until_closed()
@@ -51,7 +27,7 @@ async fn v5_violation(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<Reason
 async fn each_violation_gets_its_reason_code_and_others_are_unaffected() {
     let server = start_broker(|c| c.limits.max_packet_size = 1024).await;
     let addr = server.mqtt_addrs()[0];
-    let mut bystander = connected(addr, ProtocolVersion::V5, "bystander").await;
+    let mut bystander = RawClient::connected(addr, ProtocolVersion::V5, "bystander").await;
 
     let cases: &[(&str, Vec<u8>, ReasonCode)] = &[
         // PUBLISH to a topic with a wildcard.
@@ -78,7 +54,7 @@ async fn each_violation_gets_its_reason_code_and_others_are_unaffected() {
             {
                 let mut out = bytes::BytesMut::new();
                 strait_broker::protocol::encode(
-                    &connect(ProtocolVersion::V5, "again"),
+                    &connect_packet(ProtocolVersion::V5, "again", true, Default::default()),
                     ProtocolVersion::V5,
                     &mut out,
                 )
@@ -167,7 +143,8 @@ async fn unsupported_protocol_level_gets_connack_0x01() {
 #[tokio::test]
 async fn v311_violation_closes_without_disconnect() {
     let server = start_broker(|_| {}).await;
-    let mut client = connected(server.mqtt_addrs()[0], ProtocolVersion::V311, "old").await;
+    let mut client =
+        RawClient::connected(server.mqtt_addrs()[0], ProtocolVersion::V311, "old").await;
     client
         .send_bytes(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'+', 0x00])
         .await;
@@ -182,7 +159,7 @@ async fn v311_violation_closes_without_disconnect() {
 async fn topic_alias_resolves_and_unknown_alias_is_a_protocol_error() {
     let server = start_broker(|c| c.limits.topic_alias_maximum = 4).await;
     let addr = server.mqtt_addrs()[0];
-    let mut sub = connected(addr, ProtocolVersion::V5, "sub").await;
+    let mut sub = RawClient::connected(addr, ProtocolVersion::V5, "sub").await;
     sub.send(&Packet::Subscribe(strait_broker::protocol::Subscribe {
         packet_id: 1,
         filters: vec![strait_broker::protocol::SubscribeFilter {
@@ -194,7 +171,7 @@ async fn topic_alias_resolves_and_unknown_alias_is_a_protocol_error() {
     .await;
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
 
-    let mut publisher = connected(addr, ProtocolVersion::V5, "pub").await;
+    let mut publisher = RawClient::connected(addr, ProtocolVersion::V5, "pub").await;
     let publish = |topic: &str, alias: u16, payload: &'static [u8]| {
         Packet::Publish(Publish {
             dup: false,
@@ -230,7 +207,7 @@ async fn topic_alias_resolves_and_unknown_alias_is_a_protocol_error() {
             .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::ProtocolError)),
         "{closing:?}"
     );
-    let mut late = connected(addr, ProtocolVersion::V5, "late").await;
+    let mut late = RawClient::connected(addr, ProtocolVersion::V5, "late").await;
     late.send(&publish("x", 5, b"alias above maximum")).await;
     let closing = late.recv_until_closed().await;
     assert!(
@@ -247,7 +224,7 @@ async fn receive_maximum_limits_unacknowledged_deliveries() {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
     let mut sub = RawClient::connect(addr, ProtocolVersion::V5).await;
-    let mut packet = connect(ProtocolVersion::V5, "slow");
+    let mut packet = connect_packet(ProtocolVersion::V5, "slow", true, Default::default());
     if let Packet::Connect(c) = &mut packet {
         c.properties.receive_maximum = Some(2);
     }
@@ -267,7 +244,7 @@ async fn receive_maximum_limits_unacknowledged_deliveries() {
     .await;
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
 
-    let mut publisher = connected(addr, ProtocolVersion::V5, "pub").await;
+    let mut publisher = RawClient::connected(addr, ProtocolVersion::V5, "pub").await;
     for i in 1..=3u16 {
         publisher
             .send(&Packet::Publish(Publish {

@@ -104,7 +104,7 @@ pub struct Forward {
 
 /// A message as it crosses between nodes. Expiry travels as remaining
 /// lifetime, so the nodes' clocks need not agree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireMessage {
     pub topic: String,
     pub payload: Bytes,

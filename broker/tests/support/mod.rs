@@ -13,11 +13,25 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use strait_broker::config::Config;
-use strait_broker::protocol::{decode, encode, Packet, ProtocolVersion};
+use strait_broker::protocol::{
+    decode, encode, ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, QoS, SubAck,
+    Subscribe, SubscribeFilter, SubscriptionOptions,
+};
 use strait_broker::server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+/// The broker binary cargo built for these tests.
+pub const BROKER_BIN: &str = env!("CARGO_BIN_EXE_strait-broker");
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
 
 /// Upper bound for anything a test waits for; reaching it fails the test.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -281,6 +295,25 @@ pub mod v5 {
     }
 }
 
+/// A CONNECT as `client_id`, keepalive 30 s, no will and no credentials.
+pub fn connect_packet(
+    version: ProtocolVersion,
+    client_id: &str,
+    clean_start: bool,
+    properties: ConnectProperties,
+) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol: version,
+        clean_start,
+        keep_alive: 30,
+        client_id: client_id.into(),
+        will: None,
+        username: None,
+        password: None,
+        properties,
+    }))
+}
+
 /// A client that writes and reads raw packets, for protocol-level tests.
 pub struct RawClient {
     pub stream: TcpStream,
@@ -296,6 +329,57 @@ impl RawClient {
             stream,
             buf: BytesMut::new(),
             version,
+        }
+    }
+
+    /// Connects and completes CONNECT/CONNACK as `client_id`; returns the
+    /// client and the broker's CONNACK, whatever its code.
+    pub async fn open(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        clean_start: bool,
+        properties: ConnectProperties,
+    ) -> (RawClient, ConnAck) {
+        let mut client = RawClient::connect(addr, version).await;
+        client
+            .send(&connect_packet(version, client_id, clean_start, properties))
+            .await;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) => (client, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// A clean-start connection as `client_id` that the broker accepted.
+    pub async fn connected(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+    ) -> RawClient {
+        let (client, ack) =
+            RawClient::open(addr, version, client_id, true, ConnectProperties::default()).await;
+        assert_eq!(ack.code, strait_broker::protocol::ReasonCode::Success);
+        client
+    }
+
+    /// Subscribes to one filter (packet id 1) and returns the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> SubAck {
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![SubscribeFilter {
+                filter: filter.into(),
+                options: SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                },
+            }],
+            properties: Default::default(),
+        }))
+        .await;
+        match self.recv().await {
+            Some(Packet::SubAck(ack)) => ack,
+            other => panic!("expected SUBACK, got {other:?}"),
         }
     }
 

@@ -17,9 +17,18 @@ use std::time::{Duration, Instant};
 pub struct ControlPlane {
     /// A kubeconfig for the cluster admin.
     pub kubeconfig: PathBuf,
+    /// A kubeconfig for the operator's ServiceAccount as the Helm chart names
+    /// it (`system:serviceaccount:strait-system:strait`): it holds no rights
+    /// but those a test grants it, such as the chart's RBAC.
+    pub operator_kubeconfig: PathBuf,
     /// Folder with the CRDs, as installed.
     _dir: tempfile::TempDir,
 }
+
+/// Where the Helm chart puts the operator (its release namespace) ...
+pub const OPERATOR_NAMESPACE: &str = "strait-system";
+/// ... and the name of its ServiceAccount (the release name).
+pub const OPERATOR_ACCOUNT: &str = "strait";
 
 static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
@@ -118,9 +127,13 @@ fn start() -> anyhow::Result<ControlPlane> {
         .arg("-out")
         .arg(d.join("sa.pub")))?;
     let token = format!("strait-test-{}", std::process::id());
+    let operator_token = format!("{token}-operator");
     std::fs::write(
         d.join("tokens.csv"),
-        format!("{token},admin,admin,system:masters\n"),
+        format!(
+            "{token},admin,admin,system:masters\n\
+             {operator_token},system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT},operator,system:serviceaccounts\n"
+        ),
     )?;
 
     let etcd_port = free_port()?;
@@ -172,13 +185,18 @@ fn start() -> anyhow::Result<ControlPlane> {
         ],
     )?;
 
-    let kubeconfig = d.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin, namespace: default}}\ncurrent-context: test\n"
-        ),
-    )?;
+    let kubeconfig_for = |file: &str, user_token: &str| -> std::io::Result<PathBuf> {
+        let path = d.join(file);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: user\n  user:\n    token: {user_token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user, namespace: default}}\ncurrent-context: test\n"
+            ),
+        )?;
+        Ok(path)
+    };
+    let kubeconfig = kubeconfig_for("kubeconfig", &token)?;
+    let operator_kubeconfig = kubeconfig_for("operator-kubeconfig", &operator_token)?;
     wait_until("kube-apiserver", Duration::from_secs(90), || {
         Command::new("curl")
             .args(["-skf", "-o", "/dev/null", "-H"])
@@ -209,6 +227,7 @@ fn start() -> anyhow::Result<ControlPlane> {
 
     Ok(ControlPlane {
         kubeconfig,
+        operator_kubeconfig,
         _dir: dir,
     })
 }

@@ -25,13 +25,18 @@ pub async fn client() -> Client {
         .with_test_writer()
         .try_init();
     let plane = control_plane::shared();
-    let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
+    let client = client_from(&plane.kubeconfig).await;
+    install_crds(&client).await;
+    client
+}
+
+/// A client authenticated as the kubeconfig at `path` says.
+pub async fn client_from(path: &std::path::Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("client config");
-    let client = Client::try_from(config).expect("client");
-    install_crds(&client).await;
-    client
+    Client::try_from(config).expect("client")
 }
 
 /// Installs the committed CRDs (the files users apply) and waits until they are served.

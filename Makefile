@@ -40,6 +40,7 @@ fmt-check:
 
 clippy lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
 unit:
 	$(CARGO) test --workspace --lib --bins

@@ -8,7 +8,7 @@
 //! is announced once however many sessions use it), and the messages its
 //! clients publish that a peer has interest in, once per peer. The receiver
 //! acknowledges the stream, so a cut loses nothing that fits the queue and a
-//! reconnect resumes where the peer stopped ([`outbox`]).
+//! reconnect resumes where the peer stopped (see `outbox.rs`).
 //!
 //! Peer routes live in the node's own router under [`PeerRef`] keys, so one
 //! match finds local sessions and interested peers alike, and a shared group

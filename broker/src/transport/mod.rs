@@ -133,7 +133,7 @@ impl Listener {
     }
 
     /// Runs the TLS and/or WebSocket handshake this listener needs, within
-    /// [`HANDSHAKE_TIMEOUT`].
+    /// `HANDSHAKE_TIMEOUT`.
     pub async fn handshake(&self, tcp: TcpStream) -> Result<Accepted, TransportError> {
         self.handshake_within(HANDSHAKE_TIMEOUT, tcp).await
     }

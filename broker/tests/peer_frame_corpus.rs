@@ -154,9 +154,10 @@ fn the_seed_corpus_replays_as_its_names_say() {
         .map(|entry| entry.expect("entry").path())
         .collect();
     files.sort();
+    let seeds = seeds();
     assert_eq!(
         files.len(),
-        seeds().len(),
+        seeds.len(),
         "the corpus is what `seeds` writes"
     );
     for path in files {

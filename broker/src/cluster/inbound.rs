@@ -2,6 +2,7 @@
 //! each one sends (routes, forwarded messages), acknowledge it, and answer
 //! its requests.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -179,9 +180,7 @@ fn open_stream<H: Host>(host: &H, peer: &Arc<Peer>, incarnation: u64) -> Option<
         return Some(inbound.applied);
     }
     // A new incarnation starts from scratch: what the old one said is void.
-    for filter in std::mem::take(&mut inbound.routes) {
-        host.remove_peer_route(peer, &filter);
-    }
+    forget_routes(host, peer, &mut inbound.routes);
     inbound.incarnation = Some(incarnation);
     inbound.applied = 0;
     None
@@ -284,18 +283,9 @@ fn handle<H: Host>(
 /// One op of a peer's stream (the peer's inbound lock is held by the caller,
 /// so route changes and their bookkeeping stay together). Returns whether a
 /// local subscriber's queue was full.
-fn apply<H: Host>(
-    host: &H,
-    peer: &Arc<Peer>,
-    routes: &mut std::collections::HashSet<String>,
-    op: Op,
-) -> bool {
+fn apply<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>, op: Op) -> bool {
     match op {
-        Op::Reset => {
-            for filter in routes.drain() {
-                host.remove_peer_route(peer, &filter);
-            }
-        }
+        Op::Reset => forget_routes(host, peer, routes),
         Op::RouteAdd(filter) => {
             if routes.insert(filter.clone()) {
                 host.add_peer_route(peer, &filter);
@@ -315,6 +305,13 @@ fn apply<H: Host>(
         Op::Retained(message) => host.retain_if_absent(message),
     }
     false
+}
+
+/// Takes every route `peer` advertised out of the router.
+fn forget_routes<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>) {
+    for filter in routes.drain() {
+        host.remove_peer_route(peer, &filter);
+    }
 }
 
 /// Declares dead the peers this node has neither heard from nor reached for
@@ -346,9 +343,7 @@ pub(super) async fn sweep_loop<H: Host>(host: Arc<H>) {
             if heard {
                 continue;
             }
-            for filter in std::mem::take(&mut inbound.routes) {
-                host.remove_peer_route(&peer, &filter);
-            }
+            forget_routes(host.as_ref(), &peer, &mut inbound.routes);
             let known = inbound.incarnation.take().is_some();
             inbound.applied = 0;
             drop(inbound);

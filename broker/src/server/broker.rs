@@ -224,10 +224,7 @@ impl Broker {
             if message.retain {
                 // Every node keeps every retained message, interested or not.
                 for peer in cluster.peers() {
-                    let peer = PeerRef(peer);
-                    if !forwards.iter().any(|(p, _)| *p == peer) {
-                        forwards.push((peer, forward_of(&message, false)));
-                    }
+                    forward_to(&mut forwards, PeerRef(peer), &message);
                 }
             }
             for (peer, forward) in forwards {
@@ -258,14 +255,7 @@ impl Broker {
             let session = match target {
                 Target::Session(session) => session,
                 Target::Peer(peer) => {
-                    let at = match forwards.iter().position(|(p, _)| *p == peer) {
-                        Some(at) => at,
-                        None => {
-                            forwards.push((peer, forward_of(message, false)));
-                            forwards.len() - 1
-                        }
-                    };
-                    let forward = &mut forwards[at].1;
+                    let forward = forward_to(forwards, peer, message);
                     match delivery.shared {
                         Some(group) => forward.groups.push(group.to_string()),
                         None => forward.plain = true,
@@ -523,13 +513,26 @@ impl Broker {
     }
 }
 
-/// A message as forwarded to one peer, before its targets are known.
-fn forward_of(message: &Message, plain: bool) -> Forward {
-    Forward {
-        message: message.to_wire(Instant::now()),
-        plain,
-        groups: Vec::new(),
-    }
+/// What `forwards` holds for `peer`, added (bound for none of its
+/// subscribers yet) on the peer's first mention: one forward per peer.
+fn forward_to<'f>(
+    forwards: &'f mut Vec<(PeerRef, Forward)>,
+    peer: PeerRef,
+    message: &Message,
+) -> &'f mut Forward {
+    let at = match forwards.iter().position(|(p, _)| *p == peer) {
+        Some(at) => at,
+        None => {
+            let forward = Forward {
+                message: message.to_wire(Instant::now()),
+                plain: false,
+                groups: Vec::new(),
+            };
+            forwards.push((peer, forward));
+            forwards.len() - 1
+        }
+    };
+    &mut forwards[at].1
 }
 
 /// Routing a message from a peer: this node's sessions only (a peer's

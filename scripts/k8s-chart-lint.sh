@@ -3,12 +3,7 @@
 # SDK through PyPI's helm-python-sdk (installed once into a venv under the cache).
 set -euo pipefail
 
-CACHE_DIR="${CACHE_DIR:-$HOME/.cache/strait}"
-VENV="$CACHE_DIR/venv-helm"
-CHART="$(cd "$(dirname "$0")/.." && pwd)/charts/strait-operator"
-
-test -x "$VENV/bin/python" || python3 -m venv "$VENV"
-"$VENV/bin/python" -c 'import helm_python, yaml' 2>/dev/null || "$VENV/bin/pip" install -q 'helm-python-sdk>=0.2,<0.3' pyyaml
+source "$(dirname "$0")/helm-venv.sh"
 
 "$VENV/bin/python" - "$CHART" <<'PY'
 import sys

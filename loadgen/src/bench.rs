@@ -102,15 +102,10 @@ async fn traffic_runs(
 ) {
     let name = broker.kind().name();
     for (i, scenario) in plan.throughput.iter().enumerate() {
-        let target = Target {
-            label: name,
-            endpoints: Endpoints::single(broker.addr()),
-            nodes: std::slice::from_mut(broker),
-        };
         let tag = format!("t{i}");
-        let outcome = match one_run(
+        let outcome = match run_alone(
             publishers_runtime,
-            target,
+            broker,
             scenario,
             plan,
             &tag,
@@ -137,15 +132,10 @@ async fn traffic_runs(
         Err(e) => results.errors.push(e.to_string()),
     }
     for (i, scenario) in plan.latency.iter().enumerate() {
-        let target = Target {
-            label: name,
-            endpoints: Endpoints::single(broker.addr()),
-            nodes: std::slice::from_mut(broker),
-        };
         let tag = format!("l{i}");
-        let outcome = match one_run(
+        let outcome = match run_alone(
             publishers_runtime,
-            target,
+            broker,
             scenario,
             plan,
             &tag,
@@ -173,6 +163,23 @@ async fn traffic_runs(
                 .push(format!("{scenario}: no message was delivered")),
         }
     }
+}
+
+/// One run of `scenario` on a lone broker.
+async fn run_alone(
+    publishers_runtime: &Handle,
+    broker: &mut BrokerProcess,
+    scenario: &Scenario,
+    plan: &Plan,
+    tag: &str,
+    errors: &mut Vec<String>,
+) -> Step {
+    let target = Target {
+        label: broker.kind().name(),
+        endpoints: Endpoints::single(broker.addr()),
+        nodes: std::slice::from_mut(broker),
+    };
+    one_run(publishers_runtime, target, scenario, plan, tag, errors).await
 }
 
 /// How one run ended; failures are already recorded.

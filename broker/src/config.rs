@@ -108,6 +108,10 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     /// HTTP path for WebSocket upgrades; ignored for plain MQTT.
     pub path: String,
+    /// What this listener's publishers meet when a subscriber's queue is
+    /// full; unset follows `limits.queueFullPolicy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_full_policy: Option<QueueFullPolicy>,
 }
 
 impl Default for ListenerConfig {
@@ -118,6 +122,7 @@ impl Default for ListenerConfig {
             protocol: ListenerProtocol::Mqtt,
             tls: None,
             path: "/mqtt".into(),
+            queue_full_policy: None,
         }
     }
 }
@@ -200,6 +205,12 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Messages queued per session while offline or beyond the inflight window.
     pub max_queued_messages: usize,
+    /// What a publisher meets when a connected subscriber's queue is full
+    /// (offline sessions always drop beyond their bound, counted).
+    pub queue_full_policy: QueueFullPolicy,
+    /// How long a publisher is held for a full queue before the subscriber
+    /// counts as stalled and further messages for it are dropped (counted).
+    pub backpressure_max_wait_ms: u64,
     /// Longest topic name or filter, in bytes.
     pub max_topic_length: usize,
     /// Most levels in a topic name or filter.
@@ -214,6 +225,20 @@ pub struct Limits {
     pub connect_timeout_secs: u64,
 }
 
+/// What happens to a QoS 1/2 message whose connected subscriber's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum QueueFullPolicy {
+    /// Queue it anyway and stop reading from its publisher until the queue has
+    /// room again (at most `backpressureMaxWaitMs`): an acknowledged message is
+    /// never dropped for a subscriber that is still draining.
+    #[default]
+    Backpressure,
+    /// Drop it for that subscriber, counted as
+    /// `strait_messages_dropped_total{reason="queue_full"}`.
+    Drop,
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -221,6 +246,8 @@ impl Default for Limits {
             max_packet_size: 1024 * 1024,
             max_inflight: 64,
             max_queued_messages: 1000,
+            queue_full_policy: QueueFullPolicy::Backpressure,
+            backpressure_max_wait_ms: 5000,
             max_topic_length: 65535,
             max_topic_levels: 128,
             topic_alias_maximum: 64,
@@ -416,6 +443,9 @@ impl Config {
         }
         if limits.max_inflight == 0 {
             return invalid("limits.maxInflight must be at least 1".into());
+        }
+        if limits.backpressure_max_wait_ms == 0 {
+            return invalid("limits.backpressureMaxWaitMs must be at least 1".into());
         }
         if limits.max_connections == 0 {
             return invalid("limits.maxConnections must be at least 1".into());

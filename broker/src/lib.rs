@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod flow;
 pub mod metrics;
 pub mod protocol;
 pub mod router;

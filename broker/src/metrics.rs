@@ -111,6 +111,9 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     acl_denials: AtomicU64,
+    backpressure_holds: AtomicU64,
+    backpressure_timeouts: AtomicU64,
+    queue_overshoot_peak: AtomicU64,
     store_flushes: AtomicU64,
     store_failures: AtomicU64,
 }
@@ -128,6 +131,9 @@ impl Default for Metrics {
             bytes_out: AtomicU64::new(0),
             drops: Default::default(),
             acl_denials: AtomicU64::new(0),
+            backpressure_holds: AtomicU64::new(0),
+            backpressure_timeouts: AtomicU64::new(0),
+            queue_overshoot_peak: AtomicU64::new(0),
             store_flushes: AtomicU64::new(0),
             store_failures: AtomicU64::new(0),
         }
@@ -194,6 +200,35 @@ impl Metrics {
 
     pub fn acl_denied(&self) {
         add(&self.acl_denials, 1);
+    }
+
+    /// A publisher (or a peer's stream) was held for receivers with full
+    /// queues; `timed_out` when they made no room within the wait.
+    pub fn backpressure_hold(&self, timed_out: bool) {
+        add(&self.backpressure_holds, 1);
+        if timed_out {
+            add(&self.backpressure_timeouts, 1);
+        }
+    }
+
+    /// A session's queue holds `beyond` messages past its bound (one per
+    /// publisher held for it); the peak is kept.
+    pub fn queue_overshoot(&self, beyond: usize) {
+        self.queue_overshoot_peak
+            .fetch_max(beyond as u64, Ordering::Relaxed);
+    }
+
+    /// The most messages any session queue held past its bound.
+    pub fn queue_overshoot_peak(&self) -> u64 {
+        get(&self.queue_overshoot_peak)
+    }
+
+    pub fn backpressure_holds_total(&self) -> u64 {
+        get(&self.backpressure_holds)
+    }
+
+    pub fn backpressure_timeouts_total(&self) -> u64 {
+        get(&self.backpressure_timeouts)
     }
 
     /// A flush cycle completed (or its commit failed).
@@ -301,6 +336,21 @@ impl Metrics {
             "Publishes and subscriptions refused by access rules.",
         );
         family(
+            "backpressure_holds_total",
+            "counter",
+            "Times a publisher was held until full subscriber queues had room.",
+        );
+        family(
+            "backpressure_timeouts_total",
+            "counter",
+            "Holds that ended at limits.backpressureMaxWaitMs with a queue still full (its subscriber counts as stalled).",
+        );
+        family(
+            "session_queue_overshoot_peak",
+            "gauge",
+            "The most messages a connected session's queue held past limits.maxQueuedMessages (at most one per publisher held for it).",
+        );
+        family(
             "store_flushes_total",
             "counter",
             "Flush cycles completed (each commits the changes since the previous one).",
@@ -364,6 +414,18 @@ impl Metrics {
         line(format!(
             "strait_acl_denials_total {}",
             get(&self.acl_denials)
+        ));
+        line(format!(
+            "strait_backpressure_holds_total {}",
+            get(&self.backpressure_holds)
+        ));
+        line(format!(
+            "strait_backpressure_timeouts_total {}",
+            get(&self.backpressure_timeouts)
+        ));
+        line(format!(
+            "strait_session_queue_overshoot_peak {}",
+            get(&self.queue_overshoot_peak)
         ));
         line(format!(
             "strait_store_flushes_total {}",

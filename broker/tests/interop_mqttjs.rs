@@ -30,7 +30,7 @@ async fn websocket_scenario(protocol_version: u8) {
             bind: "127.0.0.1:0".parse().expect("addr"),
             protocol: ListenerProtocol::Websocket,
             tls: None,
-            path: "/mqtt".into(),
+            ..ListenerConfig::default()
         });
     })
     .await;

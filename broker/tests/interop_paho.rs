@@ -66,7 +66,7 @@ async fn broker_with_websocket() -> Server {
             bind: "127.0.0.1:0".parse().expect("addr"),
             protocol: ListenerProtocol::Websocket,
             tls: None,
-            path: "/mqtt".into(),
+            ..ListenerConfig::default()
         });
     })
     .await

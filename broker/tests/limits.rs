@@ -51,44 +51,6 @@ async fn connections_beyond_the_limit_get_quota_exceeded() {
 }
 
 #[tokio::test]
-async fn a_full_session_queue_drops_and_counts() {
-    let server = start_broker(|c| {
-        c.limits.max_queued_messages = 3;
-        c.limits.max_inflight = 1;
-    })
-    .await;
-    let addr = server.mqtt_addrs()[0];
-    let (mut sub, _) = connect(addr, "sub", Default::default()).await;
-    sub.subscribe("q", QoS::AtLeastOnce).await;
-    let (mut publisher, _) = connect(addr, "pub", Default::default()).await;
-    // One in flight (never acknowledged), three queued, the rest dropped.
-    let mut reasons = Vec::new();
-    for i in 1..=6u16 {
-        publisher
-            .send(&publish("q", QoS::AtLeastOnce, Some(i), vec![i as u8]))
-            .await;
-        match publisher.recv().await {
-            Some(Packet::PubAck(ack)) => reasons.push(ack.reason),
-            other => panic!("expected PUBACK, got {other:?}"),
-        }
-    }
-    assert_eq!(
-        reasons,
-        [
-            [ReasonCode::Success; 4].as_slice(),
-            &[ReasonCode::QuotaExceeded; 2]
-        ]
-        .concat(),
-        "the publisher learns which messages were not taken"
-    );
-    assert_eq!(
-        server.broker().metrics().drops_total(DropReason::QueueFull),
-        2
-    );
-    server.shutdown().await;
-}
-
-#[tokio::test]
 async fn messages_larger_than_the_client_accepts_are_skipped_and_counted() {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];

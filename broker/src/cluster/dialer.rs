@@ -195,7 +195,7 @@ async fn read_loop(
 ) -> Result<(), PeerError> {
     loop {
         match read_frame(reader, &mut buf, deadline).await? {
-            Frame::Ack { seq } => peer.outbox().ack(seq),
+            Frame::Ack { seq } => peer.acknowledged(seq),
             Frame::Pong => {}
             Frame::SessionTaken { request, session } => peer.answer(request, session),
             _ => {

@@ -1,12 +1,14 @@
 //! What the mesh needs from the broker node it runs in.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::peer::Peer;
 use super::wire::{Forward, WireMessage};
 use super::Cluster;
+use crate::flow::{Pushback, Release};
 use crate::store::StoredSession;
 
 /// The broker operations the mesh drives when peers speak. Implemented by the
@@ -21,9 +23,13 @@ pub trait Host: Send + Sync + 'static {
     fn add_peer_route(&self, peer: &Arc<Peer>, filter: &str);
     /// `peer` no longer has subscribers for `filter`.
     fn remove_peer_route(&self, peer: &Arc<Peer>, filter: &str);
-    /// Delivers a message a peer forwarded to this node's own sessions;
-    /// true when some session's queue was full (the sender should slow down).
-    fn deliver_forwarded(&self, forward: Forward) -> bool;
+    /// Delivers a message a peer forwarded to this node's own sessions, and
+    /// says whether (and for whom) the peer's stream should be held.
+    fn deliver_forwarded(&self, forward: Forward) -> Pushback;
+    /// How long a stream is held for full queues, at most.
+    fn backpressure_wait(&self) -> Duration;
+    /// A hold ended (counted with the node's other holds).
+    fn held(&self, release: Release);
     /// Stores a peer's retained message unless one is held for its topic.
     fn retain_if_absent(&self, message: WireMessage);
     /// Gives up `client_id`'s session to a peer where the client is

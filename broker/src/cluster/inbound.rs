@@ -18,6 +18,7 @@ use super::stream::{
     self, read_available, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer,
 };
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
+use crate::flow::{Hold, Pushback};
 
 /// Accepts peer connections until shutdown.
 pub(super) async fn accept_loop<H: Host>(
@@ -195,8 +196,8 @@ const ACK_EVERY: u64 = 256;
 struct Batch {
     /// The last op applied, to acknowledge.
     applied: Option<u64>,
-    /// Some local subscriber's queue was full.
-    congested: bool,
+    /// What local subscribers with full queues ask of the stream.
+    pushback: Pushback,
     replies: BytesMut,
 }
 
@@ -221,7 +222,10 @@ async fn apply_stream<H: Host>(
                 handle(host, peer, incarnation, frame, &mut batch)?;
                 handled += 1;
             }
-            if handled >= ACK_EVERY || batch.congested || !read_available(reader, &mut buf)? {
+            if handled >= ACK_EVERY
+                || batch.pushback.congested
+                || !read_available(reader, &mut buf)?
+            {
                 break;
             }
         }
@@ -230,11 +234,15 @@ async fn apply_stream<H: Host>(
         }
         writer.write_all(&batch.replies).await?;
         batch.replies.clear();
-        // A subscriber here is slower than the peer's publishers: give its
-        // connection the CPU before reading more, as a local publisher
-        // would. Reading less makes the peer's queue fill up, and a full
-        // queue there tells the publishers.
-        if std::mem::take(&mut batch.congested) {
+        // A subscriber here is slower than the peer's publishers: read no
+        // more until it has room, as a local publisher would be held. The
+        // peer's queue fills up meanwhile, and a backlog there holds its
+        // publishers in turn.
+        let pushback = std::mem::take(&mut batch.pushback);
+        if !pushback.gates.is_empty() {
+            let hold = Hold::new(pushback.gates, host.backpressure_wait());
+            host.held(hold.released().await);
+        } else if pushback.congested {
             tokio::task::yield_now().await;
         }
     }
@@ -254,7 +262,9 @@ fn handle<H: Host>(
                 return Err(PeerError::Unexpected("a stale incarnation's connection"));
             }
             if seq > inbound.applied {
-                batch.congested |= apply(host.as_ref(), peer, &mut inbound.routes, op);
+                let pushback = apply(host.as_ref(), peer, &mut inbound.routes, op);
+                batch.pushback.congested |= pushback.congested;
+                batch.pushback.gates.extend(pushback.gates);
                 inbound.applied = seq;
             }
             batch.applied = Some(inbound.applied);
@@ -281,9 +291,9 @@ fn handle<H: Host>(
 }
 
 /// One op of a peer's stream (the peer's inbound lock is held by the caller,
-/// so route changes and their bookkeeping stay together). Returns whether a
-/// local subscriber's queue was full.
-fn apply<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>, op: Op) -> bool {
+/// so route changes and their bookkeeping stay together). Returns what local
+/// subscribers with full queues ask of the stream.
+fn apply<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>, op: Op) -> Pushback {
     match op {
         Op::Reset => forget_routes(host, peer, routes),
         Op::RouteAdd(filter) => {
@@ -304,7 +314,7 @@ fn apply<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>, op: 
         }
         Op::Retained(message) => host.retain_if_absent(message),
     }
-    false
+    Pushback::default()
 }
 
 /// Takes every route `peer` advertised out of the router.

@@ -15,6 +15,7 @@ use super::metrics::ClusterMetrics;
 use super::outbox::{Outbox, PushError};
 use super::wire::{self, Frame, Op};
 use super::NodeStatus;
+use crate::flow::Gate;
 use crate::store::StoredSession;
 
 /// A peer node of this cluster, known by its name.
@@ -29,6 +30,9 @@ pub struct Peer {
     control: Mutex<Vec<Bytes>>,
     /// Woken when the outbox or the control queue has something to send.
     pub(super) wake: Notify,
+    /// Woken (all waiters) when a backlogged outbox drains or our connection
+    /// goes down: publishers held for this peer wait on it.
+    room: Notify,
     /// Our connection to the peer is up (it welcomed us).
     out_connected: AtomicBool,
     outbound: Mutex<OutboundState>,
@@ -72,6 +76,7 @@ impl Peer {
             outbox: Mutex::new(Outbox::new(max_pending)),
             control: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            room: Notify::new(),
             out_connected: AtomicBool::new(false),
             outbound: Mutex::new(OutboundState::default()),
             inbound: Mutex::new(InboundState::default()),
@@ -160,6 +165,26 @@ impl Peer {
         self.outbox.lock()
     }
 
+    /// Whether the peer is falling behind: messages for it should hold their
+    /// publishers (see [`Outbox::is_backlogged`]).
+    pub fn is_backlogged(&self) -> bool {
+        self.outbox.lock().is_backlogged()
+    }
+
+    /// The peer applied our ops up to `seq`; publishers held for a backlog
+    /// go on once it has drained.
+    pub(super) fn acknowledged(&self, seq: u64) {
+        let drained = {
+            let mut outbox = self.outbox.lock();
+            let was = outbox.is_backlogged();
+            outbox.ack(seq);
+            was && !outbox.is_backlogged()
+        };
+        if drained {
+            self.room.notify_waiters();
+        }
+    }
+
     pub(super) fn inbound(&self) -> MutexGuard<'_, InboundState> {
         self.inbound.lock()
     }
@@ -189,6 +214,8 @@ impl Peer {
         self.outbox.lock().disconnected();
         self.control.lock().clear();
         self.requests.lock().clear();
+        // Nothing drains the outbox now: held publishers stop waiting for it.
+        self.room.notify_waiters();
     }
 
     /// Since when our connection is down, if it is.
@@ -220,11 +247,28 @@ impl Peer {
     }
 }
 
+/// Publishers held for a backlogged peer wait until it has drained, or until
+/// our connection to it goes down (then its queue bound and drop policy rule,
+/// as they do for an offline session).
+impl Gate for Peer {
+    fn is_open(&self) -> bool {
+        !self.is_connected() || !self.is_backlogged()
+    }
+
+    fn room(&self) -> &Notify {
+        &self.room
+    }
+
+    fn stalled(&self) {
+        tracing::debug!(peer = %self.name, "peer made no room in time");
+    }
+}
+
 /// What queueing an op for a peer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queued {
     Yes,
-    /// Queued, but the peer is falling behind: its publishers should yield.
+    /// Queued, but the peer is falling behind: its publishers should be held.
     Backlogged,
     /// Not queued: the peer's queue is full (counted).
     Dropped,

@@ -19,8 +19,9 @@ use super::ServerError;
 use crate::admin::AdminSource;
 use crate::auth::{Acl, Authenticator};
 use crate::cluster::wire::{Forward, WireMessage};
-use crate::cluster::{Cluster, Host, Peer, PeerRef, Queued};
-use crate::config::Config;
+use crate::cluster::{self, Cluster, Host, Peer, PeerRef};
+use crate::config::{Config, QueueFullPolicy};
+use crate::flow::{Pushback, Release};
 use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::router::retained::RetainedStore;
@@ -29,12 +30,21 @@ use crate::session::Session;
 use crate::store::StoredSession;
 
 /// What routing one message did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Routed {
     /// Sessions and peer nodes the message was queued for.
     pub queued: usize,
-    /// Some matching session's queue was full, so the message was dropped there.
-    pub congested: bool,
+    /// What the receivers that could not take it now ask of the publisher.
+    pub pushback: Pushback,
+}
+
+/// How [`Broker::deliver`] queued a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Queued {
+    /// Within the session's bound.
+    Yes,
+    /// Beyond it, by the back-pressure policy: hold the publisher on this session.
+    BeyondBound,
 }
 
 /// Everything connections share. Locks are short and never held across an `.await`.
@@ -201,11 +211,12 @@ impl Broker {
 
     /// Routes a message published on this node to every matching session
     /// and peer node, and stores it if retained. `publisher` is skipped by its
-    /// own no-local subscriptions.
+    /// own no-local subscriptions; `policy` says what a full queue does.
     pub(super) fn publish(
         &self,
         message: Message,
         publisher: Option<&Target>,
+        policy: QueueFullPolicy,
         scratch: &mut Vec<(Target, Delivery)>,
     ) -> Routed {
         let message = Arc::new(message);
@@ -215,9 +226,9 @@ impl Broker {
         scratch.clear();
         self.router
             .read()
-            .route(&message.topic, publisher, Target::is_online, scratch);
+            .route(&message.topic, publisher, Target::is_ready, scratch);
         let mut forwards: Vec<(PeerRef, Forward)> = Vec::new();
-        let mut routed = self.deliver_all(&message, scratch, &mut forwards);
+        let mut routed = self.deliver_all(&message, scratch, policy, &mut forwards);
         // `$SYS/` topics describe this node alone; they stay on it.
         let node_local = message.topic.starts_with("$SYS");
         if let (Some(cluster), false) = (&self.cluster, node_local) {
@@ -229,12 +240,15 @@ impl Broker {
             }
             for (peer, forward) in forwards {
                 match cluster.forward(&peer.0, forward) {
-                    Queued::Yes => routed.queued += 1,
-                    Queued::Backlogged => {
+                    cluster::Queued::Yes => routed.queued += 1,
+                    cluster::Queued::Backlogged => {
                         routed.queued += 1;
-                        routed.congested = true;
+                        routed.pushback.congested = true;
+                        if policy == QueueFullPolicy::Backpressure && peer.0.is_connected() {
+                            routed.pushback.gates.push(peer.0);
+                        }
                     }
-                    Queued::Dropped => routed.congested = true,
+                    cluster::Queued::Dropped => routed.pushback.congested = true,
                 }
             }
         }
@@ -248,6 +262,7 @@ impl Broker {
         &self,
         message: &Arc<Message>,
         targets: &mut Vec<(Target, Delivery)>,
+        policy: QueueFullPolicy,
         forwards: &mut Vec<(PeerRef, Forward)>,
     ) -> Routed {
         let mut routed = Routed::default();
@@ -269,9 +284,14 @@ impl Broker {
                 retain: message.retain && delivery.retain_as_published,
                 subscription_ids: delivery.subscription_ids,
             };
-            match self.deliver(&session.0, outgoing) {
-                Ok(()) => routed.queued += 1,
-                Err(DropReason::QueueFull) => routed.congested = true,
+            match self.deliver(&session.0, outgoing, policy) {
+                Ok(Queued::Yes) => routed.queued += 1,
+                Ok(Queued::BeyondBound) => {
+                    routed.queued += 1;
+                    routed.pushback.congested = true;
+                    routed.pushback.gates.push(session.0);
+                }
+                Err(DropReason::QueueFull) => routed.pushback.congested = true,
                 Err(_) => {}
             }
         }
@@ -300,24 +320,45 @@ impl Broker {
 
     /// Queues one message for one session and wakes its connection; says (and
     /// counts) why when it could not be queued.
+    ///
+    /// A full queue drops the message unless `policy` is back-pressure, the
+    /// delivery is QoS 1/2 (what a PUBACK promises) and the client is connected
+    /// and not stalled: then it is queued beyond the bound and the caller holds
+    /// its publisher until the session has room.
     pub(super) fn deliver(
         &self,
         handle: &Arc<SessionHandle>,
         outgoing: Outgoing,
-    ) -> Result<(), DropReason> {
+        policy: QueueFullPolicy,
+    ) -> Result<Queued, DropReason> {
         let qos = outgoing.qos;
         if qos == QoS::AtMostOnce && !handle.is_connected() {
             self.metrics.dropped(DropReason::Qos0Offline);
             return Err(DropReason::Qos0Offline);
         }
-        let persistent = {
+        let (queued, persistent) = {
             let mut state = handle.lock();
-            if state.session.enqueue(outgoing).is_err() {
+            let queued = if !state.session.is_full() {
+                // Within the bound: cannot fail.
+                let _ = state.session.enqueue(outgoing);
+                Queued::Yes
+            } else if policy == QueueFullPolicy::Backpressure
+                && qos != QoS::AtMostOnce
+                && handle.is_connected()
+                && !handle.is_stalled()
+            {
+                state.session.enqueue_beyond_bound(outgoing);
+                let beyond = (state.session.queued_len())
+                    .saturating_sub(self.config.limits.max_queued_messages);
+                self.metrics.queue_overshoot(beyond);
+                Queued::BeyondBound
+            } else {
                 drop(state);
                 self.metrics.dropped(DropReason::QueueFull);
                 return Err(DropReason::QueueFull);
-            }
-            state.expiry_interval > 0
+            };
+            handle.queue_changed(&state);
+            (queued, state.expiry_interval > 0)
         };
         if persistent && qos != QoS::AtMostOnce {
             self.session_changed(handle);
@@ -325,7 +366,7 @@ impl Broker {
         if handle.is_connected() {
             handle.wake.notify_one();
         }
-        Ok(())
+        Ok(queued)
     }
 
     /// Lists a persistent session for the next flush to the store.
@@ -410,8 +451,9 @@ impl Broker {
                 retain: true,
                 subscription_ids: identifier.into_iter().collect(),
             };
-            // A full queue is counted by `deliver`; the subscribe itself succeeded.
-            let _ = self.deliver(handle, outgoing);
+            // Nobody to hold: a full queue drops and counts (in `deliver`);
+            // the subscribe itself succeeded.
+            let _ = self.deliver(handle, outgoing, QueueFullPolicy::Drop);
         }
     }
 
@@ -586,17 +628,17 @@ impl Host for Broker {
         self.router.write().unsubscribe(&key, filter);
     }
 
-    fn deliver_forwarded(&self, forward: Forward) -> bool {
+    fn deliver_forwarded(&self, forward: Forward) -> Pushback {
         let Some(message) = Message::from_wire(forward.message, Instant::now()) else {
             tracing::warn!("a peer forwarded a message with an invalid QoS; dropped");
-            return false;
+            return Pushback::default();
         };
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
         }
         if !forward.plain && forward.groups.is_empty() {
-            return false;
+            return Pushback::default();
         }
         let scope = FromPeer {
             plain: forward.plain,
@@ -606,16 +648,26 @@ impl Host for Broker {
         self.router.read().route_within(
             &message.topic,
             None,
-            Target::is_online,
+            Target::is_ready,
             &scope,
             &mut targets,
         );
         if targets.is_empty() {
             self.metrics.dropped(DropReason::NoLongerSubscribed);
-            return false;
+            return Pushback::default();
         }
-        self.deliver_all(&message, &mut targets, &mut Vec::new())
-            .congested
+        let policy = self.config.limits.queue_full_policy;
+        self.deliver_all(&message, &mut targets, policy, &mut Vec::new())
+            .pushback
+    }
+
+    fn backpressure_wait(&self) -> Duration {
+        Duration::from_millis(self.config.limits.backpressure_max_wait_ms)
+    }
+
+    fn held(&self, release: Release) {
+        self.metrics
+            .backpressure_hold(matches!(release, Release::TimedOut(_)));
     }
 
     fn retain_if_absent(&self, message: WireMessage) {

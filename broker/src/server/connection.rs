@@ -6,7 +6,7 @@
 //! its own session queue into one write. Idle, it holds a small read buffer and
 //! no write buffer, which keeps memory per connection low.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,8 @@ use super::broker::Broker;
 use super::message::{Message, Outgoing};
 use super::registry::{SessionHandle, SessionRef};
 use super::target::Target;
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, QueueFullPolicy};
+use crate::flow::{Hold, Release};
 use crate::metrics::{DropReason, RefusalReason};
 use crate::protocol::topic::{parse_shared, validate_topic_filter};
 use crate::protocol::{
@@ -42,6 +43,9 @@ const WRITE_BATCH: usize = 64 * 1024;
 const PUMP_BATCH: usize = 64;
 /// Packets handled before the task yields to others (see `handle_input`).
 const PACKETS_PER_TURN: usize = 64;
+/// Packets read ahead and kept while the connection is held (see
+/// [`Connection::screen_input`]); reading stops when this many wait.
+const MAX_HELD_PACKETS: usize = 64;
 /// How long a last DISCONNECT may take to write before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -135,8 +139,19 @@ async fn set_up(
     let Some(connect) = read_connect(&broker, &mut reader, peer).await else {
         return;
     };
-    let established =
-        Connection::establish(broker, reader, peer, *connect, cert_username, finish).await;
+    let policy = config
+        .queue_full_policy
+        .unwrap_or(broker.config().limits.queue_full_policy);
+    let established = Connection::establish(
+        broker,
+        reader,
+        peer,
+        *connect,
+        cert_username,
+        policy,
+        finish,
+    )
+    .await;
     if let Some(connection) = established {
         tokio::spawn(connection.run());
     }
@@ -244,6 +259,8 @@ enum Event {
     Kick,
     Shutdown,
     KeepAlive,
+    /// The hold on this connection's input ended.
+    Released(Release),
 }
 
 /// An established connection, attached to its session.
@@ -271,6 +288,15 @@ struct Connection {
     client_alias_max: u16,
     /// The last publish found a subscriber's queue full.
     congested: bool,
+    /// What this connection's publishers meet when a subscriber's queue is full.
+    policy: QueueFullPolicy,
+    /// Subscribers that took this client's last message beyond their bound:
+    /// no PUBLISH is handled until they have room (back-pressure).
+    hold: Option<Hold>,
+    /// Packets read while held that must wait for the hold to end, in order.
+    held_packets: VecDeque<Packet>,
+    /// The client closed its side while packets were still held.
+    input_closed: bool,
     /// Reused for routing, to avoid an allocation per publish.
     scratch: Vec<(Target, Delivery)>,
     shutdown: watch::Receiver<bool>,
@@ -285,6 +311,7 @@ impl Connection {
         peer: SocketAddr,
         connect: Connect,
         cert_username: Option<String>,
+        policy: QueueFullPolicy,
         finish: FinishGuard,
     ) -> Option<Connection> {
         let version = connect.protocol;
@@ -390,6 +417,10 @@ impl Connection {
             outbound_aliases: HashMap::new(),
             client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
             congested: false,
+            policy,
+            hold: None,
+            held_packets: VecDeque::new(),
+            input_closed: false,
             scratch: Vec::new(),
             _finish: finish,
         };
@@ -490,8 +521,13 @@ impl Connection {
             if handle.lock().session.has_sendable() {
                 continue;
             }
+            if self.input_closed && self.hold.is_none() && self.held_packets.is_empty() {
+                return Close::Lost;
+            }
+            let can_read = !self.input_closed && self.held_packets.len() < MAX_HELD_PACKETS;
             let event = tokio::select! {
-                read = self.reader.fill() => Event::Read(read),
+                read = self.reader.fill(), if can_read => Event::Read(read),
+                release = released(self.hold.as_ref()), if self.hold.is_some() => Event::Released(release),
                 _ = handle.wake.notified() => Event::Wake,
                 _ = handle.kick.notified() => Event::Kick,
                 _ = super::stopped(&mut self.shutdown) => Event::Shutdown,
@@ -506,7 +542,16 @@ impl Connection {
                         Err(close) => return close,
                     }
                 }
+                // Held packets still count: handle them once the hold ends.
+                Event::Read(_) if !self.held_packets.is_empty() => self.input_closed = true,
                 Event::Read(_) => return Close::Lost,
+                Event::Released(release) => {
+                    self.broker
+                        .metrics()
+                        .backpressure_hold(matches!(release, Release::TimedOut(_)));
+                    self.hold = None;
+                    input_pending = true;
+                }
                 Event::Wake => {}
                 Event::Kick if handle.epoch() != self.epoch => {
                     return Close::Server(ReasonCode::SessionTakenOver)
@@ -515,6 +560,10 @@ impl Connection {
                 Event::Shutdown => return Close::Server(ReasonCode::ServerShuttingDown),
                 Event::KeepAlive => {
                     let limit = self.keep_alive.unwrap_or_default();
+                    if self.hold.is_some() {
+                        // The client may be waiting on us, not we on it.
+                        self.last_activity = Instant::now();
+                    }
                     let deadline = self.last_activity + limit;
                     if Instant::now() >= deadline {
                         self.broker
@@ -530,30 +579,61 @@ impl Connection {
         }
     }
 
-    /// Decodes and handles the whole packets in the read buffer, at most
-    /// [`PACKETS_PER_TURN`] of them. Returns true when more remain: the task then
-    /// yields before going on, so a flood from one publisher cannot starve the
-    /// subscribers that must drain it, and TCP pushes back on the publisher instead.
+    /// Handles held packets, then the whole packets in the read buffer, at
+    /// most [`PACKETS_PER_TURN`] of them. Returns true when more remain: the
+    /// task then yields before going on, so a flood from one publisher cannot
+    /// starve the subscribers that must drain it.
     fn handle_input(&mut self) -> Result<bool, Close> {
         let max = self.broker.config().limits.max_packet_size;
         for _ in 0..PACKETS_PER_TURN {
-            match decode(&mut self.reader.buf, Some(self.version), max) {
-                Ok(Some(packet)) => {
-                    self.handle_packet(packet)?;
-                    if std::mem::take(&mut self.congested) {
-                        // A subscriber is not keeping up: end this turn early so
-                        // it gets the CPU, rather than routing more to drop.
-                        return Ok(true);
-                    }
-                }
-                Ok(None) => return Ok(false),
-                Err(err) => {
-                    tracing::debug!(peer = %self.peer, client_id = %self.client_id, error = %err, "protocol violation");
-                    return Err(Close::Server(err.reason_code()));
-                }
+            if self.hold.is_some() {
+                return self.screen_input();
+            }
+            let packet = match self.held_packets.pop_front() {
+                Some(packet) => packet,
+                None => match decode(&mut self.reader.buf, Some(self.version), max) {
+                    Ok(Some(packet)) => packet,
+                    Ok(None) => return Ok(false),
+                    Err(err) => return Err(self.violation(err)),
+                },
+            };
+            self.handle_packet(packet)?;
+            if std::mem::take(&mut self.congested) {
+                // A subscriber is not keeping up: end this turn early so
+                // it gets the CPU.
+                return Ok(true);
             }
         }
         Ok(true)
+    }
+
+    /// While held: handles at once what only completes this client's own
+    /// flows (acknowledgements of its deliveries, PUBREL, PINGREQ), so its
+    /// own queue keeps draining and two clients held on each other's queues
+    /// cannot deadlock, and keeps every other packet, in order, for when the
+    /// hold ends. At [`MAX_HELD_PACKETS`] reading stops and TCP pushes back.
+    fn screen_input(&mut self) -> Result<bool, Close> {
+        let max = self.broker.config().limits.max_packet_size;
+        while self.held_packets.len() < MAX_HELD_PACKETS {
+            match decode(&mut self.reader.buf, Some(self.version), max) {
+                Ok(Some(
+                    packet @ (Packet::PubAck(_)
+                    | Packet::PubRec(_)
+                    | Packet::PubComp(_)
+                    | Packet::PubRel(_)
+                    | Packet::PingReq),
+                )) => self.handle_packet(packet)?,
+                Ok(Some(packet)) => self.held_packets.push_back(packet),
+                Ok(None) => break,
+                Err(err) => return Err(self.violation(err)),
+            }
+        }
+        Ok(false)
+    }
+
+    fn violation(&self, err: DecodeError) -> Close {
+        tracing::debug!(peer = %self.peer, client_id = %self.client_id, error = %err, "protocol violation");
+        Close::Server(err.reason_code())
     }
 
     fn handle_packet(&mut self, packet: Packet) -> Result<(), Close> {
@@ -684,11 +764,16 @@ impl Connection {
             }
             None => {
                 let message = Message::from_publish(publish, Instant::now());
-                let routed = self
-                    .broker
-                    .publish(message, Some(&self.key), &mut self.scratch);
-                self.congested |= routed.congested;
-                if routed.queued == 0 && routed.congested {
+                let routed =
+                    self.broker
+                        .publish(message, Some(&self.key), self.policy, &mut self.scratch);
+                let pushback = routed.pushback;
+                self.congested |= pushback.congested;
+                if !pushback.gates.is_empty() {
+                    let wait = self.broker.config().limits.backpressure_max_wait_ms;
+                    self.hold = Some(Hold::new(pushback.gates, Duration::from_millis(wait)));
+                }
+                if routed.queued == 0 && pushback.congested {
                     // Every matching subscriber's queue was full: tell a v5
                     // publisher the message was not taken, so it can retry.
                     ReasonCode::QuotaExceeded
@@ -852,6 +937,7 @@ impl Connection {
                         Some(Next::Send { packet_id, message }) => batch.push((packet_id, message)),
                     }
                 }
+                handle.queue_changed(&state);
             }
             if batch.is_empty() {
                 break;
@@ -1007,7 +1093,8 @@ fn schedule_will(
     let publish = move |broker: &Broker| {
         let message = Message::from_will(will, Instant::now());
         tracing::debug!(topic = %message.topic, "publishing will");
-        broker.publish(message, None, &mut Vec::new());
+        let policy = broker.config().limits.queue_full_policy;
+        broker.publish(message, None, policy, &mut Vec::new());
     };
     if delay_secs == 0 {
         publish(&broker);
@@ -1034,4 +1121,12 @@ pub(super) fn schedule_expiry(broker: Arc<Broker>, handle: Arc<SessionHandle>, e
             broker.end_session(&handle);
         }
     });
+}
+
+/// Completes when `hold` ends; never without one.
+async fn released(hold: Option<&Hold>) -> Release {
+    match hold {
+        Some(hold) => hold.released().await,
+        None => std::future::pending().await,
+    }
 }

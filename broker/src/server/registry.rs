@@ -10,6 +10,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::message::Outgoing;
+use crate::flow::Gate;
 use crate::protocol::SubscriptionOptions;
 use crate::session::Session;
 
@@ -62,6 +63,15 @@ pub struct SessionHandle {
     pub wake: Notify,
     /// Woken when another connection takes the session over.
     pub kick: Notify,
+    /// Woken (all waiters) when a full queue gets room or the client goes:
+    /// publishers held for this session wait on it.
+    room: Notify,
+    /// The queue is at its bound; readable without the lock, so a shared
+    /// group can prefer a member with room.
+    full: AtomicBool,
+    /// A publisher waited for room in vain: until the queue drains to half,
+    /// what meets the full queue is dropped (counted) instead of holding anyone.
+    stalled: AtomicBool,
     connected: AtomicBool,
     /// Bumped on every attach and on takeover; a connection holding an older
     /// epoch no longer owns the session.
@@ -78,6 +88,9 @@ impl SessionHandle {
             state: Mutex::new(state),
             wake: Notify::new(),
             kick: Notify::new(),
+            room: Notify::new(),
+            full: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
@@ -91,6 +104,30 @@ impl SessionHandle {
 
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// Whether a message queued now would wait for room.
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+
+    /// Whether the last publisher held for this session waited in vain.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Records whether the queue is at its bound, from the session's state
+    /// (the caller holds its lock). When room appears, held publishers are
+    /// woken; when the queue has drained to half, a stall is over.
+    pub fn queue_changed(&self, state: &SessionState) {
+        let full = state.session.is_full();
+        let was_full = self.full.swap(full, Ordering::AcqRel);
+        if was_full && !full {
+            self.room.notify_waiters();
+        }
+        if state.session.is_half_empty() {
+            self.stalled.store(false, Ordering::Release);
+        }
     }
 
     pub fn epoch(&self) -> u64 {
@@ -111,6 +148,7 @@ impl SessionHandle {
     fn begin_connection(&self) -> u64 {
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.connected.store(true, Ordering::Release);
+        self.stalled.store(false, Ordering::Release);
         self.state.lock().disconnected_at = None;
         self.kick.notify_one();
         epoch
@@ -125,6 +163,8 @@ impl SessionHandle {
         }
         self.connected.store(false, Ordering::Release);
         state.disconnected_at = Some(now);
+        // Nobody drains the queue now: held publishers stop waiting for it.
+        self.room.notify_waiters();
         true
     }
 
@@ -133,6 +173,23 @@ impl SessionHandle {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.connected.store(false, Ordering::Release);
         self.kick.notify_one();
+        self.room.notify_waiters();
+    }
+}
+
+/// Publishers held for a full queue wait for this session to drain.
+impl Gate for SessionHandle {
+    fn is_open(&self) -> bool {
+        !self.is_connected() || !self.is_full()
+    }
+
+    fn room(&self) -> &Notify {
+        &self.room
+    }
+
+    fn stalled(&self) {
+        self.stalled.store(true, Ordering::Release);
+        tracing::debug!(client_id = %self.client_id, "subscriber made no room in time: stalled");
     }
 }
 

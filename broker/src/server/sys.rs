@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use super::broker::Broker;
 use super::message::Message;
+use crate::config::QueueFullPolicy;
 use crate::protocol::{PublishProperties, QoS};
 
 /// The statistics as (topic, value) pairs.
@@ -79,7 +80,7 @@ pub async fn publish_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
                 properties: PublishProperties::default(),
                 expires_at: None,
             };
-            broker.publish(message, None, &mut scratch);
+            broker.publish(message, None, QueueFullPolicy::Drop, &mut scratch);
         }
     }
 }

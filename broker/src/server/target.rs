@@ -14,11 +14,12 @@ pub enum Target {
 }
 
 impl Target {
-    /// Whether a message sent now would reach its receiver without waiting.
-    pub fn is_online(&self) -> bool {
+    /// Whether a message sent now would reach its receiver without waiting:
+    /// it is online and has room. A shared group prefers such members.
+    pub fn is_ready(&self) -> bool {
         match self {
-            Target::Session(session) => session.0.is_connected(),
-            Target::Peer(peer) => peer.0.is_connected(),
+            Target::Session(session) => session.0.is_connected() && !session.0.is_full(),
+            Target::Peer(peer) => peer.0.is_connected() && !peer.0.is_backlogged(),
         }
     }
 }

@@ -91,6 +91,24 @@ impl<M: Queued> Session<M> {
         Ok(())
     }
 
+    /// Queues a message past the bound. For back-pressure: the caller holds
+    /// the message's publisher until the queue drains, so the queue exceeds its
+    /// bound by at most one message per publisher held.
+    pub fn enqueue_beyond_bound(&mut self, message: M) {
+        self.queue.push_back(message);
+    }
+
+    /// Whether the queue is at (or, under back-pressure, beyond) its bound.
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= self.max_queued
+    }
+
+    /// Whether the queue has drained to half its bound or less: a stalled
+    /// receiver that gets here is draining again.
+    pub fn is_half_empty(&self) -> bool {
+        self.queue.len() <= self.max_queued / 2
+    }
+
     /// Messages waiting to be sent.
     pub fn queued_len(&self) -> usize {
         self.queue.len()

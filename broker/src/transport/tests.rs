@@ -123,7 +123,7 @@ fn listener_config(protocol: ListenerProtocol, tls: Option<TlsConfig>) -> Listen
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         protocol,
         tls,
-        path: "/mqtt".into(),
+        ..ListenerConfig::default()
     }
 }
 

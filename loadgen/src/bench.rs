@@ -7,10 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::broker::{
-    BrokerError, BrokerKind, BrokerProcess, BrokerSpec, INFLIGHT_PER_CLIENT, QUEUED_PER_CLIENT,
+    strait_config_with_policy, BrokerError, BrokerKind, BrokerProcess, BrokerSpec,
+    INFLIGHT_PER_CLIENT, QUEUED_PER_CLIENT,
 };
 use crate::client::ClientError;
 use crate::cross_node::cross_node;
+use crate::delivery;
 use crate::idle::{bytes_per_connection, open_idle};
 use crate::report::{format_count, format_micros, BrokerResults, Report};
 use crate::run::{run_scenario, settle, Endpoints, Outcome, RunError, PUBLISH_WINDOW};
@@ -39,11 +41,27 @@ pub async fn run_bench(publishers_runtime: &Handle, brokers: &[BrokerSpec], plan
         Some(spec) => Some(cross_node(publishers_runtime, &spec.binary, plan).await),
         None => None,
     };
+    let binary_of = |kind| {
+        brokers
+            .iter()
+            .find(|spec| spec.kind == kind)
+            .map(|spec| spec.binary.as_path())
+    };
+    let contenders = delivery::contenders(
+        binary_of(BrokerKind::Strait),
+        |policy| strait_config_with_policy(policy).ok(),
+        binary_of(BrokerKind::Mosquitto),
+        binary_of(BrokerKind::Rumqttd),
+    );
+    let delivery = Some(
+        delivery::run_delivery(publishers_runtime, &contenders, plan.delivery_per_publisher).await,
+    );
     Report {
         throughput_scenarios: plan.throughput.iter().map(ToString::to_string).collect(),
         latency_scenarios: plan.latency.iter().map(ToString::to_string).collect(),
         brokers: results,
         cross_node,
+        delivery,
         notes: notes(brokers, plan),
     }
 }

@@ -134,6 +134,14 @@ pub fn strait_config() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&config)
 }
 
+/// The benchmark configuration with `limits.queueFullPolicy` set to `policy`
+/// (`backpressure` or `drop`).
+pub fn strait_config_with_policy(policy: &str) -> Result<String, serde_yaml::Error> {
+    let mut config: StraitConfig = serde_yaml::from_str(&strait_config()?)?;
+    config.limits.queue_full_policy = serde_yaml::from_str(policy)?;
+    serde_yaml::to_string(&config)
+}
+
 /// The configuration of strait node `name` of the two-node benchmark cluster:
 /// the benchmark limits, plus a mesh listener on `bind` authenticated by the
 /// secret in `secret_file`, dialling `peers`.
@@ -152,14 +160,15 @@ pub fn strait_node_config(
     serde_yaml::to_string(&config)
 }
 
-/// The mosquitto configuration: one loopback listener, anonymous access.
-pub fn mosquitto_config(addr: SocketAddr) -> String {
+/// The mosquitto configuration: one loopback listener, anonymous access,
+/// `max_queued` messages queued per client (0: no limit).
+pub fn mosquitto_config(addr: SocketAddr, max_queued: usize) -> String {
     format!(
         "listener {port} {ip}\n\
          allow_anonymous true\n\
          max_connections -1\n\
          max_inflight_messages {INFLIGHT_PER_CLIENT}\n\
-         max_queued_messages {QUEUED_PER_CLIENT}\n\
+         max_queued_messages {max_queued}\n\
          persistence false\n\
          sys_interval 0\n\
          set_tcp_nodelay true\n\
@@ -217,24 +226,39 @@ impl BrokerProcess {
     /// Writes the broker's benchmark configuration, starts it, and waits until
     /// it completes an MQTT handshake.
     pub async fn start(spec: &BrokerSpec) -> Result<BrokerProcess, BrokerError> {
-        let broker = spec.kind;
+        match spec.kind {
+            BrokerKind::Strait => Self::start_strait(&spec.binary, &strait_config()?).await,
+            BrokerKind::Mosquitto => Self::start_mosquitto(&spec.binary, QUEUED_PER_CLIENT).await,
+            BrokerKind::Rumqttd => Self::start_rumqttd(&spec.binary).await,
+        }
+    }
+
+    /// Starts mosquitto with the benchmark configuration and `max_queued`
+    /// messages queued per client.
+    pub async fn start_mosquitto(
+        binary: &Path,
+        max_queued: usize,
+    ) -> Result<BrokerProcess, BrokerError> {
+        let broker = BrokerKind::Mosquitto;
         let setup = |source| BrokerError::Setup { broker, source };
         let dir = run_dir(broker)?;
         let addr = free_addr().map_err(setup)?;
-        let mut command = Command::new(&spec.binary);
-        match broker {
-            BrokerKind::Strait => return Self::start_strait(&spec.binary, &strait_config()?).await,
-            BrokerKind::Mosquitto => {
-                let path =
-                    write(dir.path(), "mosquitto.conf", &mosquitto_config(addr)).map_err(setup)?;
-                command.arg("-c").arg(path);
-            }
-            BrokerKind::Rumqttd => {
-                let path =
-                    write(dir.path(), "rumqttd.toml", &rumqttd_config(addr)).map_err(setup)?;
-                command.arg("--quiet").arg("--config").arg(path);
-            }
-        }
+        let config = mosquitto_config(addr, max_queued);
+        let path = write(dir.path(), "mosquitto.conf", &config).map_err(setup)?;
+        let mut command = Command::new(binary);
+        command.arg("-c").arg(path);
+        Self::launch(broker, command, addr, None, dir).await
+    }
+
+    /// Starts rumqttd with the benchmark configuration.
+    pub async fn start_rumqttd(binary: &Path) -> Result<BrokerProcess, BrokerError> {
+        let broker = BrokerKind::Rumqttd;
+        let setup = |source| BrokerError::Setup { broker, source };
+        let dir = run_dir(broker)?;
+        let addr = free_addr().map_err(setup)?;
+        let path = write(dir.path(), "rumqttd.toml", &rumqttd_config(addr)).map_err(setup)?;
+        let mut command = Command::new(binary);
+        command.arg("--quiet").arg("--config").arg(path);
         Self::launch(broker, command, addr, None, dir).await
     }
 
@@ -460,7 +484,10 @@ mod tests {
 
     #[test]
     fn mosquitto_config_listens_on_the_given_loopback_port() {
-        let conf = mosquitto_config("127.0.0.1:41883".parse().expect("address"));
+        let conf = mosquitto_config(
+            "127.0.0.1:41883".parse().expect("address"),
+            QUEUED_PER_CLIENT,
+        );
         assert!(conf.lines().any(|l| l == "listener 41883 127.0.0.1"));
         assert!(conf.lines().any(|l| l == "max_connections -1"));
         assert!(conf.lines().any(|l| l == "allow_anonymous true"));

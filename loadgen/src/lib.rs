@@ -14,6 +14,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod cross_node;
+pub mod delivery;
 pub mod idle;
 pub mod pace;
 pub mod payload;

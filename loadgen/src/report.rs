@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::delivery::DeliveryResults;
 use crate::stats::LatencySummary;
 
 /// Everything measured on one broker. A missing entry means the run failed.
@@ -67,6 +68,7 @@ pub struct Report {
     pub latency_scenarios: Vec<String>,
     pub brokers: Vec<BrokerResults>,
     pub cross_node: Option<CrossNodeResults>,
+    pub delivery: Option<DeliveryResults>,
     /// Free-form lines printed under the title (machine, durations, configuration).
     pub notes: Vec<String>,
 }
@@ -249,6 +251,9 @@ impl Report {
         if let Some(cross) = &self.cross_node {
             out.push_str(&cross.to_markdown());
         }
+        if let Some(delivery) = &self.delivery {
+            out.push_str(&delivery.to_markdown());
+        }
 
         let cross_errors = self
             .cross_node
@@ -424,6 +429,7 @@ mod tests {
                 rumqttd,
             ],
             cross_node: None,
+            delivery: None,
             notes: vec!["2 cores".to_owned()],
         };
         let md = report.to_markdown();

@@ -135,6 +135,8 @@ pub struct Plan {
     pub timing: Timing,
     /// Connections opened for the memory-per-connection figure.
     pub idle_connections: usize,
+    /// Messages each publisher sends in the fan-in delivery runs.
+    pub delivery_per_publisher: u32,
 }
 
 /// The fixed offered load of the latency runs (messages per second in total).
@@ -192,6 +194,7 @@ impl Plan {
                 measure: Duration::from_secs(4),
             },
             idle_connections: 10_000,
+            delivery_per_publisher: 10_000,
         }
     }
 
@@ -227,6 +230,7 @@ impl Plan {
                 measure: Duration::from_millis(800),
             },
             idle_connections: 1_000,
+            delivery_per_publisher: 1_000,
         }
     }
 }

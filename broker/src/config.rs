@@ -185,12 +185,25 @@ pub struct AuthConfig {
 pub struct AclRule {
     /// The username the rule applies to; `*` for everyone (anonymous clients included).
     pub user: String,
+    /// Whether the rule's filters are granted or refused. Rules are read in
+    /// order and the first whose filter matches decides.
+    #[serde(default)]
+    pub permission: Permission,
     /// Topic filters the user may publish to.
     #[serde(default)]
     pub publish: Vec<String>,
     /// Topic filters the user may subscribe to (a subscription must be covered by one).
     #[serde(default)]
     pub subscribe: Vec<String>,
+}
+
+/// What an access rule does to the topics its filters match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Permission {
+    #[default]
+    Allow,
+    Deny,
 }
 
 /// Resource limits; each is enforced with its MQTT reason code and counted.
@@ -601,6 +614,7 @@ mod tests {
         });
         config.auth.acl.push(AclRule {
             user: "*".into(),
+            permission: Permission::Deny,
             publish: vec!["devices/%c/#".into()],
             subscribe: vec!["#".into()],
         });

@@ -34,6 +34,7 @@ const USERS: [(&str, &str); 3] = [
 fn rule(user: &str, publish: &[&str], subscribe: &[&str]) -> AclRule {
     AclRule {
         user: user.into(),
+        permission: Default::default(),
         publish: args(publish),
         subscribe: args(subscribe),
     }
@@ -556,5 +557,45 @@ async fn certificate_common_name_is_the_username_for_access_rules() {
     assert_eq!(sub.message().await, "telemetry/sensor-1/temp|19.5");
     sub.finish().await.assert_success();
     assert_eq!(acl_denials(&server), 3);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_will_is_checked_against_the_certificate_identity_not_the_claimed_username() {
+    let pki = Pki::new();
+    let dir = TempDir::new().expect("tempdir");
+    let acl = vec![
+        rule("sensor-1", &["telemetry/sensor-1/#"], &["telemetry/#"]),
+        rule("admin", &["#"], &["#"]),
+    ];
+    let server = broker_with_users(dir.path(), acl, |config| {
+        config.listeners[0].tls = Some(pki.listener_tls(true));
+    })
+    .await;
+    let connack = |rest: &str| {
+        let mut all = host_port(server.mqtt_addrs()[0]);
+        all.extend(pki.client_args(Some("client")));
+        all.extend(words("-V mqttv5 -t telemetry/sensor-1/t -m x"));
+        all.extend(words(rest));
+        async move {
+            let mut cli = Cli::spawn("mosquitto_pub", &all);
+            let code = cli.connack().await;
+            cli.finish().await;
+            code
+        }
+    };
+    // The certificate says sensor-1; claiming admin in CONNECT grants nothing.
+    let forged = "-u admin -P admin-pw --will-topic admin/alarm --will-payload gone";
+    assert_eq!(
+        connack(forged).await,
+        0x87,
+        "a will sensor-1 may not publish"
+    );
+    assert_eq!(
+        connack("--will-topic telemetry/sensor-1/status --will-payload gone").await,
+        0,
+        "its own will topic is fine"
+    );
+    assert_eq!(acl_denials(&server), 1);
     server.shutdown().await;
 }

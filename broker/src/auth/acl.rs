@@ -1,10 +1,18 @@
 //! Access rules: which topic filters a user may publish and subscribe to.
 //!
-//! A rule applies to one username, or to everyone with user `*`. A publish is
-//! allowed when an applicable publish filter matches the topic; a subscription
-//! when an applicable subscribe filter *covers* it, that is, matches every topic
-//! the subscription could ever deliver. `%u` and `%c` in a rule stand for the
-//! username and client id; a value that would change the rule's shape (it
+//! A rule applies to one username, or to everyone with user `*`, and allows or
+//! denies its filters. Rules are read in order and the first that decides wins
+//! (as mosquitto and EMQX users expect); when none decides, access is denied.
+//! - A publish is decided by the first applicable rule with a publish filter
+//!   matching the topic.
+//! - A subscription is granted by the first allow rule with a filter that
+//!   *covers* it (matches every topic the subscription could ever deliver), and
+//!   refused by a deny rule met before it whose filter covers it. A deny filter
+//!   that only overlaps the subscription (`#` against a denied `secret/#`) does
+//!   not refuse it: the topics it denies are filtered out at delivery instead
+//!   ([`Acl::can_receive`]), as mosquitto does.
+//!
+//! `%u` and `%c` in a rule stand for the username and client id; a value that would change the rule's shape (it
 //! holds `/`, `+`, `#`, or starts with `$`) makes the rule not apply, so a
 //! crafted username cannot widen its own access.
 //!
@@ -14,7 +22,7 @@
 
 use std::borrow::Cow;
 
-use crate::config::AclRule;
+use crate::config::{AclRule, Permission};
 use crate::protocol::topic::{matches, parse_shared, validate_topic_filter, validate_topic_name};
 
 /// Compiled access rules. Without rules, everything is allowed.
@@ -22,6 +30,8 @@ use crate::protocol::topic::{matches, parse_shared, validate_topic_filter, valid
 pub struct Acl {
     /// `None` when the configuration has no rules at all: everything is allowed.
     rules: Option<Vec<Rule>>,
+    /// Some rule denies subscribe filters (see [`Acl::filters_deliveries`]).
+    denies_reads: bool,
 }
 
 /// One rule with its malformed filters removed.
@@ -29,6 +39,7 @@ pub struct Acl {
 struct Rule {
     /// `None` for `*`.
     user: Option<String>,
+    permission: Permission,
     publish: Vec<String>,
     subscribe: Vec<String>,
 }
@@ -48,7 +59,10 @@ impl Acl {
     /// never match, so it is dropped with a warning (failing closed).
     pub fn new(rules: &[AclRule]) -> Acl {
         if rules.is_empty() {
-            return Acl { rules: None };
+            return Acl {
+                rules: None,
+                denies_reads: false,
+            };
         }
         let keep_valid = |user: &str, filters: &[String]| -> Vec<String> {
             filters
@@ -63,16 +77,21 @@ impl Acl {
                 .cloned()
                 .collect()
         };
-        let compiled = rules
+        let compiled: Vec<Rule> = rules
             .iter()
             .map(|rule| Rule {
                 user: (rule.user != "*").then(|| rule.user.clone()),
+                permission: rule.permission,
                 publish: keep_valid(&rule.user, &rule.publish),
                 subscribe: keep_valid(&rule.user, &rule.subscribe),
             })
             .collect();
+        let denies_reads = compiled
+            .iter()
+            .any(|rule| rule.permission == Permission::Deny && !rule.subscribe.is_empty());
         Acl {
             rules: Some(compiled),
+            denies_reads,
         }
     }
 
@@ -85,7 +104,8 @@ impl Acl {
             return false;
         }
         applicable_filters(rules, username, client_id, |rule| &rule.publish)
-            .any(|filter| matches(&filter, topic))
+            .find(|(_, filter)| matches(filter, topic))
+            .is_some_and(|(permission, _)| permission == Permission::Allow)
     }
 
     /// Whether `username` may subscribe to `filter` (every topic it matches must be allowed).
@@ -101,23 +121,46 @@ impl Acl {
             return false;
         }
         applicable_filters(rules, username, client_id, |rule| &rule.subscribe)
-            .any(|rule_filter| covers(&rule_filter, filter))
+            .find(|(_, rule_filter)| covers(rule_filter, filter))
+            .is_some_and(|(permission, _)| permission == Permission::Allow)
+    }
+
+    /// Whether a message on `topic` may be delivered to `username` through a
+    /// subscription it was granted: the first applicable rule with a subscribe
+    /// filter matching the topic decides. Only deny rules can make this
+    /// differ from the subscription's own check ([`Acl::filters_deliveries`]).
+    pub fn can_receive(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
+        let Some(rules) = &self.rules else {
+            return true;
+        };
+        applicable_filters(rules, username, client_id, |rule| &rule.subscribe)
+            .find(|(_, filter)| matches(filter, topic))
+            .is_some_and(|(permission, _)| permission == Permission::Allow)
+    }
+
+    /// Whether some rule denies subscribe filters, so deliveries must be
+    /// checked with [`Acl::can_receive`]; false keeps delivery free of ACL work.
+    pub fn filters_deliveries(&self) -> bool {
+        self.denies_reads
     }
 }
 
-/// The filters of every rule that applies to `username`, with `%u`/`%c` filled in;
-/// filters whose substitution is impossible are skipped.
+/// The filters of every rule that applies to `username`, in rule order, with
+/// their permission and `%u`/`%c` filled in; filters whose substitution is
+/// impossible are skipped.
 fn applicable_filters<'a>(
     rules: &'a [Rule],
     username: Option<&'a str>,
     client_id: &'a str,
     pick: impl Fn(&'a Rule) -> &'a Vec<String> + 'a,
-) -> impl Iterator<Item = Cow<'a, str>> + 'a {
+) -> impl Iterator<Item = (Permission, Cow<'a, str>)> + 'a {
     rules
         .iter()
         .filter(move |rule| rule.applies_to(username))
-        .flat_map(move |rule| pick(rule).iter())
-        .filter_map(move |template| substitute(template, username, client_id))
+        .flat_map(move |rule| pick(rule).iter().map(|f| (rule.permission, f)))
+        .filter_map(move |(permission, template)| {
+            substitute(template, username, client_id).map(|f| (permission, f))
+        })
 }
 
 /// Fills `%u` and `%c` into `template` in one pass (so a value is never itself
@@ -212,6 +255,7 @@ mod tests {
     fn rule(user: &str, publish: &[&str], subscribe: &[&str]) -> AclRule {
         AclRule {
             user: user.into(),
+            permission: Permission::Allow,
             publish: publish.iter().map(|s| s.to_string()).collect(),
             subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
         }
@@ -376,6 +420,58 @@ mod tests {
         assert!(acl.can_publish(None, "c", "a/b"));
         assert!(!acl.can_publish(None, "c", "a/+"));
         assert!(!acl.can_publish(None, "c", "$SYS/x"));
+    }
+
+    fn deny(user: &str, publish: &[&str], subscribe: &[&str]) -> AclRule {
+        AclRule {
+            permission: Permission::Deny,
+            ..rule(user, publish, subscribe)
+        }
+    }
+
+    #[test]
+    fn the_first_rule_that_matches_decides() {
+        let acl = Acl::new(&[
+            deny(
+                "*",
+                &["test/nosubscribe", "secret/#"],
+                &["test/nosubscribe", "secret/#"],
+            ),
+            rule("*", &["#"], &["#"]),
+        ]);
+        assert!(!acl.can_publish(None, "c", "secret/x"));
+        assert!(!acl.can_publish(None, "c", "test/nosubscribe"));
+        assert!(acl.can_publish(None, "c", "test/other"));
+        assert!(!acl.can_subscribe(None, "c", "test/nosubscribe"));
+        assert!(!acl.can_subscribe(None, "c", "secret/+/x"));
+        assert!(!acl.can_subscribe(None, "c", "$share/g/secret/#"));
+        assert!(
+            acl.can_subscribe(None, "c", "test/+"),
+            "overlap alone does not refuse"
+        );
+        assert!(acl.can_subscribe(None, "c", "#"));
+        assert!(!acl.can_receive(None, "c", "secret/x"));
+        assert!(!acl.can_receive(None, "c", "test/nosubscribe"));
+        assert!(acl.can_receive(None, "c", "test/other"));
+        assert!(acl.filters_deliveries());
+
+        // An allow rule before the deny wins for what it covers.
+        let acl = Acl::new(&[
+            rule("admin", &["#"], &["#"]),
+            deny("*", &["secret/#"], &["secret/#"]),
+            rule("*", &["#"], &["#"]),
+        ]);
+        assert!(acl.can_publish(Some("admin"), "c", "secret/x"));
+        assert!(acl.can_receive(Some("admin"), "c", "secret/x"));
+        assert!(!acl.can_publish(Some("guest"), "c", "secret/x"));
+        assert!(!acl.can_receive(Some("guest"), "c", "secret/x"));
+    }
+
+    #[test]
+    fn allow_rules_alone_never_filter_deliveries() {
+        let acl = Acl::new(&[rule("*", &["#"], &["#"]), deny("*", &["x"], &[])]);
+        assert!(!acl.filters_deliveries());
+        assert!(!Acl::new(&[]).filters_deliveries());
     }
 
     #[test]

@@ -84,25 +84,51 @@ impl Authenticator {
     ///
     /// A client without a username is anonymous (a password alone, which MQTT 5
     /// permits, grants nothing). A client that gives a username must give that
-    /// user's password, even where anonymous access is allowed.
-    pub fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> bool {
-        let Some(username) = username else {
-            return self.allow_anonymous;
+    /// user's password, even where anonymous access is allowed; only without
+    /// a credentials file, where no user exists to check it against, is a
+    /// username ignored and the client let in as anonymous (if allowed), since
+    /// many client libraries always send one.
+    pub fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> Verdict {
+        let anonymous = if self.allow_anonymous {
+            Verdict::Anonymous
+        } else {
+            Verdict::Refused
         };
-        let Some(dummy_hash) = &self.dummy_hash else {
-            // No credentials file: no user exists, and the configuration says so openly.
-            return false;
+        let (Some(username), Some(dummy_hash)) = (username, &self.dummy_hash) else {
+            return anonymous;
         };
         // Always run exactly one Argon2 check, whatever is missing.
         let password = password.unwrap_or_default();
-        match self.users.get(username) {
+        let valid = match self.users.get(username) {
             Some(hash) => verify(password, hash),
             None => {
                 verify(password, dummy_hash);
                 false
             }
+        };
+        if valid {
+            Verdict::User
+        } else {
+            Verdict::Refused
         }
     }
+
+    /// Whether checking credentials is slow (a credentials file is loaded):
+    /// then [`Authenticator::authenticate`] belongs on a blocking thread.
+    pub fn checks_passwords(&self) -> bool {
+        self.dummy_hash.is_some()
+    }
+}
+
+/// Who a client is, once its credentials were checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The username it gave, proven by its password.
+    User,
+    /// Nobody in particular: no username, or no credentials file to check one
+    /// against. Access rules for named users never apply to it.
+    Anonymous,
+    Refused,
 }
 
 /// A PHC-format Argon2id hash of `password` with a fresh random salt.
@@ -198,46 +224,66 @@ mod tests {
         let hash = hash_password("pw-alice").expect("hash");
         let text = format!("# users\n\nalice:{hash}\n");
         let auth = authenticator(&text, false).expect("load");
-        assert!(auth.authenticate(Some("alice"), Some(b"pw-alice")));
+        assert_eq!(
+            auth.authenticate(Some("alice"), Some(b"pw-alice")),
+            Verdict::User
+        );
     }
 
     #[test]
     fn wrong_or_missing_password_is_refused() {
         let hash = hash_password("pw-alice").expect("hash");
         let auth = authenticator(&format!("alice:{hash}"), true).expect("load");
-        assert!(!auth.authenticate(Some("alice"), Some(b"pw-bob")));
-        assert!(!auth.authenticate(Some("alice"), Some(b"")));
-        assert!(!auth.authenticate(Some("alice"), None));
+        for password in [Some(&b"pw-bob"[..]), Some(b""), None] {
+            assert_eq!(auth.authenticate(Some("alice"), password), Verdict::Refused);
+        }
     }
 
     #[test]
     fn unknown_user_is_refused_even_with_a_known_users_password() {
         let hash = hash_password("pw-alice").expect("hash");
         let auth = authenticator(&format!("alice:{hash}"), true).expect("load");
-        assert!(!auth.authenticate(Some("mallory"), Some(b"pw-alice")));
-        assert!(!auth.authenticate(Some("Alice"), Some(b"pw-alice")));
+        assert_eq!(
+            auth.authenticate(Some("mallory"), Some(b"pw-alice")),
+            Verdict::Refused
+        );
+        assert_eq!(
+            auth.authenticate(Some("Alice"), Some(b"pw-alice")),
+            Verdict::Refused
+        );
     }
 
     #[test]
     fn anonymous_access_follows_the_setting() {
         let hash = hash_password("pw-alice").expect("hash");
         let text = format!("alice:{hash}");
-        assert!(authenticator(&text, true)
-            .expect("load")
-            .authenticate(None, None));
-        assert!(!authenticator(&text, false)
-            .expect("load")
-            .authenticate(None, None));
+        let open = authenticator(&text, true).expect("load");
+        let closed = authenticator(&text, false).expect("load");
+        assert_eq!(open.authenticate(None, None), Verdict::Anonymous);
+        assert_eq!(closed.authenticate(None, None), Verdict::Refused);
         // A password without a username is still anonymous.
-        assert!(!authenticator(&text, false)
-            .expect("load")
-            .authenticate(None, Some(b"pw-alice")));
+        assert_eq!(
+            closed.authenticate(None, Some(b"pw-alice")),
+            Verdict::Refused
+        );
+    }
 
+    #[test]
+    fn without_a_credentials_file_a_username_is_ignored() {
         let open = Authenticator::new(None, true).expect("no file");
-        assert!(open.authenticate(None, None));
-        assert!(!open.authenticate(Some("alice"), Some(b"pw-alice")));
+        assert!(!open.checks_passwords());
+        assert_eq!(open.authenticate(None, None), Verdict::Anonymous);
+        assert_eq!(
+            open.authenticate(Some("alice"), Some(b"anything")),
+            Verdict::Anonymous,
+            "let in, but as nobody in particular"
+        );
         let closed = Authenticator::new(None, false).expect("no file");
-        assert!(!closed.authenticate(None, None));
+        assert_eq!(closed.authenticate(None, None), Verdict::Refused);
+        assert_eq!(
+            closed.authenticate(Some("alice"), Some(b"x")),
+            Verdict::Refused
+        );
     }
 
     fn parse_error(text: &str) -> (usize, String) {

@@ -403,7 +403,7 @@ fn decode_subscribe(mut body: Bytes, version: ProtocolVersion) -> Result<Subscri
     let properties = read_properties_if(&mut body, version)?;
     let mut filters = Vec::new();
     while !body.is_empty() {
-        let filter = read_string(&mut body)?;
+        let filter = non_empty_filter(read_string(&mut body)?)?;
         let options = subscription_options(read_u8(&mut body)?, version)?;
         if options.no_local && filter.starts_with(SHARE_PREFIX) {
             return Err(DecodeError::Protocol("No Local on a shared subscription"));
@@ -418,6 +418,15 @@ fn decode_subscribe(mut body: Bytes, version: ProtocolVersion) -> Result<Subscri
         filters,
         properties,
     })
+}
+
+/// A topic filter must be at least one character long [MQTT-4.7.3-1]: an
+/// empty one makes the packet malformed, in 3.1.1 and 5.0 alike.
+fn non_empty_filter(filter: String) -> Result<String, DecodeError> {
+    if filter.is_empty() {
+        return Err(DecodeError::Malformed("empty topic filter"));
+    }
+    Ok(filter)
 }
 
 /// The subscription options byte. 3.1.1 only has the QoS bits (MQTT-3.8.3-4);
@@ -497,7 +506,7 @@ fn decode_unsubscribe(
     let UnsubscribeProperties(user_properties) = read_properties_if(&mut body, version)?;
     let mut filters = Vec::new();
     while !body.is_empty() {
-        filters.push(read_string(&mut body)?);
+        filters.push(non_empty_filter(read_string(&mut body)?)?);
     }
     if filters.is_empty() {
         return Err(DecodeError::Protocol("UNSUBSCRIBE without topic filters"));

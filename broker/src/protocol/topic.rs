@@ -127,9 +127,77 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// The filter matching exactly the topics both valid filters `a` and `b`
+/// match, or `None` when no topic matches both: `t/+/x` and `t/a/#` give
+/// `t/a/x`; `a/#` and `a` give `a` (`#` matches the parent level too).
+/// Neither may be a `$share/` filter.
+pub fn intersection(a: &str, b: &str) -> Option<String> {
+    // A filter starting with a wildcard matches no `$` topic.
+    let dollar = |f: &str| f.starts_with('$');
+    let wild = |f: &str| f.starts_with(['+', '#']);
+    if (dollar(a) && wild(b)) || (dollar(b) && wild(a)) {
+        return None;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let mut a_levels = a.split('/');
+    let mut b_levels = b.split('/');
+    loop {
+        match (a_levels.next(), b_levels.next()) {
+            (None, None) => break,
+            (Some("#"), level) => {
+                out.extend(level);
+                out.extend(b_levels);
+                break;
+            }
+            (level, Some("#")) => {
+                out.extend(level);
+                out.extend(a_levels);
+                break;
+            }
+            (Some("+"), Some(level)) | (Some(level), Some("+")) => out.push(level),
+            (Some(x), Some(y)) if x == y => out.push(x),
+            _ => return None,
+        }
+    }
+    Some(out.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intersections_are_the_topics_both_filters_match() {
+        assert_eq!(intersection("t/+/x", "t/a/#").as_deref(), Some("t/a/x"));
+        assert_eq!(intersection("t/a/#", "t/+/x").as_deref(), Some("t/a/x"));
+        assert_eq!(intersection("#", "a/b").as_deref(), Some("a/b"));
+        assert_eq!(intersection("a/#", "a").as_deref(), Some("a"));
+        assert_eq!(intersection("a/#", "a/#").as_deref(), Some("a/#"));
+        assert_eq!(intersection("a/#", "+/b/#").as_deref(), Some("a/b/#"));
+        assert_eq!(intersection("+/+", "a/+").as_deref(), Some("a/+"));
+        assert_eq!(intersection("a/b", "a/b").as_deref(), Some("a/b"));
+        assert_eq!(intersection("$SYS/#", "$SYS/x").as_deref(), Some("$SYS/x"));
+        assert_eq!(intersection("a/b", "a/c"), None);
+        assert_eq!(intersection("a/+", "a"), None);
+        assert_eq!(intersection("a/+", "a/b/c"), None);
+        assert_eq!(intersection("#", "$SYS/x"), None);
+        assert_eq!(intersection("+/x", "$SYS/x"), None);
+        // Brute force: the intersection matches exactly the topics both match.
+        let filters = ["#", "a/#", "a/+", "+/b", "a/b", "+/+/c", "a/+/#", "+", "a"];
+        let topics = [
+            "a", "b", "a/b", "a/c", "x/b", "a/b/c", "a/x/c", "a/b/d", "", "a/",
+        ];
+        for a in filters {
+            for b in filters {
+                let both = intersection(a, b);
+                for topic in topics {
+                    let expected = matches(a, topic) && matches(b, topic);
+                    let got = both.as_deref().is_some_and(|f| matches(f, topic));
+                    assert_eq!(got, expected, "{a} ∩ {b} on {topic:?}: {both:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn topic_names() {

@@ -20,6 +20,7 @@ use super::broker::Broker;
 use super::message::{Message, Outgoing};
 use super::registry::{SessionHandle, SessionRef};
 use super::target::Target;
+use crate::auth::Verdict;
 use crate::config::{ListenerConfig, QueueFullPolicy};
 use crate::flow::{Hold, Release};
 use crate::metrics::{DropReason, RefusalReason};
@@ -30,7 +31,7 @@ use crate::protocol::{
     Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::router::Delivery;
-use crate::session::{Next, Resend};
+use crate::session::{AckError, Next, Resend};
 use crate::transport::{ClientStream, Listener};
 
 /// Smallest read reservation; an idle connection holds about this much.
@@ -212,8 +213,16 @@ async fn read_connect(
                     code: ReasonCode::UnsupportedProtocolVersion,
                     properties: ConnAckProperties::default(),
                 });
+                // A client newer than 5.0 is answered in 5.0's format (0x84,
+                // as [MQTT-3.1.2-2] allows); an older one (3.1) in 3.1.1's
+                // (return code 1), which it can read.
+                let format = if level > 5 {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V311
+                };
                 let mut out = BytesMut::new();
-                if encode(&connack, ProtocolVersion::V311, &mut out).is_ok() {
+                if encode(&connack, format, &mut out).is_ok() {
                     let _ = tokio::time::timeout(
                         CLOSE_TIMEOUT,
                         write_flushed(&mut reader.stream, &out),
@@ -323,18 +332,22 @@ impl Connection {
                 properties: ConnAckProperties::default(),
             })
         };
-        let refusal = Self::check_connect(&broker, &connect, cert_username.is_some()).await;
-        if let Some((code, reason)) = refusal {
-            broker.metrics().refused(reason);
-            tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, code = ?code, "connection refused");
-            let mut out = BytesMut::new();
-            if encode(&refuse(code), version, &mut out).is_ok() {
-                let _ =
-                    tokio::time::timeout(CLOSE_TIMEOUT, write_flushed(&mut reader.stream, &out))
-                        .await;
+        let username = match Self::check_connect(&broker, &connect, cert_username).await {
+            Ok(identity) => identity,
+            Err((code, reason)) => {
+                broker.metrics().refused(reason);
+                tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, code = ?code, "connection refused");
+                let mut out = BytesMut::new();
+                if encode(&refuse(code), version, &mut out).is_ok() {
+                    let _ = tokio::time::timeout(
+                        CLOSE_TIMEOUT,
+                        write_flushed(&mut reader.stream, &out),
+                    )
+                    .await;
+                }
+                return None;
             }
-            return None;
-        }
+        };
 
         let mut properties = ConnAckProperties::default();
         let client_id = if connect.client_id.is_empty() {
@@ -390,12 +403,16 @@ impl Connection {
             properties.subscription_identifiers_available = Some(1);
             properties.shared_subscription_available = Some(1);
         }
-        let connack = Packet::ConnAck(ConnAck {
-            session_present: attached.session_present,
-            code: ReasonCode::Success,
-            properties,
-        });
-        let username = cert_username.or(connect.username);
+        let client_max_packet = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        let connack = Packet::ConnAck(fit_connack(
+            ConnAck {
+                session_present: attached.session_present,
+                code: ReasonCode::Success,
+                properties,
+            },
+            version,
+            client_max_packet,
+        ));
         let mut connection = Connection {
             key: Target::Session(SessionRef(handle.clone())),
             shutdown: broker.shutdown_signal(),
@@ -412,7 +429,7 @@ impl Connection {
             keep_alive: (keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_activity: Instant::now(),
-            client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            client_max_packet,
             inbound_aliases: HashMap::new(),
             outbound_aliases: HashMap::new(),
             client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
@@ -432,62 +449,82 @@ impl Connection {
         Some(connection)
     }
 
-    /// Why CONNECT must be refused, if it must.
+    /// The identity CONNECT authenticates (`None`: anonymous), or why it must
+    /// be refused. `cert_username` is the certificate's CN on a listener that
+    /// authenticates clients by certificate.
     async fn check_connect(
         broker: &Arc<Broker>,
         connect: &Connect,
-        cert_authenticated: bool,
-    ) -> Option<(ReasonCode, RefusalReason)> {
+        cert_username: Option<String>,
+    ) -> Result<Option<String>, (ReasonCode, RefusalReason)> {
         let limits = &broker.config().limits;
         if usize::try_from(broker.metrics().connections_current()).unwrap_or(0)
             > limits.max_connections
         {
-            return Some((ReasonCode::QuotaExceeded, RefusalReason::TooManyConnections));
+            return Err((ReasonCode::QuotaExceeded, RefusalReason::TooManyConnections));
         }
         if connect.client_id.is_empty()
             && connect.protocol == ProtocolVersion::V311
             && !connect.clean_start
         {
-            return Some((
+            return Err((
                 ReasonCode::ClientIdentifierNotValid,
                 RefusalReason::BadConnect,
             ));
         }
         if connect.properties.authentication_method.is_some() {
-            return Some((
+            return Err((
                 ReasonCode::BadAuthenticationMethod,
                 RefusalReason::BadCredentials,
             ));
         }
-        if !cert_authenticated {
-            let authenticator_broker = broker.clone();
-            let username = connect.username.clone();
-            let password = connect.password.clone();
-            let verdict = if username.is_some() {
-                tokio::task::spawn_blocking(move || {
-                    authenticator_broker
-                        .authenticator()
-                        .authenticate(username.as_deref(), password.as_deref())
-                })
-                .await
-                .unwrap_or(false)
-            } else {
-                broker.authenticator().authenticate(None, None)
-            };
-            if !verdict {
-                return Some((
-                    ReasonCode::BadUserNameOrPassword,
-                    RefusalReason::BadCredentials,
-                ));
-            }
-        }
+        let identity = match cert_username {
+            // The certificate authenticated the client: its CN is the username.
+            Some(cn) => Some(cn),
+            None => Self::authenticate(broker, connect).await?,
+        };
+        // Everything from here on is decided on the authenticated identity,
+        // never on the username the client merely claimed.
         if let (Some(will), Some(acl)) = (&connect.will, broker.acl()) {
-            if !acl.can_publish(connect.username.as_deref(), &connect.client_id, &will.topic) {
+            if !acl.can_publish(identity.as_deref(), &connect.client_id, &will.topic) {
                 broker.metrics().acl_denied();
-                return Some((ReasonCode::NotAuthorized, RefusalReason::BadCredentials));
+                return Err((ReasonCode::NotAuthorized, RefusalReason::BadCredentials));
             }
         }
-        None
+        Ok(identity)
+    }
+
+    /// Checks the CONNECT credentials (Argon2 on a blocking thread when a
+    /// credentials file is loaded): the proven username, or `None` for an
+    /// anonymous client.
+    async fn authenticate(
+        broker: &Arc<Broker>,
+        connect: &Connect,
+    ) -> Result<Option<String>, (ReasonCode, RefusalReason)> {
+        let username = connect.username.clone();
+        let verdict = if username.is_some() && broker.authenticator().checks_passwords() {
+            let checking = broker.clone();
+            let (name, password) = (username.clone(), connect.password.clone());
+            tokio::task::spawn_blocking(move || {
+                checking
+                    .authenticator()
+                    .authenticate(name.as_deref(), password.as_deref())
+            })
+            .await
+            .unwrap_or(Verdict::Refused)
+        } else {
+            broker
+                .authenticator()
+                .authenticate(username.as_deref(), None)
+        };
+        match verdict {
+            Verdict::User => Ok(username),
+            Verdict::Anonymous => Ok(None),
+            Verdict::Refused => Err((
+                ReasonCode::BadUserNameOrPassword,
+                RefusalReason::BadCredentials,
+            )),
+        }
     }
 
     /// Serves the connection until it ends, then settles the session and the will.
@@ -640,8 +677,10 @@ impl Connection {
         match packet {
             Packet::Publish(publish) => self.handle_publish(publish),
             Packet::PubAck(ack) => {
-                if self.handle.lock().session.on_puback(ack.packet_id).is_ok() {
-                    self.broker.session_changed(&self.handle);
+                let acked = self.handle.lock().session.on_puback(ack.packet_id);
+                match acked {
+                    Ok(_) => self.broker.session_changed(&self.handle),
+                    Err(err) => self.unexpected_ack(err)?,
                 }
                 Ok(())
             }
@@ -651,7 +690,8 @@ impl Connection {
                 match release {
                     Ok(true) => self.send(&Packet::PubRel(PubAck::success(ack.packet_id))),
                     Ok(false) => self.broker.session_changed(&self.handle),
-                    Err(_) => {
+                    Err(err) => {
+                        self.unexpected_ack(err)?;
                         let mut rel = PubAck::success(ack.packet_id);
                         rel.reason = ReasonCode::PacketIdentifierNotFound;
                         self.send(&Packet::PubRel(rel));
@@ -660,8 +700,10 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(ack) => {
-                if self.handle.lock().session.on_pubcomp(ack.packet_id).is_ok() {
-                    self.broker.session_changed(&self.handle);
+                let completed = self.handle.lock().session.on_pubcomp(ack.packet_id);
+                match completed {
+                    Ok(()) => self.broker.session_changed(&self.handle),
+                    Err(err) => self.unexpected_ack(err)?,
                 }
                 Ok(())
             }
@@ -679,10 +721,7 @@ impl Connection {
                 Ok(())
             }
             Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe),
-            Packet::Unsubscribe(unsubscribe) => {
-                self.handle_unsubscribe(unsubscribe);
-                Ok(())
-            }
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(unsubscribe),
             Packet::PingReq => {
                 self.send(&Packet::PingResp);
                 Ok(())
@@ -692,6 +731,17 @@ impl Connection {
                 tracing::debug!(client_id = %self.client_id, packet = other.name(), "unexpected packet from a client");
                 Err(Close::Server(ReasonCode::ProtocolError))
             }
+        }
+    }
+
+    /// An acknowledgement for a packet id in another QoS flow closes the
+    /// connection (0x82); one for an id not in flight is let pass (a late
+    /// duplicate after a resend).
+    fn unexpected_ack(&self, err: AckError) -> Result<(), Close> {
+        tracing::debug!(client_id = %self.client_id, error = %err, "unexpected acknowledgement");
+        match err {
+            AckError::WrongFlow(_) => Err(Close::Server(ReasonCode::ProtocolError)),
+            AckError::Unknown(_) => Ok(()),
         }
     }
 
@@ -715,6 +765,10 @@ impl Connection {
     }
 
     fn handle_publish(&mut self, mut publish: Publish) -> Result<(), Close> {
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // Only the server sets it [MQTT-3.3.4-6].
+            return Err(Close::Server(ReasonCode::ProtocolError));
+        }
         if let Some(alias) = publish.properties.topic_alias {
             if alias == 0 || alias > self.broker.config().limits.topic_alias_maximum {
                 return Err(Close::Server(ReasonCode::TopicAliasInvalid));
@@ -836,9 +890,14 @@ impl Connection {
             if matches!(shared, Ok(Some(_))) && entry.options.no_local && self.version.is_v5() {
                 return Err(Close::Server(ReasonCode::ProtocolError));
             }
-            let code = if validate_topic_filter(&entry.filter).is_err()
-                || !self.topic_within_limits(&entry.filter)
-            {
+            let valid = validate_topic_filter(&entry.filter).is_ok();
+            if !valid && !self.version.is_v5() {
+                // 3.1.1 has no reason code for a malformed filter (`a/#/b`,
+                // `$share/g/` with nothing after it): the connection closes.
+                // 5.0 answers 0x8F for that filter alone.
+                return Err(Close::Server(ReasonCode::ProtocolError));
+            }
+            let code = if !valid || !self.topic_within_limits(&entry.filter) {
                 ReasonCode::TopicFilterInvalid
             } else if self.broker.acl().is_some_and(|acl| {
                 !acl.can_subscribe(self.username.as_deref(), &self.client_id, &entry.filter)
@@ -872,23 +931,27 @@ impl Connection {
         Ok(())
     }
 
-    fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
-        let reasons = unsubscribe
-            .filters
-            .iter()
-            .map(|filter| {
-                if self.broker.unsubscribe(&self.handle, filter) {
-                    ReasonCode::Success
-                } else {
-                    ReasonCode::NoSubscriptionExisted
+    fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            let code = if validate_topic_filter(filter).is_err() {
+                if !self.version.is_v5() {
+                    return Err(Close::Server(ReasonCode::ProtocolError));
                 }
-            })
-            .collect();
+                ReasonCode::TopicFilterInvalid
+            } else if self.broker.unsubscribe(&self.handle, filter) {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            };
+            reasons.push(code);
+        }
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             reasons,
             properties: AckProperties::default(),
         }));
+        Ok(())
     }
 
     /// Encodes a control packet into the write buffer.
@@ -944,15 +1007,17 @@ impl Connection {
             }
             let mut undeliverable = Vec::new();
             for (packet_id, message) in batch.drain(..) {
-                if !self.write_delivery(packet_id, &message, false, now) {
+                if !self.may_receive(&message)
+                    || !self.write_delivery(packet_id, &message, false, now)
+                {
                     if let Some(pid) = packet_id {
                         undeliverable.push((pid, message.qos));
                     }
                 }
             }
             if !undeliverable.is_empty() {
-                // Too large for this client: the spec says to discard it as if
-                // delivered, so its flow is completed here.
+                // Too large for this client (the spec says to discard it as if
+                // delivered) or denied to it: its flow is completed here.
                 let mut state = handle.lock();
                 for (pid, qos) in undeliverable {
                     let _ = match qos {
@@ -962,6 +1027,25 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Whether the access rules let this client receive `out`: a deny rule can
+    /// cover some topics of a subscription it was granted (`#` against a
+    /// denied `secret/#`), and those are filtered here, against the identity the
+    /// connection authenticated. A refusal is counted.
+    fn may_receive(&self, out: &Outgoing) -> bool {
+        let Some(acl) = self.broker.acl().filter(|acl| acl.filters_deliveries()) else {
+            return true;
+        };
+        let allowed = acl.can_receive(
+            self.username.as_deref(),
+            &self.client_id,
+            &out.message.topic,
+        );
+        if !allowed {
+            self.broker.metrics().dropped(DropReason::NotAuthorized);
+        }
+        allowed
     }
 
     /// Encodes one delivery; false when it exceeds the client's maximum packet size.
@@ -1129,4 +1213,44 @@ async fn released(hold: Option<&Hold>) -> Release {
         Some(hold) => hold.released().await,
         None => std::future::pending().await,
     }
+}
+
+/// Leaves out of a CONNACK what it can go without until it fits the client's
+/// Maximum Packet Size [MQTT-3.1.2-24]: the reason string and user properties
+/// first (as [MQTT-3.2.2-19] and [MQTT-3.2.2-20] say), then the availability
+/// flags that only repeat their default (1), then the topic alias maximum (the
+/// client then sends no aliases). What remains is required.
+fn fit_connack(mut connack: ConnAck, version: ProtocolVersion, max: u32) -> ConnAck {
+    fn reasons(p: &mut ConnAckProperties) {
+        p.reason_string = None;
+        p.user_properties.clear();
+    }
+    fn default_flags(p: &mut ConnAckProperties) {
+        for flag in [
+            &mut p.retain_available,
+            &mut p.wildcard_subscription_available,
+            &mut p.subscription_identifiers_available,
+            &mut p.shared_subscription_available,
+        ] {
+            if *flag == Some(1) {
+                *flag = None;
+            }
+        }
+    }
+    fn topic_aliases(p: &mut ConnAckProperties) {
+        p.topic_alias_maximum = None;
+    }
+    let fits = |connack: &ConnAck| {
+        let mut out = BytesMut::new();
+        encode(&Packet::ConnAck(connack.clone()), version, &mut out).is_ok()
+            && u32::try_from(out.len()).is_ok_and(|len| len <= max)
+    };
+    let strips: [fn(&mut ConnAckProperties); 3] = [reasons, default_flags, topic_aliases];
+    for strip in strips {
+        if fits(&connack) {
+            break;
+        }
+        strip(&mut connack.properties);
+    }
+    connack
 }

@@ -19,10 +19,18 @@ pub trait Queued: Clone {
     fn is_expired(&self, now: Instant) -> bool;
 }
 
-/// An acknowledgement that names a packet id the session is not waiting for.
+/// An acknowledgement the session cannot apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("packet identifier {0} is not in flight")]
-pub struct UnknownPacketId(pub u16);
+pub enum AckError {
+    /// No message with this packet id is in flight.
+    #[error("packet identifier {0} is not in flight")]
+    Unknown(u16),
+    /// The id is in flight in another QoS flow: a PUBREC for a QoS 1 message,
+    /// a PUBACK for a QoS 2 one, a PUBCOMP before the PUBREC. A protocol
+    /// error: the connection must close.
+    #[error("packet identifier {0} is in flight in another QoS flow")]
+    WrongFlow(u16),
+}
 
 /// The next thing to write for this session, from [`Session::next_to_send`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,34 +173,36 @@ impl<M: Queued> Session<M> {
         }
     }
 
-    fn position(&self, packet_id: u16) -> Result<usize, UnknownPacketId> {
+    fn position(&self, packet_id: u16) -> Result<usize, AckError> {
         self.inflight
             .iter()
             .position(|(pid, _)| *pid == packet_id)
-            .ok_or(UnknownPacketId(packet_id))
+            .ok_or(AckError::Unknown(packet_id))
     }
 
     /// PUBACK for a QoS 1 message: the flow is complete.
-    pub fn on_puback(&mut self, packet_id: u16) -> Result<M, UnknownPacketId> {
+    pub fn on_puback(&mut self, packet_id: u16) -> Result<M, AckError> {
         let at = self.position(packet_id)?;
         match self.inflight.get(at) {
             Some((_, InflightState::Published(m))) if m.qos() == QoS::AtLeastOnce => {
                 match self.inflight.remove(at) {
                     Some((_, InflightState::Published(m))) => Ok(m),
-                    _ => Err(UnknownPacketId(packet_id)),
+                    _ => Err(AckError::Unknown(packet_id)),
                 }
             }
-            _ => Err(UnknownPacketId(packet_id)),
+            _ => Err(AckError::WrongFlow(packet_id)),
         }
     }
 
-    /// PUBREC for a QoS 2 message. Returns true when PUBREL must be sent; a
-    /// failure reason code from the client ends the flow instead.
-    pub fn on_pubrec(&mut self, packet_id: u16, failed: bool) -> Result<bool, UnknownPacketId> {
+    /// PUBREC for a QoS 2 message. Returns true when PUBREL must be sent: the
+    /// first time, and again for a retransmitted PUBREC while PUBCOMP is
+    /// pending. A failure reason code from the client ends the flow instead.
+    pub fn on_pubrec(&mut self, packet_id: u16, failed: bool) -> Result<bool, AckError> {
         let at = self.position(packet_id)?;
         match self.inflight.get(at) {
             Some((_, InflightState::Published(m))) if m.qos() == QoS::ExactlyOnce => {}
-            _ => return Err(UnknownPacketId(packet_id)),
+            Some((_, InflightState::Released)) => return Ok(true),
+            _ => return Err(AckError::WrongFlow(packet_id)),
         }
         if failed {
             self.inflight.remove(at);
@@ -205,14 +215,14 @@ impl<M: Queued> Session<M> {
     }
 
     /// PUBCOMP: the QoS 2 flow is complete.
-    pub fn on_pubcomp(&mut self, packet_id: u16) -> Result<(), UnknownPacketId> {
+    pub fn on_pubcomp(&mut self, packet_id: u16) -> Result<(), AckError> {
         let at = self.position(packet_id)?;
         match self.inflight.get(at) {
             Some((_, InflightState::Released)) => {
                 self.inflight.remove(at);
                 Ok(())
             }
-            _ => Err(UnknownPacketId(packet_id)),
+            _ => Err(AckError::WrongFlow(packet_id)),
         }
     }
 
@@ -321,7 +331,7 @@ mod tests {
         assert_eq!(s.on_puback(1).map(|m| m.name), Ok("a"));
         assert!(s.has_sendable());
         assert_eq!(sent(s.next_to_send(now)), (Some(3), "c"));
-        assert_eq!(s.on_puback(1), Err(UnknownPacketId(1)), "already acked");
+        assert_eq!(s.on_puback(1), Err(AckError::Unknown(1)), "already acked");
     }
 
     #[test]
@@ -345,14 +355,36 @@ mod tests {
         let pid = pid.expect("qos2 has an id");
         assert_eq!(
             s.on_pubcomp(pid),
-            Err(UnknownPacketId(pid)),
+            Err(AckError::WrongFlow(pid)),
             "PUBCOMP before PUBREC"
         );
-        assert!(s.on_puback(pid).is_err(), "PUBACK does not complete QoS 2");
+        assert_eq!(
+            s.on_puback(pid),
+            Err(AckError::WrongFlow(pid)),
+            "PUBACK does not complete QoS 2"
+        );
         assert_eq!(s.on_pubrec(pid, false), Ok(true));
+        assert_eq!(
+            s.on_pubrec(pid, false),
+            Ok(true),
+            "a retransmitted PUBREC while PUBCOMP is pending gets PUBREL again"
+        );
         assert_eq!(s.inflight_len(), 1);
         assert_eq!(s.on_pubcomp(pid), Ok(()));
         assert_eq!(s.inflight_len(), 0);
+        assert_eq!(s.on_pubcomp(pid), Err(AckError::Unknown(pid)));
+    }
+
+    #[test]
+    fn a_pubrec_for_a_qos1_message_is_another_flow() {
+        let now = Instant::now();
+        let mut s = Session::new(10, 10);
+        s.enqueue(msg("x", QoS::AtLeastOnce)).expect("room");
+        let (pid, _) = sent(s.next_to_send(now));
+        let pid = pid.expect("id");
+        assert_eq!(s.on_pubrec(pid, false), Err(AckError::WrongFlow(pid)));
+        assert_eq!(s.on_pubcomp(pid), Err(AckError::WrongFlow(pid)));
+        assert_eq!(s.on_pubrec(pid + 1, false), Err(AckError::Unknown(pid + 1)));
     }
 
     #[test]

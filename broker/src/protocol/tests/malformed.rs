@@ -525,3 +525,17 @@ fn no_local_on_a_shared_subscription_is_a_protocol_error() {
         DecodeError::Protocol("No Local on a shared subscription")
     );
 }
+
+#[test]
+fn an_empty_topic_filter_is_malformed_in_subscribe_and_unsubscribe() {
+    // SUBSCRIBE id 1: filter "" QoS 0.
+    let subscribe = packet(0x82, &[0, 1, 0, 0, 0]);
+    assert!(is_malformed(decode_err(&subscribe, V311)));
+    let subscribe_v5 = packet(0x82, &[0, 1, 0, 0, 0, 0]);
+    assert!(is_malformed(decode_err(&subscribe_v5, V5)));
+    // UNSUBSCRIBE id 1: a valid filter "a", then "".
+    let unsubscribe = packet(0xA2, &[0, 1, 0, 1, b'a', 0, 0]);
+    assert!(is_malformed(decode_err(&unsubscribe, V311)));
+    let unsubscribe_v5 = packet(0xA2, &[0, 1, 0, 0, 0]);
+    assert!(is_malformed(decode_err(&unsubscribe_v5, V5)));
+}

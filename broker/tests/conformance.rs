@@ -400,3 +400,44 @@ async fn a_username_without_a_credentials_file_connects_as_anonymous() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_still_sending_when_closed_reads_why() {
+    let server = start_broker(|c| c.limits.max_inflight = 4).await;
+    let mut client =
+        RawClient::connected(server.mqtt_addrs()[0], ProtocolVersion::V5, "eager").await;
+    // More unreleased QoS 2 publishes than the receive maximum: the broker
+    // closes the connection.
+    for id in 1..=6u16 {
+        client
+            .send(&Packet::Publish(publish("t", QoS::ExactlyOnce, Some(id))))
+            .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The client, unaware yet, goes on answering, as a client working
+    // through the PUBRECs before the DISCONNECT does. A broker whose socket
+    // is gone answers with a reset, and the next write fails (EPIPE) before
+    // the client ever reads why it was closed.
+    use tokio::io::AsyncWriteExt;
+    let mut late = BytesMut::new();
+    encode(
+        &Packet::PubRel(PubAck::success(1)),
+        ProtocolVersion::V5,
+        &mut late,
+    )
+    .expect("encode");
+    for _ in 0..2 {
+        client
+            .stream
+            .write_all(&late)
+            .await
+            .expect("the broker still reads (and discards) for a moment");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        closed_with(&mut client).await,
+        Some(ReasonCode::ReceiveMaximumExceeded),
+        "the DISCONNECT survives the close"
+    );
+    server.shutdown().await;
+}

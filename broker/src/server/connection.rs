@@ -1163,6 +1163,15 @@ impl Connection {
                 schedule_expiry(self.broker.clone(), self.handle.clone(), self.epoch);
             }
         }
+        if matches!(close, Close::Server(_)) {
+            // A lingering close, once session and will are settled: read (and
+            // discard) until the client closes too, for a moment at most. A
+            // client still writing to a socket that is gone draws a reset, and
+            // its next write fails before it has read why it was closed.
+            let _ =
+                tokio::time::timeout(CLOSE_TIMEOUT, discard_until_closed(&mut self.reader.stream))
+                    .await;
+        }
     }
 }
 
@@ -1253,4 +1262,14 @@ fn fit_connack(mut connack: ConnAck, version: ProtocolVersion, max: u32) -> Conn
         strip(&mut connack.properties);
     }
     connack
+}
+
+/// Reads and drops whatever arrives until the stream ends or fails.
+async fn discard_until_closed(stream: &mut Box<dyn ClientStream>) {
+    let mut scratch = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut scratch).await {
+        if n == 0 {
+            return;
+        }
+    }
 }

@@ -324,6 +324,7 @@ async fn a_message_forwarded_for_subscribers_that_left_is_counted_not_lost_silen
         },
         plain: true,
         groups: vec!["$share/g/gone/#".into()],
+        retained: None,
     });
     assert_eq!(
         broker.metrics().drops_total(DropReason::NoLongerSubscribed),

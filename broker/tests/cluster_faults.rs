@@ -352,3 +352,60 @@ async fn a_killed_node_is_declared_dead_and_the_survivors_stream_on() {
     assert_eq!(&back.publish_received().await.payload[..], b"again");
     assert_eq!(&subscriber.publish_received().await.payload[..], b"again");
 }
+
+#[tokio::test]
+async fn a_topic_cleared_during_a_partition_stays_cleared_after_the_heal() {
+    let cluster = ProxiedCluster::start(2).await;
+    let addr = |i: usize| cluster.nodes[i].mqtt_addrs()[0];
+    let mut setter = v4::connect(v4::options(addr(0), "setter")).await;
+    setter.publish_acked("config/mode", true, b"v1").await;
+    // Both nodes hold it: a subscriber on node 1 receives it as retained.
+    let mut probe = v4::connect(v4::options(addr(1), "probe")).await;
+    probe.subscribe("config/#", v4::QoS::AtLeastOnce).await;
+    assert_eq!(&probe.publish_received().await.payload[..], b"v1");
+    drop(probe);
+
+    // A partition long enough for both to declare the other dead, so the
+    // heal is a first contact with a full retained sync.
+    cluster.proxy(0, 1).cut().await;
+    cluster.proxy(1, 0).cut().await;
+    eventually("node 0 and node 1 to declare each other dead", || {
+        cluster.peer_state(0, 1).is_none() && cluster.peer_state(1, 0).is_none()
+    })
+    .await;
+    let mut clearer = v4::connect(v4::options(addr(1), "clearer")).await;
+    clearer.publish_acked("config/mode", true, b"").await;
+    cluster.proxy(0, 1).heal();
+    cluster.proxy(1, 0).heal();
+    cluster.wait_connected_all().await;
+
+    // A retained marker from each side travels behind that side's sync on
+    // the same ordered stream: once both markers are everywhere, both syncs
+    // were applied. Neither brings the cleared message back: the clear is newer.
+    setter.publish_acked("config/marker-0", true, b"m").await;
+    clearer.publish_acked("config/marker-1", true, b"m").await;
+    for node in [0, 1] {
+        eventually(&format!("node {node} to hold both markers"), || {
+            cluster.nodes[node].broker().gauges().retained >= 2
+        })
+        .await;
+        let mut late = v4::connect(v4::options(addr(node), &format!("late-{node}"))).await;
+        late.subscribe("config/#", v4::QoS::AtLeastOnce).await;
+        let mut topics = vec![
+            late.publish_received().await.topic,
+            late.publish_received().await.topic,
+        ];
+        topics.sort();
+        assert_eq!(
+            topics,
+            ["config/marker-0", "config/marker-1"],
+            "node {node}"
+        );
+        assert_eq!(
+            cluster.nodes[node].broker().gauges().retained,
+            2,
+            "node {node}: config/mode stays cleared"
+        );
+    }
+    cluster.shutdown().await;
+}

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
 use strait_broker::cluster::wire::{
-    decode, encode, encode_to_bytes, Forward, Frame, Op, WireMessage, MAX_FRAME,
+    decode, encode, encode_to_bytes, Forward, Frame, Op, RetainedVersion, WireMessage, MAX_FRAME,
     MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION,
 };
 use strait_broker::store::StoredSession;
@@ -94,6 +94,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     message: message.clone(),
                     plain: true,
                     groups: vec!["$share/workers/jobs/+".into()],
+                    retained: Some(RetainedVersion {
+                        stamp: 17,
+                        node: "eu-west-1".into(),
+                    }),
                 }),
             }),
         ),
@@ -101,7 +105,33 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "valid-op-retained",
             frame(Frame::Op {
                 seq: 5,
-                op: Op::Retained(message),
+                op: Op::Retained {
+                    message,
+                    version: RetainedVersion {
+                        stamp: 12,
+                        node: "eu-west-0".into(),
+                    },
+                },
+            }),
+        ),
+        (
+            "valid-op-claim",
+            frame(Frame::Op {
+                seq: 6,
+                op: Op::Claim {
+                    client_id: "truck-7".into(),
+                    stamp: 41,
+                },
+            }),
+        ),
+        (
+            "valid-op-release",
+            frame(Frame::Op {
+                seq: 7,
+                op: Op::Release {
+                    client_id: "truck-7".into(),
+                    stamp: 41,
+                },
             }),
         ),
         ("valid-ack", frame(Frame::Ack { seq: 300 })),
@@ -113,6 +143,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 request: 9,
                 client_id: "truck-7".into(),
                 clean_start: false,
+                clock: 40,
             }),
         ),
         (
@@ -126,6 +157,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     subscriptions: Vec::new(),
                     queue: Vec::new(),
                 }),
+                clock: 44,
             }),
         ),
         ("malformed-unknown-variant", vec![0, 0, 0, 1, 99]),

@@ -136,8 +136,8 @@ async fn connect<H: Host>(
     if let Resume::Resync { lost } = resume {
         mesh.metrics().forward_lost(lost);
         mesh.resync_routes(&peer);
-        for message in host.retained_for_peer() {
-            peer.send(Op::Retained(message), mesh.metrics());
+        for (message, version) in host.retained_for_peer() {
+            peer.send(Op::Retained { message, version }, mesh.metrics());
         }
     }
     tracing::info!(peer = %name, %address, ?resume, "connected to peer");
@@ -197,7 +197,11 @@ async fn read_loop(
         match read_frame(reader, &mut buf, deadline).await? {
             Frame::Ack { seq } => peer.acknowledged(seq),
             Frame::Pong => {}
-            Frame::SessionTaken { request, session } => peer.answer(request, session),
+            Frame::SessionTaken {
+                request,
+                session,
+                clock,
+            } => peer.answer(request, session, clock),
             _ => {
                 return Err(PeerError::Unexpected(
                     "only acks, pongs and answers flow back",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::peer::Peer;
-use super::wire::{Forward, WireMessage};
+use super::wire::{Forward, RetainedVersion, WireMessage};
 use super::Cluster;
 use crate::flow::{Pushback, Release};
 use crate::store::StoredSession;
@@ -30,12 +30,17 @@ pub trait Host: Send + Sync + 'static {
     fn backpressure_wait(&self) -> Duration;
     /// A hold ended (counted with the node's other holds).
     fn held(&self, release: Release);
-    /// Stores a peer's retained message unless one is held for its topic.
-    fn retain_if_absent(&self, message: WireMessage);
+    /// Stores (or, with an empty payload, clears) a peer's retained message
+    /// if `version` is newer than what this node has for the topic.
+    fn retain_versioned(&self, message: WireMessage, version: RetainedVersion);
     /// Gives up `client_id`'s session to a peer where the client is
     /// connecting: its connection here is told 0x8E, and its state goes
     /// along unless `clean_start`.
     fn surrender_session(&self, client_id: &str, clean_start: bool) -> Option<StoredSession>;
-    /// Every retained message, for a peer met for the first time.
-    fn retained_for_peer(&self) -> Vec<WireMessage>;
+    /// A peer's newer claim beat this node's to `client_id`: its session
+    /// here ends, and its connection is told 0x8E.
+    fn session_superseded(&self, client_id: &str);
+    /// Every retained message and every recent clearing, with its version,
+    /// for a peer met for the first time.
+    fn retained_for_peer(&self) -> Vec<(WireMessage, RetainedVersion)>;
 }

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::directory::ClaimOutcome;
 use super::handshake::{self, Claim};
 use super::host::Host;
 use super::peer::Peer;
@@ -274,10 +275,18 @@ fn handle<H: Host>(
             request,
             client_id,
             clean_start,
+            clock,
         } => {
+            let mesh = host.mesh();
+            mesh.observe(clock);
             let session = host.surrender_session(&client_id, clean_start);
+            let clock = mesh.clock();
             wire::encode(
-                &Frame::SessionTaken { request, session },
+                &Frame::SessionTaken {
+                    request,
+                    session,
+                    clock,
+                },
                 &mut batch.replies,
             )?;
         }
@@ -312,16 +321,29 @@ fn apply<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>, op: 
                 .received(forward.message.payload.len());
             return host.deliver_forwarded(forward);
         }
-        Op::Retained(message) => host.retain_if_absent(message),
+        Op::Retained { message, version } => {
+            host.mesh().observe(version.stamp);
+            host.retain_versioned(message, version);
+        }
+        Op::Claim { client_id, stamp } => {
+            let mesh = host.mesh();
+            if mesh.peer_claims(peer, &client_id, stamp) == ClaimOutcome::Supersedes {
+                mesh.metrics().session_superseded();
+                host.session_superseded(&client_id);
+            }
+        }
+        Op::Release { client_id, stamp } => host.mesh().peer_releases(peer, &client_id, stamp),
     }
     Pushback::default()
 }
 
-/// Takes every route `peer` advertised out of the router.
+/// Takes every route `peer` advertised out of the router, and forgets the
+/// sessions it claimed (a snapshot follows a reset; a dead peer holds none).
 fn forget_routes<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>) {
     for filter in routes.drain() {
         host.remove_peer_route(peer, &filter);
     }
+    host.mesh().forget_claims(peer);
 }
 
 /// Declares dead the peers this node has neither heard from nor reached for

@@ -18,6 +18,8 @@ pub struct ClusterMetrics {
     resyncs: AtomicU64,
     handshakes_refused: AtomicU64,
     peers_declared_dead: AtomicU64,
+    takeovers_asked: AtomicU64,
+    sessions_superseded: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -60,6 +62,25 @@ impl ClusterMetrics {
         add(&self.peers_declared_dead, 1);
     }
 
+    /// A connecting client's session was asked of the peer holding it.
+    pub fn takeover_asked(&self) {
+        add(&self.takeovers_asked, 1);
+    }
+
+    /// A local session lost a race to a peer's newer claim (0x8E), or a
+    /// restored one turned out to have moved.
+    pub fn session_superseded(&self) {
+        add(&self.sessions_superseded, 1);
+    }
+
+    pub fn takeovers_asked_total(&self) -> u64 {
+        self.takeovers_asked.load(Ordering::Relaxed)
+    }
+
+    pub fn sessions_superseded_total(&self) -> u64 {
+        self.sessions_superseded.load(Ordering::Relaxed)
+    }
+
     pub fn forwarded_total(&self) -> u64 {
         self.forwarded_messages.load(Ordering::Relaxed)
     }
@@ -85,7 +106,7 @@ impl ClusterMetrics {
     }
 
     /// Prometheus text for the counters and the current state of `peers`.
-    pub fn render(&self, peers: &[Arc<Peer>], local_routes: usize) -> String {
+    pub fn render(&self, peers: &[Arc<Peer>], local_routes: usize, directory: usize) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -169,6 +190,24 @@ impl ClusterMetrics {
             "counter",
             "Peer connections refused: wrong secret, cluster, or protocol version.",
             load(&self.handshakes_refused),
+        );
+        metric(
+            "session_directory_entries",
+            "gauge",
+            "Client ids whose holding node this node knows, its own included.",
+            directory as u64,
+        );
+        metric(
+            "takeovers_asked_total",
+            "counter",
+            "Connecting clients whose session was asked of the peer holding it.",
+            load(&self.takeovers_asked),
+        );
+        metric(
+            "sessions_superseded_total",
+            "counter",
+            "Local sessions given up for a peer's newer claim (a simultaneous connect, or a session that moved while this node was down).",
+            load(&self.sessions_superseded),
         );
         metric(
             "peers_declared_dead_total",

@@ -15,6 +15,7 @@
 //! picks one member among local sessions and peer nodes cluster-wide.
 
 mod dialer;
+pub mod directory;
 mod discovery;
 pub mod handshake;
 mod host;
@@ -43,7 +44,8 @@ pub use peer::{Peer, PeerRef, Queued};
 pub use stream::PeerTls;
 
 use crate::config::{ClusterConfig, NodeConfig};
-use wire::{Forward, Frame, Op};
+use directory::{Claim, ClaimOutcome, Directory};
+use wire::{Forward, Frame, Op, RetainedVersion};
 
 /// Who this node is: cluster, name, and an incarnation drawn at start, so
 /// peers can tell a restarted node from one that merely reconnected.
@@ -72,6 +74,8 @@ pub struct Cluster {
     /// also orders route changes into every peer's queue, so all peers see
     /// the same sequence.
     local_routes: Mutex<HashMap<String, usize>>,
+    /// Which node holds each client's session, and the cluster's Lamport clock.
+    directory: Mutex<Directory>,
     peers: RwLock<HashMap<Arc<str>, Arc<Peer>>>,
     next_peer_id: AtomicU64,
     next_request: AtomicU64,
@@ -94,6 +98,7 @@ impl Cluster {
             config: config.clone(),
             secret: ClusterSecret::load(secret_file)?,
             local_routes: Mutex::new(HashMap::new()),
+            directory: Mutex::new(Directory::new(&node.name)),
             peers: RwLock::new(HashMap::new()),
             next_peer_id: AtomicU64::new(0),
             next_request: AtomicU64::new(0),
@@ -188,14 +193,107 @@ impl Cluster {
         self.local_routes.lock().len()
     }
 
-    /// Queues `peer` a full snapshot of this node's routes, after a reset.
+    /// Queues `peer` a full snapshot of this node's routes and session
+    /// claims, after a reset.
     pub fn resync_routes(&self, peer: &Peer) {
         let routes = self.local_routes.lock();
         peer.send(Op::Reset, &self.metrics);
         for filter in routes.keys() {
             peer.send(Op::RouteAdd(filter.clone()), &self.metrics);
         }
+        drop(routes);
+        let claims = self.directory.lock().own_claims();
+        for (client_id, stamp) in claims {
+            peer.send(Op::Claim { client_id, stamp }, &self.metrics);
+        }
         self.metrics.resync();
+    }
+
+    /// A session for `client_id` now lives on this node (a client attached
+    /// to it): every peer hears of it. Returns the claim's stamp.
+    pub fn claim(&self, client_id: &str) -> u64 {
+        let claim = self.directory.lock().claim(client_id);
+        self.announce(Op::Claim {
+            client_id: client_id.to_owned(),
+            stamp: claim.stamp,
+        });
+        claim.stamp
+    }
+
+    /// A session restored from disk at start-up lives here, with the weakest
+    /// claim: a peer that took the client over meanwhile wins.
+    pub fn claim_restored(&self, client_id: &str) -> u64 {
+        let claim = self.directory.lock().claim_restored(client_id);
+        self.announce(Op::Claim {
+            client_id: client_id.to_owned(),
+            stamp: claim.stamp,
+        });
+        claim.stamp
+    }
+
+    /// The session claimed with `stamp` is gone from this node.
+    pub fn release(&self, client_id: &str, stamp: u64) {
+        if self.directory.lock().release(client_id, stamp).is_some() {
+            self.announce(Op::Release {
+                client_id: client_id.to_owned(),
+                stamp,
+            });
+        }
+    }
+
+    /// `peer` claims `client_id`; says whether this node must give its own
+    /// session for it up.
+    pub(crate) fn peer_claims(&self, peer: &Peer, client_id: &str, stamp: u64) -> ClaimOutcome {
+        let claim = Claim {
+            stamp,
+            node: peer.name.clone(),
+        };
+        self.directory.lock().peer_claims(client_id, claim)
+    }
+
+    /// `peer`'s claim with `stamp` to `client_id` ended.
+    pub(crate) fn peer_releases(&self, peer: &Peer, client_id: &str, stamp: u64) {
+        let claim = Claim {
+            stamp,
+            node: peer.name.clone(),
+        };
+        self.directory.lock().peer_releases(client_id, &claim);
+    }
+
+    /// Forgets what `peer` claimed (it reset its stream, restarted or died).
+    pub(crate) fn forget_claims(&self, peer: &Peer) {
+        self.directory.lock().forget_node(&peer.name);
+    }
+
+    /// The version a retained message set or cleared here now gets.
+    pub fn next_retained_version(&self) -> RetainedVersion {
+        let mut directory = self.directory.lock();
+        RetainedVersion {
+            stamp: directory.tick(),
+            node: self.identity.node.clone(),
+        }
+    }
+
+    /// The clock has seen `stamp` (a peer's retained version or request).
+    pub fn observe(&self, stamp: u64) {
+        self.directory.lock().observe(stamp);
+    }
+
+    /// The clock now, for a peer's takeover reply.
+    pub fn clock(&self) -> u64 {
+        self.directory.lock().now()
+    }
+
+    /// Client ids with a known holder in the cluster.
+    pub fn directory_len(&self) -> usize {
+        self.directory.lock().len()
+    }
+
+    /// Queues an op for every peer.
+    fn announce(&self, op: Op) {
+        for peer in self.peers.read().values() {
+            peer.send(op.clone(), &self.metrics);
+        }
     }
 
     /// Queues a message for a peer with interest in it.
@@ -208,40 +306,35 @@ impl Cluster {
         queued
     }
 
-    /// Asks every connected peer for `client_id`'s session, which its holder
-    /// gives up (its connection is told 0x8E). Waits at most a peer timeout;
-    /// a peer that does not answer in time keeps whatever it has.
+    /// Asks the peer holding `client_id`'s session (by the directory) to give
+    /// it up; its connection there is told 0x8E. No peer holds it: no question
+    /// asked. Waits at most a peer timeout; a peer that does not answer in
+    /// time keeps whatever it has (and the claims decide, see `directory.rs`).
     pub async fn take_over(
         &self,
         client_id: &str,
         clean_start: bool,
     ) -> Option<crate::store::StoredSession> {
-        let mut replies = Vec::new();
-        for peer in self.peers() {
-            if !peer.is_connected() {
-                continue;
-            }
-            let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-            let frame = Frame::TakeSession {
-                request,
-                client_id: client_id.to_owned(),
-                clean_start,
-            };
-            if let Some(reply) = peer.request(request, &frame) {
-                replies.push(reply);
-            }
+        let holder = self.directory.lock().holder(client_id)?;
+        let peer = self.peers.read().get(&holder).cloned()?;
+        if !peer.is_connected() {
+            return None;
         }
-        let wait = self.peer_timeout();
-        let answers = futures::future::join_all(
-            replies
-                .into_iter()
-                .map(|reply| tokio::time::timeout(wait, reply)),
-        )
-        .await;
-        // At most one peer holds the session; a late or lost answer is no session.
-        answers
-            .into_iter()
-            .find_map(|answer| answer.ok().and_then(Result::ok).flatten())
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::TakeSession {
+            request,
+            client_id: client_id.to_owned(),
+            clean_start,
+            clock: self.clock(),
+        };
+        self.metrics.takeover_asked();
+        let reply = peer.request(request, &frame)?;
+        let (session, clock) = tokio::time::timeout(self.peer_timeout(), reply)
+            .await
+            .ok()?
+            .ok()?;
+        self.observe(clock);
+        session
     }
 
     /// What `/api/v1/cluster` shows.
@@ -261,7 +354,8 @@ impl Cluster {
     /// The Prometheus text of the mesh's metrics.
     pub fn metrics_text(&self) -> String {
         let peers = self.peers();
-        self.metrics.render(&peers, self.local_route_count())
+        self.metrics
+            .render(&peers, self.local_route_count(), self.directory_len())
     }
 }
 

@@ -162,6 +162,7 @@ mod tests {
             },
             plain: true,
             groups: Vec::new(),
+            retained: None,
         }))
         .expect("encode")
     }

@@ -40,7 +40,7 @@ pub struct Peer {
     /// When this node first heard of the peer.
     created_at: Instant,
     /// Session requests awaiting the peer's answer, by request id.
-    requests: Mutex<HashMap<u64, oneshot::Sender<Option<StoredSession>>>>,
+    requests: Mutex<HashMap<u64, oneshot::Sender<SessionAnswer>>>,
 }
 
 /// Our side of the peer's link.
@@ -134,7 +134,7 @@ impl Peer {
         &self,
         request: u64,
         frame: &Frame,
-    ) -> Option<oneshot::Receiver<Option<StoredSession>>> {
+    ) -> Option<oneshot::Receiver<SessionAnswer>> {
         let bytes = wire::encode_to_bytes(frame).ok()?;
         let (tx, rx) = oneshot::channel();
         self.requests.lock().insert(request, tx);
@@ -149,9 +149,9 @@ impl Peer {
     }
 
     /// Hands an answer to the request waiting for it.
-    pub(super) fn answer(&self, request: u64, session: Option<StoredSession>) {
+    pub(super) fn answer(&self, request: u64, session: Option<StoredSession>, clock: u64) {
         if let Some(tx) = self.requests.lock().remove(&request) {
-            let _ = tx.send(session);
+            let _ = tx.send((session, clock));
         }
     }
 
@@ -263,6 +263,10 @@ impl Gate for Peer {
         tracing::debug!(peer = %self.name, "peer made no room in time");
     }
 }
+
+/// A peer's answer to a takeover request: the session it gave up (if any)
+/// and its clock.
+pub type SessionAnswer = (Option<StoredSession>, u64);
 
 /// What queueing an op for a peer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

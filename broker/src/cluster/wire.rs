@@ -14,7 +14,7 @@ use crate::store::StoredSession;
 
 /// Bumped on any incompatible change to [`Frame`]; a peer speaking another
 /// version is refused at the handshake with a logged reason.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame accepted from an authenticated peer; a session transfer is
 /// the biggest legitimate one.
@@ -62,15 +62,19 @@ pub enum Frame {
     /// Acceptor: the heartbeat's answer.
     Pong,
     /// Dialer: a client is connecting to the dialer; hand its session over.
+    /// `clock` is the dialer's Lamport clock, which the acceptor moves past.
     TakeSession {
         request: u64,
         client_id: String,
         clean_start: bool,
+        clock: u64,
     },
-    /// Acceptor: the session it held (if any, and unless clean start was asked).
+    /// Acceptor: the session it held (if any, and unless clean start was
+    /// asked), and its own clock, which the dialer's claim moves past.
     SessionTaken {
         request: u64,
         session: Option<StoredSession>,
+        clock: u64,
     },
 }
 
@@ -86,9 +90,26 @@ pub enum Op {
     RouteRemove(String),
     /// A message published on the sender, for the receiver's local subscribers.
     Publish(Forward),
-    /// A retained message the receiver should store unless it has one for
-    /// the topic (sent on first contact, so a new node learns them).
-    Retained(WireMessage),
+    /// The sender's retained message for a topic, or its clearing (an empty
+    /// payload), as of `version`: sent on first contact, so a new node learns
+    /// them; the receiver keeps whichever version of a topic is newer.
+    Retained {
+        message: WireMessage,
+        version: RetainedVersion,
+    },
+    /// The sender holds this client's session (see `directory.rs`).
+    Claim { client_id: String, stamp: u64 },
+    /// The sender's claim with this stamp has ended (the session is gone).
+    Release { client_id: String, stamp: u64 },
+}
+
+/// When a retained message was set or cleared: a Lamport stamp of the cluster
+/// clock and the node that did it. The newest wins on every node, so a topic
+/// cleared on one side of a partition stays cleared when it heals.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RetainedVersion {
+    pub stamp: u64,
+    pub node: String,
 }
 
 /// A message forwarded to one node, with which of its subscribers get it.
@@ -100,6 +121,9 @@ pub struct Forward {
     /// Shared groups (`$share/<group>/<filter>`) the sender chose this node
     /// for: one local member of each gets the message.
     pub groups: Vec<String>,
+    /// For a retained message, the version the sender stored it (or cleared
+    /// it) with; the receiver stores it only if that is newer than its own.
+    pub retained: Option<RetainedVersion>,
 }
 
 /// A message as it crosses between nodes. Expiry travels as remaining
@@ -161,8 +185,11 @@ const OP_VARIANT: u64 = 4;
 pub fn encode_op(op: &Op) -> Result<EncodedOp, WireError> {
     let estimate = match op {
         Op::Publish(forward) => 64 + forward.message.topic.len() + forward.message.payload.len(),
-        Op::Retained(message) => 64 + message.topic.len() + message.payload.len(),
+        Op::Retained { message, version } => {
+            64 + message.topic.len() + message.payload.len() + version.node.len()
+        }
         Op::RouteAdd(filter) | Op::RouteRemove(filter) => 8 + filter.len(),
+        Op::Claim { client_id, .. } | Op::Release { client_id, .. } => 16 + client_id.len(),
         Op::Reset => 8,
     };
     let body = postcard::to_extend(op, Vec::with_capacity(estimate))?;
@@ -266,6 +293,7 @@ mod tests {
                     message: message(),
                     plain: true,
                     groups: vec!["$share/g/a/+".into()],
+                    retained: None,
                 }),
             },
             Frame::Op {
@@ -310,6 +338,7 @@ mod tests {
                 message: message(),
                 plain: false,
                 groups: vec!["$share/g/a".into()],
+                retained: None,
             }),
         ];
         for op in ops {

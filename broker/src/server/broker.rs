@@ -14,17 +14,17 @@ use super::persist::{self, Persistence};
 use super::registry::{
     Attached, Registry, SessionHandle, SessionRef, SessionState, SubscriptionRecord,
 };
+use super::retained::Retained;
 use super::target::Target;
 use super::ServerError;
 use crate::admin::AdminSource;
 use crate::auth::{Acl, Authenticator};
-use crate::cluster::wire::{Forward, WireMessage};
+use crate::cluster::wire::{Forward, RetainedVersion, WireMessage};
 use crate::cluster::{self, Cluster, Host, Peer, PeerRef};
 use crate::config::{Config, QueueFullPolicy};
 use crate::flow::{Pushback, Release};
 use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
-use crate::router::retained::RetainedStore;
 use crate::router::{Delivery, Router, Scope, SubscribeOutcome};
 use crate::session::Session;
 use crate::store::StoredSession;
@@ -53,7 +53,7 @@ pub struct Broker {
     config: Config,
     metrics: Metrics,
     router: RwLock<Router<Target>>,
-    retained: RwLock<RetainedStore<Arc<Message>>>,
+    retained: RwLock<Retained>,
     registry: Registry,
     authenticator: Authenticator,
     acl: Option<Acl>,
@@ -86,7 +86,7 @@ impl Broker {
             config,
             metrics: Metrics::default(),
             router: RwLock::new(Router::new()),
-            retained: RwLock::new(RetainedStore::new()),
+            retained: RwLock::new(Retained::default()),
             registry: Registry::default(),
             authenticator,
             acl,
@@ -144,7 +144,7 @@ impl Broker {
         Gauges {
             sessions: self.registry.len(),
             subscriptions: self.router.read().len(),
-            retained: self.retained.read().len(),
+            retained: self.retained.read().count(),
         }
     }
 
@@ -206,6 +206,9 @@ impl Broker {
         if let Some(old) = &attached.discarded {
             self.forget_session(old);
         }
+        if let Some(cluster) = &self.cluster {
+            attached.handle.set_claim(cluster.claim(client_id));
+        }
         attached
     }
 
@@ -220,8 +223,14 @@ impl Broker {
         scratch: &mut Vec<(Target, Delivery)>,
     ) -> Routed {
         let message = Arc::new(message);
+        // `$SYS/` topics describe this node alone; they stay on it.
+        let node_local = message.topic.starts_with("$SYS");
+        let version = match (&self.cluster, message.retain && !node_local) {
+            (Some(cluster), true) => Some(cluster.next_retained_version()),
+            _ => None,
+        };
         if message.retain {
-            self.retain(&message);
+            self.retain(&message, version.clone());
         }
         scratch.clear();
         self.router
@@ -229,8 +238,6 @@ impl Broker {
             .route(&message.topic, publisher, Target::is_ready, scratch);
         let mut forwards: Vec<(PeerRef, Forward)> = Vec::new();
         let mut routed = self.deliver_all(&message, scratch, policy, &mut forwards);
-        // `$SYS/` topics describe this node alone; they stay on it.
-        let node_local = message.topic.starts_with("$SYS");
         if let (Some(cluster), false) = (&self.cluster, node_local) {
             if message.retain {
                 // Every node keeps every retained message, interested or not.
@@ -238,7 +245,8 @@ impl Broker {
                     forward_to(&mut forwards, PeerRef(peer), &message);
                 }
             }
-            for (peer, forward) in forwards {
+            for (peer, mut forward) in forwards {
+                forward.retained.clone_from(&version);
                 match cluster.forward(&peer.0, forward) {
                     cluster::Queued::Yes => routed.queued += 1,
                     cluster::Queued::Backlogged => {
@@ -298,23 +306,24 @@ impl Broker {
         routed
     }
 
-    /// Updates the retained store: an empty payload clears the topic.
-    fn retain(&self, message: &Arc<Message>) {
-        let persist = !message.topic.starts_with('$');
-        if message.payload.is_empty() {
-            self.retained.write().remove(&message.topic);
+    /// Updates the retained store (an empty payload clears the topic) unless
+    /// `version` is older than the topic's; persists what was applied.
+    fn retain(&self, message: &Arc<Message>, version: Option<RetainedVersion>) {
+        let stored = if message.payload.is_empty() {
+            message.clone()
         } else {
             // The payload is a slice of a connection's read buffer; a retained
             // copy may live for days, so it gets its own allocation rather than
             // pinning the whole buffer.
             let mut stored = Message::clone(message);
             stored.payload = bytes::Bytes::copy_from_slice(&message.payload);
-            self.retained
-                .write()
-                .insert(&message.topic, Arc::new(stored));
-        }
-        if let (true, Some(p)) = (persist, &self.persistence) {
-            p.retained_changed(message, Instant::now());
+            Arc::new(stored)
+        };
+        let now = Instant::now();
+        let applied = self.retained.write().apply(stored, version, now);
+        if let (true, false, Some(p)) = (applied, message.topic.starts_with('$'), &self.persistence)
+        {
+            p.retained_changed(message, now);
         }
     }
 
@@ -475,6 +484,9 @@ impl Broker {
         if let Some(p) = &self.persistence {
             p.session_deleted(&handle.client_id);
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.release(&handle.client_id, handle.claim());
+        }
     }
 
     /// Ends a session that no connection holds: removes it from the registry
@@ -496,7 +508,7 @@ impl Broker {
         let mut restored_retained = 0;
         for stored in snapshot.retained {
             if let Some(message) = Message::from_stored(stored, now) {
-                retained.insert(&message.topic.clone(), Arc::new(message));
+                retained.restore(Arc::new(message));
                 restored_retained += 1;
             }
         }
@@ -504,6 +516,9 @@ impl Broker {
         let mut restored_sessions = 0;
         for stored in snapshot.sessions {
             if let Some(handle) = self.adopt(stored, now) {
+                if let Some(cluster) = &self.cluster {
+                    handle.set_claim(cluster.claim_restored(&handle.client_id));
+                }
                 super::connection::schedule_expiry(self.clone(), handle, 0);
                 restored_sessions += 1;
             }
@@ -569,6 +584,7 @@ fn forward_to<'f>(
                 message: message.to_wire(Instant::now()),
                 plain: false,
                 groups: Vec::new(),
+                retained: None,
             };
             forwards.push((peer, forward));
             forwards.len() - 1
@@ -635,7 +651,10 @@ impl Host for Broker {
         };
         let message = Arc::new(message);
         if message.retain {
-            self.retain(&message);
+            if let (Some(version), Some(cluster)) = (&forward.retained, &self.cluster) {
+                cluster.observe(version.stamp);
+            }
+            self.retain(&message, forward.retained.clone());
         }
         if !forward.plain && forward.groups.is_empty() {
             return Pushback::default();
@@ -670,13 +689,11 @@ impl Host for Broker {
             .backpressure_hold(matches!(release, Release::TimedOut(_)));
     }
 
-    fn retain_if_absent(&self, message: WireMessage) {
+    fn retain_versioned(&self, message: WireMessage, version: RetainedVersion) {
         let Some(message) = Message::from_wire(message, Instant::now()) else {
             return;
         };
-        if !self.retained.read().contains(&message.topic) {
-            self.retain(&Arc::new(message));
-        }
+        self.retain(&Arc::new(message), Some(version));
     }
 
     fn surrender_session(&self, client_id: &str, clean_start: bool) -> Option<StoredSession> {
@@ -692,14 +709,19 @@ impl Host for Broker {
         stored
     }
 
-    fn retained_for_peer(&self) -> Vec<WireMessage> {
-        let mut all = Vec::new();
-        self.retained.read().matching("#", &mut all);
-        let now = Instant::now();
-        all.iter()
-            .filter(|m| !m.is_expired(now) && !m.topic.starts_with('$'))
-            .map(|m| m.to_wire(now))
-            .collect()
+    fn session_superseded(&self, client_id: &str) {
+        if let Some(handle) = self.registry.take(client_id) {
+            tracing::info!(%client_id, "a peer's newer claim took this session over");
+            self.forget_session(&handle);
+        }
+    }
+
+    fn retained_for_peer(&self) -> Vec<(WireMessage, RetainedVersion)> {
+        let weakest = RetainedVersion {
+            stamp: 0,
+            node: self.mesh().identity().node.clone(),
+        };
+        self.retained.read().for_peer(Instant::now(), &weakest)
     }
 }
 

@@ -539,7 +539,9 @@ impl Connection {
         let keep_alive_sleep =
             tokio::time::sleep(self.keep_alive.unwrap_or(Duration::from_secs(86400)));
         tokio::pin!(keep_alive_sleep);
-        let mut input_pending = false;
+        // A client may send packets right behind CONNECT [MQTT-3.1.4-7]; they
+        // may already sit in the buffer that CONNECT was read from.
+        let mut input_pending = !self.reader.buf.is_empty();
         loop {
             self.pump();
             if !self.wbuf.is_empty() {
@@ -1194,7 +1196,12 @@ fn schedule_will(
         return;
     }
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))).await;
+        // Ends with the broker: a stopped broker must let go of its state.
+        let mut shutdown = broker.shutdown_signal();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))) => {}
+            _ = super::stopped(&mut shutdown) => return,
+        }
         if handle.epoch() == epoch {
             publish(&broker);
         }
@@ -1208,7 +1215,13 @@ pub(super) fn schedule_expiry(broker: Arc<Broker>, handle: Arc<SessionHandle>, e
         return;
     };
     tokio::spawn(async move {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+        // Ends with the broker: a stopped broker must let go of its state
+        // (its store, above all), and a restart schedules expiry anew.
+        let mut shutdown = broker.shutdown_signal();
+        tokio::select! {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            _ = super::stopped(&mut shutdown) => return,
+        }
         if handle.epoch() == epoch && !handle.is_connected() {
             tracing::debug!(client_id = %handle.client_id, "session expired");
             broker.end_session(&handle);

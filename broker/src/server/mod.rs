@@ -10,6 +10,7 @@ mod connection;
 mod message;
 mod persist;
 mod registry;
+mod retained;
 mod sys;
 mod target;
 

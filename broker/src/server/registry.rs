@@ -78,6 +78,9 @@ pub struct SessionHandle {
     epoch: AtomicU64,
     /// Changed since the last flush to the store.
     dirty: AtomicBool,
+    /// The stamp of this node's claim to the session in the cluster's
+    /// directory (0 on a single node, or for a session restored from disk).
+    claim: AtomicU64,
 }
 
 impl SessionHandle {
@@ -94,6 +97,7 @@ impl SessionHandle {
             connected: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
+            claim: AtomicU64::new(0),
         }
     }
 
@@ -128,6 +132,15 @@ impl SessionHandle {
         if state.session.is_half_empty() {
             self.stalled.store(false, Ordering::Release);
         }
+    }
+
+    /// The stamp this node claimed the session with (see `cluster::directory`).
+    pub fn claim(&self) -> u64 {
+        self.claim.load(Ordering::Acquire)
+    }
+
+    pub fn set_claim(&self, stamp: u64) {
+        self.claim.store(stamp, Ordering::Release);
     }
 
     pub fn epoch(&self) -> u64 {

@@ -336,6 +336,10 @@ pub struct ClusterConfig {
     /// loses nothing; past it new messages for the peer are dropped and
     /// counted (route changes are always kept).
     pub max_pending_frames: usize,
+    /// Lanes a node delivers a peer's forwarded messages in, in parallel (each
+    /// publisher's messages keep their order in one lane); 0 picks half the
+    /// cores, at most four.
+    pub delivery_lanes: usize,
     /// Mutual TLS between nodes; plain TCP when unset.
     pub tls: Option<PeerTlsConfig>,
 }
@@ -365,6 +369,7 @@ impl Default for ClusterConfig {
             peer_timeout_ms: 3000,
             max_backoff_ms: 2000,
             max_pending_frames: 100_000,
+            delivery_lanes: 0,
             tls: None,
         }
     }

@@ -142,7 +142,13 @@ async fn fan_in_delivers_every_acknowledged_message_with_the_queue_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_pressure_crosses_the_mesh_and_loses_nothing() {
-    let cluster = TestCluster::start_with(2, |c| c.limits.max_queued_messages = 200).await;
+    // Three delivery lanes, whatever the cores: each publisher's order must
+    // hold across them.
+    let cluster = TestCluster::start_with(2, |c| {
+        c.limits.max_queued_messages = 200;
+        c.cluster.delivery_lanes = 3;
+    })
+    .await;
     let mut subscriber =
         RawClient::connected(cluster.mqtt(1), ProtocolVersion::V311, "backend").await;
     subscriber

@@ -325,6 +325,7 @@ async fn a_message_forwarded_for_subscribers_that_left_is_counted_not_lost_silen
         plain: true,
         groups: vec!["$share/g/gone/#".into()],
         retained: None,
+        lane: 0,
     });
     assert_eq!(
         broker.metrics().drops_total(DropReason::NoLongerSubscribed),

@@ -98,6 +98,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                         stamp: 17,
                         node: "eu-west-1".into(),
                     }),
+                    lane: 7,
                 }),
             }),
         ),

@@ -18,7 +18,7 @@ use super::peer::Peer;
 use super::stream::{
     self, read_available, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer,
 };
-use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
+use super::wire::{self, Forward, Frame, Op, PROTOCOL_VERSION};
 use crate::flow::{Hold, Pushback};
 
 /// Accepts peer connections until shutdown.
@@ -192,11 +192,19 @@ fn open_stream<H: Host>(host: &H, peer: &Arc<Peer>, incarnation: u64) -> Option<
 /// sending: acknowledging in bulk saves a write per batch on both ends.
 const ACK_EVERY: u64 = 256;
 
+/// Forwarded messages in a batch from which delivery is spread over lanes.
+const MIN_PARALLEL: usize = 16;
+
 /// What handling a run of frames left to send back and to do.
 #[derive(Debug, Default)]
 struct Batch {
     /// The last op applied, to acknowledge.
     applied: Option<u64>,
+    /// Forwarded messages read but not delivered yet, in stream order, and
+    /// the sequence number of the last one: they are delivered together,
+    /// spread over lanes, before anything else is applied or acknowledged.
+    publishes: Vec<Forward>,
+    publishes_upto: Option<u64>,
     /// What local subscribers with full queues ask of the stream.
     pushback: Pushback,
     replies: BytesMut,
@@ -216,20 +224,18 @@ async fn apply_stream<H: Host>(
     let mut batch = Batch::default();
     loop {
         let frame = read_frame(reader, &mut buf, deadline).await?;
-        handle(host, peer, incarnation, frame, &mut batch)?;
+        next_frame(host, peer, incarnation, frame, &mut batch).await?;
         let mut handled = 1;
         loop {
             while let Some(frame) = wire::decode(&mut buf, wire::MAX_FRAME)? {
-                handle(host, peer, incarnation, frame, &mut batch)?;
+                next_frame(host, peer, incarnation, frame, &mut batch).await?;
                 handled += 1;
             }
-            if handled >= ACK_EVERY
-                || batch.pushback.congested
-                || !read_available(reader, &mut buf)?
-            {
+            if handled >= ACK_EVERY || !read_available(reader, &mut buf)? {
                 break;
             }
         }
+        deliver_publishes(host, peer, incarnation, &mut batch).await;
         if let Some(seq) = batch.applied.take() {
             wire::encode(&Frame::Ack { seq }, &mut batch.replies)?;
         }
@@ -249,6 +255,106 @@ async fn apply_stream<H: Host>(
     }
 }
 
+/// Handles one frame: a forwarded message joins the batch's deliveries;
+/// anything else is applied in stream order, once the messages before it
+/// are delivered (a takeover must find them in the session it hands over).
+async fn next_frame<H: Host>(
+    host: &Arc<H>,
+    peer: &Arc<Peer>,
+    incarnation: u64,
+    frame: Frame,
+    batch: &mut Batch,
+) -> Result<(), PeerError> {
+    match frame {
+        Frame::Op {
+            seq,
+            op: Op::Publish(forward),
+        } => {
+            let inbound = peer.inbound();
+            if inbound.incarnation != Some(incarnation) {
+                return Err(PeerError::Unexpected("a stale incarnation's connection"));
+            }
+            if seq > inbound.applied.max(batch.publishes_upto.unwrap_or(0)) {
+                batch.publishes.push(forward);
+                batch.publishes_upto = Some(seq);
+            }
+            batch.applied = Some(seq.max(inbound.applied));
+            Ok(())
+        }
+        Frame::Ping => handle(host, peer, incarnation, Frame::Ping, batch),
+        other => {
+            deliver_publishes(host, peer, incarnation, batch).await;
+            handle(host, peer, incarnation, other, batch)
+        }
+    }
+}
+
+/// Delivers the batch's forwarded messages, spread over the delivery lanes by their
+/// publisher's lane (each lane in stream order), then records them applied.
+async fn deliver_publishes<H: Host>(
+    host: &Arc<H>,
+    peer: &Arc<Peer>,
+    incarnation: u64,
+    batch: &mut Batch,
+) {
+    let publishes = std::mem::take(&mut batch.publishes);
+    let Some(upto) = batch.publishes_upto.take() else {
+        return;
+    };
+    let lanes = host.mesh().delivery_lanes();
+    let pushback = if lanes == 1 || publishes.len() < MIN_PARALLEL {
+        deliver_lane(host.as_ref(), publishes)
+    } else {
+        let mut split: Vec<Vec<Forward>> = (0..lanes).map(|_| Vec::new()).collect();
+        for forward in publishes {
+            let lane = usize::try_from(forward.lane % lanes as u64).unwrap_or(0);
+            split[lane].push(forward);
+        }
+        let mut rest = split.split_off(1);
+        let others: Vec<_> = rest
+            .drain(..)
+            .filter(|lane| !lane.is_empty())
+            .map(|lane| {
+                let host = host.clone();
+                tokio::spawn(async move { deliver_lane(host.as_ref(), lane) })
+            })
+            .collect();
+        let mut pushback = deliver_lane(host.as_ref(), split.pop().unwrap_or_default());
+        for joined in futures::future::join_all(others).await {
+            match joined {
+                Ok(lane) => merge(&mut pushback, lane),
+                Err(err) => {
+                    tracing::error!(peer = %peer.name, error = %err, "a delivery lane failed")
+                }
+            }
+        }
+        pushback
+    };
+    merge(&mut batch.pushback, pushback);
+    let mut inbound = peer.inbound();
+    if inbound.incarnation == Some(incarnation) && upto > inbound.applied {
+        inbound.applied = upto;
+    }
+}
+
+/// Delivers one lane's forwarded messages, in order.
+fn deliver_lane<H: Host>(host: &H, lane: Vec<Forward>) -> Pushback {
+    let mut pushback = Pushback::default();
+    for forward in lane {
+        host.mesh()
+            .metrics()
+            .received(forward.message.payload.len());
+        merge(&mut pushback, host.deliver_forwarded(forward));
+    }
+    pushback
+}
+
+fn merge(into: &mut Pushback, from: Pushback) {
+    into.congested |= from.congested;
+    into.gates.extend(from.gates);
+}
+
+/// Applies a frame other than a forwarded message.
 fn handle<H: Host>(
     host: &Arc<H>,
     peer: &Arc<Peer>,
@@ -264,8 +370,7 @@ fn handle<H: Host>(
             }
             if seq > inbound.applied {
                 let pushback = apply(host.as_ref(), peer, &mut inbound.routes, op);
-                batch.pushback.congested |= pushback.congested;
-                batch.pushback.gates.extend(pushback.gates);
+                merge(&mut batch.pushback, pushback);
                 inbound.applied = seq;
             }
             batch.applied = Some(inbound.applied);
@@ -316,10 +421,7 @@ fn apply<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>, op: 
             }
         }
         Op::Publish(forward) => {
-            host.mesh()
-                .metrics()
-                .received(forward.message.payload.len());
-            return host.deliver_forwarded(forward);
+            return deliver_lane(host, vec![forward]);
         }
         Op::Retained { message, version } => {
             host.mesh().observe(version.stamp);

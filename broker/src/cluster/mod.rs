@@ -126,6 +126,21 @@ impl Cluster {
         Duration::from_millis(self.config.heartbeat_interval_ms)
     }
 
+    /// Lanes a peer's forwarded messages are delivered in (`deliveryLanes`;
+    /// 0 means half the cores, at most four). Measured on two cores, where
+    /// that gives one lane, a second one made fan-in slower: its lanes
+    /// contended for the one subscriber's session.
+    pub fn delivery_lanes(&self) -> usize {
+        match self.config.delivery_lanes {
+            0 => {
+                let cores =
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+                (cores / 2).clamp(1, 4)
+            }
+            lanes => lanes,
+        }
+    }
+
     pub fn peer_timeout(&self) -> Duration {
         Duration::from_millis(self.config.peer_timeout_ms)
     }

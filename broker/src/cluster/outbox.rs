@@ -163,6 +163,7 @@ mod tests {
             plain: true,
             groups: Vec::new(),
             retained: None,
+            lane: 0,
         }))
         .expect("encode")
     }

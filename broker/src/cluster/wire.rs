@@ -124,6 +124,10 @@ pub struct Forward {
     /// For a retained message, the version the sender stored it (or cleared
     /// it) with; the receiver stores it only if that is newer than its own.
     pub retained: Option<RetainedVersion>,
+    /// Which publisher it came from, as far as ordering goes: the receiver
+    /// may deliver messages of different lanes in parallel, and keeps each
+    /// lane's order (per-publisher order, as MQTT asks).
+    pub lane: u64,
 }
 
 /// A message as it crosses between nodes. Expiry travels as remaining
@@ -294,6 +298,7 @@ mod tests {
                     plain: true,
                     groups: vec!["$share/g/a/+".into()],
                     retained: None,
+                    lane: 0,
                 }),
             },
             Frame::Op {
@@ -339,6 +344,7 @@ mod tests {
                 plain: false,
                 groups: vec!["$share/g/a".into()],
                 retained: None,
+                lane: 0,
             }),
         ];
         for op in ops {

@@ -245,8 +245,14 @@ impl Broker {
                     forward_to(&mut forwards, PeerRef(peer), &message);
                 }
             }
+            // Messages of one publisher keep their order on the receiver.
+            let lane = match publisher {
+                Some(Target::Session(session)) => session.0.id,
+                _ => 0,
+            };
             for (peer, mut forward) in forwards {
                 forward.retained.clone_from(&version);
+                forward.lane = lane;
                 match cluster.forward(&peer.0, forward) {
                     cluster::Queued::Yes => routed.queued += 1,
                     cluster::Queued::Backlogged => {
@@ -585,6 +591,7 @@ fn forward_to<'f>(
                 plain: false,
                 groups: Vec::new(),
                 retained: None,
+                lane: 0,
             };
             forwards.push((peer, forward));
             forwards.len() - 1

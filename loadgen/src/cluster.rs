@@ -93,6 +93,11 @@ impl StraitCluster {
     }
 
     /// Both processes, to check or settle each after a run.
+    /// Every node's MQTT address.
+    pub fn addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.nodes.iter().map(BrokerProcess::addr).collect()
+    }
+
     pub fn nodes_mut(&mut self) -> &mut [BrokerProcess] {
         &mut self.nodes
     }

@@ -9,6 +9,7 @@ use tokio::runtime::Handle;
 use crate::bench::{one_run, Step, Target};
 use crate::broker::{BrokerKind, BrokerProcess, BrokerSpec};
 use crate::cluster::StraitCluster;
+use crate::idle::connection_rate;
 use crate::report::{format_count, format_micros, CrossNodeResults, CrossNodeRow, Measured};
 use crate::run::Endpoints;
 use crate::scenario::{Plan, Scenario};
@@ -99,6 +100,22 @@ pub async fn cross_node(
         }
         results.rows.push(row);
     }
+    if let (Some(broker), Some(nodes)) = (single.as_ref(), cluster.as_ref()) {
+        let count = plan.idle_connections.clamp(2, CONNECT_RATE_CLIENTS);
+        let one = connection_rate(&[broker.addr()], count, "rate-single").await;
+        let both = connection_rate(&nodes.addrs(), count, "rate-cluster").await;
+        match (one, both) {
+            (Ok(one), Ok(both)) => {
+                eprintln!(
+                    "[{CROSS}] connection rate: one node {} conn/s, cluster {} conn/s",
+                    format_count(one),
+                    format_count(both)
+                );
+                results.connect_rates = Some((one, both));
+            }
+            (Err(e), _) | (_, Err(e)) => results.errors.push(format!("connection rate: {e}")),
+        }
+    }
     if let Some(broker) = single {
         broker.stop().await;
     }
@@ -107,6 +124,9 @@ pub async fn cross_node(
     }
     results
 }
+
+/// Clients opened for the connection rate, at most.
+const CONNECT_RATE_CLIENTS: usize = 2_000;
 
 /// A broker of the target exited; its remaining runs are skipped.
 struct Died;

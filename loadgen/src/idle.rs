@@ -48,6 +48,33 @@ pub async fn open_idle(addr: SocketAddr, count: usize, tag: &str) -> Result<Vec<
     Ok(clients)
 }
 
+/// Connections per second that `addrs` accept together: `count` clients,
+/// spread evenly over them, each completing CONNECT and CONNACK (fresh
+/// client ids, so a cluster finds no session to move). The clients are
+/// closed again before this returns.
+pub async fn connection_rate(
+    addrs: &[SocketAddr],
+    count: usize,
+    tag: &str,
+) -> Result<f64, RunError> {
+    let per_node = count / addrs.len().max(1);
+    let started = std::time::Instant::now();
+    let tags: Vec<String> = (0..addrs.len()).map(|i| format!("{tag}-{i}")).collect();
+    let opened = futures::future::join_all(
+        addrs
+            .iter()
+            .zip(&tags)
+            .map(|(addr, tag)| open_idle(*addr, per_node, tag)),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let mut total = 0;
+    for clients in opened {
+        total += clients?.len();
+    }
+    Ok(total as f64 / elapsed.as_secs_f64().max(f64::EPSILON))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,9 @@ pub struct CrossNodeRow {
 pub struct CrossNodeResults {
     /// In plan order.
     pub rows: Vec<CrossNodeRow>,
+    /// Connections accepted per second by one node, and by the cluster's
+    /// nodes together (clients spread over them).
+    pub connect_rates: Option<(f64, f64)>,
     /// What went wrong, in the order it happened.
     pub errors: Vec<String>,
 }
@@ -326,6 +329,16 @@ impl CrossNodeResults {
             })
             .collect();
         out.push_str(&markdown_table(&header, &rows));
+        if let Some((single, cluster)) = self.connect_rates {
+            let _ = write!(
+                out,
+                "\nConnection rate (new client ids, CONNECT to CONNACK, spread over the nodes): \
+                 one node {} conn/s, the two-node cluster {} conn/s ({:.2}×).\n",
+                format_count(single),
+                format_count(cluster),
+                cluster / single.max(f64::EPSILON)
+            );
+        }
         out
     }
 }
@@ -492,6 +505,7 @@ mod tests {
                     cross: None,
                 },
             ],
+            connect_rates: Some((10_000.0, 19_000.0)),
             errors: vec!["latency: nothing delivered".to_owned()],
         };
         let report = Report {
@@ -501,6 +515,10 @@ mod tests {
         };
         let md = report.to_markdown();
         assert!(md.contains("## Cross-node"), "{md}");
+        assert!(
+            md.contains("one node 10,000 conn/s, the two-node cluster 19,000 conn/s (1.90×)"),
+            "{md}"
+        );
         assert!(
             md.contains(
                 "| fan-in | 100,000 | 80,000 | 0.80× (met) | 2000.0 | 2500.0 | +500.0 (met) |"

@@ -65,16 +65,19 @@ pub enum RefusalReason {
     KeepAliveTimeout,
     /// TLS handshake or WebSocket upgrade failed.
     Handshake,
+    /// The client id's session belongs to another identity.
+    NotSessionOwner,
 }
 
 impl RefusalReason {
-    const ALL: [RefusalReason; 6] = [
+    const ALL: [RefusalReason; 7] = [
         RefusalReason::TooManyConnections,
         RefusalReason::BadCredentials,
         RefusalReason::BadConnect,
         RefusalReason::ConnectTimeout,
         RefusalReason::KeepAliveTimeout,
         RefusalReason::Handshake,
+        RefusalReason::NotSessionOwner,
     ];
 
     fn label(self) -> &'static str {
@@ -85,6 +88,7 @@ impl RefusalReason {
             RefusalReason::ConnectTimeout => "connect_timeout",
             RefusalReason::KeepAliveTimeout => "keep_alive_timeout",
             RefusalReason::Handshake => "handshake",
+            RefusalReason::NotSessionOwner => "not_session_owner",
         }
     }
 }
@@ -102,7 +106,7 @@ pub struct Gauges {
 pub struct Metrics {
     connections_accepted: AtomicU64,
     connections_current: AtomicI64,
-    refusals: [AtomicU64; 6],
+    refusals: [AtomicU64; RefusalReason::ALL.len()],
     /// Indexed by reason code value.
     protocol_errors: Box<[AtomicU64]>,
     messages_in: [AtomicU64; 3],

@@ -206,3 +206,70 @@ async fn a_connect_asks_only_the_node_holding_the_session_and_none_for_a_new_cli
     );
     cluster.shutdown().await;
 }
+
+fn passwd_path() -> PathBuf {
+    std::env::temp_dir().join(format!("strait-races-{}-passwd", std::process::id()))
+}
+
+fn with_users(config: &mut Config) {
+    config.auth.password_file = Some(passwd_path());
+    config.auth.allow_anonymous = Some(false);
+}
+
+/// A raw v5 CONNECT as `client_id` logged in as `user` (password `<user>-pw`).
+async fn login(addr: std::net::SocketAddr, client_id: &str, user: &str) -> (RawClient, ReasonCode) {
+    let mut client = RawClient::connect(addr, ProtocolVersion::V5).await;
+    let properties = ConnectProperties {
+        session_expiry_interval: Some(3600),
+        ..Default::default()
+    };
+    let mut connect = support::connect_packet(ProtocolVersion::V5, client_id, false, properties);
+    if let Packet::Connect(c) = &mut connect {
+        c.username = Some(user.into());
+        c.password = Some(bytes::Bytes::from(format!("{user}-pw")));
+    }
+    client.send(&connect).await;
+    match client.recv().await {
+        Some(Packet::ConnAck(ack)) => (client, ack.code),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_peer_keeps_a_session_that_another_identity_asks_for() {
+    let lines: String = ["alice", "bob"]
+        .iter()
+        .map(|user| {
+            let hash = strait_broker::auth::hash_password(&format!("{user}-pw")).expect("hash");
+            format!("{user}:{hash}\n")
+        })
+        .collect();
+    std::fs::write(passwd_path(), lines).expect("credentials file");
+    let cluster = TestCluster::start_with(2, with_users).await;
+    let (alice, code) = login(cluster.mqtt(0), "shared-id", "alice").await;
+    assert_eq!(code, ReasonCode::Success);
+    eventually("node-1 to know where shared-id is", || {
+        let mesh = cluster.node(1).broker().cluster().expect("clustered");
+        mesh.directory_len() == 1
+    })
+    .await;
+    let (_bob, code) = login(cluster.mqtt(1), "shared-id", "bob").await;
+    assert_eq!(
+        code,
+        ReasonCode::NotAuthorized,
+        "bob may not take alice's session"
+    );
+    assert_eq!(sessions(&cluster, 0), 1, "node-0 kept it");
+    let mut alice = alice;
+    alice.send(&Packet::PingReq).await;
+    assert_eq!(
+        alice.recv().await,
+        Some(Packet::PingResp),
+        "alice stays connected"
+    );
+    // Alice herself may move it.
+    let (_moved, code) = login(cluster.mqtt(1), "shared-id", "alice").await;
+    assert_eq!(code, ReasonCode::Success);
+    cluster.shutdown().await;
+    let _ = std::fs::remove_file(passwd_path());
+}

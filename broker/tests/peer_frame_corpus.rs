@@ -14,7 +14,7 @@ use strait_broker::cluster::wire::{
     decode, encode, encode_to_bytes, Forward, Frame, Op, RetainedVersion, WireMessage, MAX_FRAME,
     MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION,
 };
-use strait_broker::store::StoredSession;
+use strait_broker::store::{SessionOwner, StoredSession};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/peer_frame")
@@ -145,6 +145,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 client_id: "truck-7".into(),
                 clean_start: false,
                 clock: 40,
+                owner: SessionOwner::User("alice".into()),
             }),
         ),
         (
@@ -157,8 +158,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     disconnected_at_unix_ms: None,
                     subscriptions: Vec::new(),
                     queue: Vec::new(),
+                    owner: SessionOwner::User("alice".into()),
                 }),
                 clock: 44,
+                refused: false,
             }),
         ),
         ("malformed-unknown-variant", vec![0, 0, 0, 1, 99]),

@@ -599,3 +599,59 @@ async fn a_will_is_checked_against_the_certificate_identity_not_the_claimed_user
     assert_eq!(acl_denials(&server), 1);
     server.shutdown().await;
 }
+
+/// A raw v5 CONNECT as `client_id`, logged in as `user`, keeping its session.
+async fn raw_login(
+    server: &Server,
+    client_id: &str,
+    user: &str,
+) -> (support::RawClient, strait_broker::protocol::ConnAck) {
+    use strait_broker::protocol::{ConnectProperties, Packet, ProtocolVersion};
+    let password = USERS
+        .iter()
+        .find(|(name, _)| *name == user)
+        .expect("user")
+        .1;
+    let mut client = support::RawClient::connect(server.mqtt_addrs()[0], ProtocolVersion::V5).await;
+    let properties = ConnectProperties {
+        session_expiry_interval: Some(3600),
+        ..Default::default()
+    };
+    let mut connect = support::connect_packet(ProtocolVersion::V5, client_id, false, properties);
+    if let Packet::Connect(c) = &mut connect {
+        c.username = Some(user.into());
+        c.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
+    }
+    client.send(&connect).await;
+    match client.recv().await {
+        Some(Packet::ConnAck(ack)) => (client, ack),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_session_is_resumed_only_by_the_identity_that_owns_it() {
+    use strait_broker::protocol::{QoS, ReasonCode};
+    let dir = TempDir::new().expect("tempdir");
+    let server = broker_with_users(dir.path(), Vec::new(), |_| {}).await;
+    let (mut alice, ack) = raw_login(&server, "shared-id", "alice").await;
+    assert_eq!(ack.code, ReasonCode::Success);
+    alice.subscribe("alice/inbox", QoS::AtLeastOnce).await;
+    drop(alice);
+
+    // Bob knows the client id; that is not enough to take alice's session
+    // (its subscriptions and queued messages), nor to kick her off.
+    let (_bob, ack) = raw_login(&server, "shared-id", "bob").await;
+    assert_eq!(ack.code, ReasonCode::NotAuthorized);
+    assert_eq!(
+        server
+            .broker()
+            .metrics()
+            .refusals_total(RefusalReason::NotSessionOwner),
+        1
+    );
+    let (_alice, ack) = raw_login(&server, "shared-id", "alice").await;
+    assert_eq!(ack.code, ReasonCode::Success);
+    assert!(ack.session_present, "alice's session is intact");
+    server.shutdown().await;
+}

@@ -201,7 +201,8 @@ async fn read_loop(
                 request,
                 session,
                 clock,
-            } => peer.answer(request, session, clock),
+                refused,
+            } => peer.answer(request, (!refused).then_some(session), clock),
             _ => {
                 return Err(PeerError::Unexpected(
                     "only acks, pongs and answers flow back",

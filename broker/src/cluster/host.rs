@@ -9,7 +9,12 @@ use super::peer::Peer;
 use super::wire::{Forward, RetainedVersion, WireMessage};
 use super::Cluster;
 use crate::flow::{Pushback, Release};
-use crate::store::StoredSession;
+use crate::store::{SessionOwner, StoredSession};
+
+/// A session belongs to another identity than the one asking for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session belongs to another identity")]
+pub struct NotOwner;
 
 /// The broker operations the mesh drives when peers speak. Implemented by the
 /// server's `Broker`; keeping it a trait keeps the mesh free of the server's
@@ -36,7 +41,14 @@ pub trait Host: Send + Sync + 'static {
     /// Gives up `client_id`'s session to a peer where the client is
     /// connecting: its connection here is told 0x8E, and its state goes
     /// along unless `clean_start`.
-    fn surrender_session(&self, client_id: &str, clean_start: bool) -> Option<StoredSession>;
+    /// Refused (and nothing changes) when the session belongs to another
+    /// identity than `owner`, the connecting client's.
+    fn surrender_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        owner: &SessionOwner,
+    ) -> Result<Option<StoredSession>, NotOwner>;
     /// A peer's newer claim beat this node's to `client_id`: its session
     /// here ends, and its connection is told 0x8E.
     fn session_superseded(&self, client_id: &str);

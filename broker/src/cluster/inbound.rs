@@ -381,15 +381,17 @@ fn handle<H: Host>(
             client_id,
             clean_start,
             clock,
+            owner,
         } => {
             let mesh = host.mesh();
             mesh.observe(clock);
-            let session = host.surrender_session(&client_id, clean_start);
+            let surrendered = host.surrender_session(&client_id, clean_start, &owner);
             let clock = mesh.clock();
             wire::encode(
                 &Frame::SessionTaken {
                     request,
-                    session,
+                    refused: surrendered.is_err(),
+                    session: surrendered.unwrap_or_default(),
                     clock,
                 },
                 &mut batch.replies,

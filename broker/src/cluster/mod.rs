@@ -38,12 +38,13 @@ use tokio::task::JoinHandle;
 
 pub use discovery::{Discover, Discovery};
 pub use handshake::{ClusterSecret, SecretError};
-pub use host::Host;
+pub use host::{Host, NotOwner};
 pub use metrics::ClusterMetrics;
 pub use peer::{Peer, PeerRef, Queued};
 pub use stream::PeerTls;
 
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::store::{SessionOwner, StoredSession};
 use directory::{Claim, ClaimOutcome, Directory};
 use wire::{Forward, Frame, Op, RetainedVersion};
 
@@ -325,15 +326,23 @@ impl Cluster {
     /// it up; its connection there is told 0x8E. No peer holds it: no question
     /// asked. Waits at most a peer timeout; a peer that does not answer in
     /// time keeps whatever it has (and the claims decide, see `directory.rs`).
+    ///
+    /// Refused when the session belongs to another identity than `owner`:
+    /// the holder keeps it, and the connecting client must be refused.
     pub async fn take_over(
         &self,
         client_id: &str,
         clean_start: bool,
-    ) -> Option<crate::store::StoredSession> {
-        let holder = self.directory.lock().holder(client_id)?;
-        let peer = self.peers.read().get(&holder).cloned()?;
+        owner: &SessionOwner,
+    ) -> Result<Option<StoredSession>, NotOwner> {
+        let Some(holder) = self.directory.lock().holder(client_id) else {
+            return Ok(None);
+        };
+        let Some(peer) = self.peers.read().get(&holder).cloned() else {
+            return Ok(None);
+        };
         if !peer.is_connected() {
-            return None;
+            return Ok(None);
         }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let frame = Frame::TakeSession {
@@ -341,15 +350,19 @@ impl Cluster {
             client_id: client_id.to_owned(),
             clean_start,
             clock: self.clock(),
+            owner: owner.clone(),
         };
         self.metrics.takeover_asked();
-        let reply = peer.request(request, &frame)?;
-        let (session, clock) = tokio::time::timeout(self.peer_timeout(), reply)
-            .await
-            .ok()?
-            .ok()?;
+        let Some(reply) = peer.request(request, &frame) else {
+            return Ok(None);
+        };
+        // A late or lost answer is no session (the claims then decide).
+        let Ok(Ok((session, clock))) = tokio::time::timeout(self.peer_timeout(), reply).await
+        else {
+            return Ok(None);
+        };
         self.observe(clock);
-        session
+        session.ok_or(NotOwner)
     }
 
     /// What `/api/v1/cluster` shows.

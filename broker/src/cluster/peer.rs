@@ -149,7 +149,7 @@ impl Peer {
     }
 
     /// Hands an answer to the request waiting for it.
-    pub(super) fn answer(&self, request: u64, session: Option<StoredSession>, clock: u64) {
+    pub(super) fn answer(&self, request: u64, session: Option<Option<StoredSession>>, clock: u64) {
         if let Some(tx) = self.requests.lock().remove(&request) {
             let _ = tx.send((session, clock));
         }
@@ -264,9 +264,9 @@ impl Gate for Peer {
     }
 }
 
-/// A peer's answer to a takeover request: the session it gave up (if any)
-/// and its clock.
-pub type SessionAnswer = (Option<StoredSession>, u64);
+/// A peer's answer to a takeover request: the session it gave up (if any;
+/// `None` when it refused, the session being another identity's) and its clock.
+pub type SessionAnswer = (Option<Option<StoredSession>>, u64);
 
 /// What queueing an op for a peer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

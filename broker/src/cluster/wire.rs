@@ -10,7 +10,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::store::StoredSession;
+use crate::store::{SessionOwner, StoredSession};
 
 /// Bumped on any incompatible change to [`Frame`]; a peer speaking another
 /// version is refused at the handshake with a logged reason.
@@ -68,6 +68,9 @@ pub enum Frame {
         client_id: String,
         clean_start: bool,
         clock: u64,
+        /// Who the connecting client authenticated as: a session owned by
+        /// another identity is not given up.
+        owner: SessionOwner,
     },
     /// Acceptor: the session it held (if any, and unless clean start was
     /// asked), and its own clock, which the dialer's claim moves past.
@@ -75,6 +78,9 @@ pub enum Frame {
         request: u64,
         session: Option<StoredSession>,
         clock: u64,
+        /// The session belongs to another identity: it was kept, and the
+        /// connecting client must be refused.
+        refused: bool,
     },
 }
 

@@ -20,14 +20,14 @@ use super::ServerError;
 use crate::admin::AdminSource;
 use crate::auth::{Acl, Authenticator};
 use crate::cluster::wire::{Forward, RetainedVersion, WireMessage};
-use crate::cluster::{self, Cluster, Host, Peer, PeerRef};
+use crate::cluster::{self, Cluster, Host, NotOwner, Peer, PeerRef};
 use crate::config::{Config, QueueFullPolicy};
 use crate::flow::{Pushback, Release};
 use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::router::{Delivery, Router, Scope, SubscribeOutcome};
 use crate::session::Session;
-use crate::store::StoredSession;
+use crate::store::{SessionOwner, StoredSession};
 
 /// What routing one message did.
 #[derive(Debug, Default)]
@@ -177,7 +177,16 @@ impl Broker {
             subscriptions: HashMap::new(),
             expiry_interval,
             disconnected_at: None,
+            owner: SessionOwner::Unknown,
         }
+    }
+
+    /// Whether a connection authenticated as `owner` may take `client_id`'s
+    /// session on this node (there is none, or it is `owner`'s).
+    pub(super) fn admits(&self, client_id: &str, owner: &SessionOwner) -> bool {
+        self.registry
+            .get(client_id)
+            .is_none_or(|handle| handle.lock().owner.admits(owner))
     }
 
     /// Attaches a connection to its session and drops the subscriptions of a
@@ -703,8 +712,19 @@ impl Host for Broker {
         self.retain(&Arc::new(message), Some(version));
     }
 
-    fn surrender_session(&self, client_id: &str, clean_start: bool) -> Option<StoredSession> {
-        let handle = self.registry.take(client_id)?;
+    fn surrender_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        owner: &SessionOwner,
+    ) -> Result<Option<StoredSession>, NotOwner> {
+        if !self.admits(client_id, owner) {
+            tracing::info!(%client_id, "a peer asked for a session another identity owns; kept");
+            return Err(NotOwner);
+        }
+        let Some(handle) = self.registry.take(client_id) else {
+            return Ok(None);
+        };
         let now = Instant::now();
         let stored = {
             let state = handle.lock();
@@ -713,7 +733,7 @@ impl Host for Broker {
         };
         self.forget_session(&handle);
         tracing::debug!(%client_id, moved = stored.is_some(), "session taken over by a peer node");
-        stored
+        Ok(stored)
     }
 
     fn session_superseded(&self, client_id: &str) {

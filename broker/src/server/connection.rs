@@ -32,6 +32,7 @@ use crate::protocol::{
 };
 use crate::router::Delivery;
 use crate::session::{AckError, Next, Resend};
+use crate::store::SessionOwner;
 use crate::transport::{ClientStream, Listener};
 
 /// Smallest read reservation; an idle connection holds about this much.
@@ -325,26 +326,10 @@ impl Connection {
     ) -> Option<Connection> {
         let version = connect.protocol;
         let limits = broker.config().limits.clone();
-        let refuse = |code: ReasonCode| {
-            Packet::ConnAck(ConnAck {
-                session_present: false,
-                code,
-                properties: ConnAckProperties::default(),
-            })
-        };
         let username = match Self::check_connect(&broker, &connect, cert_username).await {
             Ok(identity) => identity,
-            Err((code, reason)) => {
-                broker.metrics().refused(reason);
-                tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, code = ?code, "connection refused");
-                let mut out = BytesMut::new();
-                if encode(&refuse(code), version, &mut out).is_ok() {
-                    let _ = tokio::time::timeout(
-                        CLOSE_TIMEOUT,
-                        write_flushed(&mut reader.stream, &out),
-                    )
-                    .await;
-                }
+            Err(refusal) => {
+                refuse(&broker, &mut reader, peer, &connect, refusal).await;
                 return None;
             }
         };
@@ -379,16 +364,33 @@ impl Connection {
             .unwrap_or(u16::MAX)
             .min(limits.max_inflight);
 
+        // A client id is only a claim: a session is resumed (or replaced)
+        // only by the identity that owns it, here or on a peer node.
+        let owner = SessionOwner::of(username.as_deref());
+        let not_owner = (ReasonCode::NotAuthorized, RefusalReason::NotSessionOwner);
+        if !broker.admits(&client_id, &owner) {
+            refuse(&broker, &mut reader, peer, &connect, not_owner).await;
+            return None;
+        }
         // Client ids are unique cluster-wide: a peer holding this client's
         // session gives it up (and tells its connection 0x8E) before we attach.
         let taken_over = match broker.cluster() {
-            Some(cluster) => cluster.take_over(&client_id, connect.clean_start).await,
-            None => None,
+            Some(cluster) => {
+                cluster
+                    .take_over(&client_id, connect.clean_start, &owner)
+                    .await
+            }
+            None => Ok(None),
+        };
+        let Ok(taken_over) = taken_over else {
+            refuse(&broker, &mut reader, peer, &connect, not_owner).await;
+            return None;
         };
         let attached = broker.attach(&client_id, connect.clean_start, expiry, taken_over);
         let handle = attached.handle;
         {
             let mut state = handle.lock();
+            state.owner = owner;
             state.expiry_interval = expiry;
             state.session.set_window(window);
         }
@@ -1174,6 +1176,28 @@ impl Connection {
                 tokio::time::timeout(CLOSE_TIMEOUT, discard_until_closed(&mut self.reader.stream))
                     .await;
         }
+    }
+}
+
+/// Answers a refused CONNECT with its reason code (counted and logged), then
+/// the connection closes.
+async fn refuse(
+    broker: &Broker,
+    reader: &mut Reader,
+    peer: SocketAddr,
+    connect: &Connect,
+    (code, reason): (ReasonCode, RefusalReason),
+) {
+    broker.metrics().refused(reason);
+    tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, code = ?code, "connection refused");
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: ConnAckProperties::default(),
+    });
+    let mut out = BytesMut::new();
+    if encode(&connack, connect.protocol, &mut out).is_ok() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_flushed(&mut reader.stream, &out)).await;
     }
 }
 

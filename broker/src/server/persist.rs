@@ -135,6 +135,7 @@ pub fn session_state(stored: StoredSession, broker: &Broker, now: Instant) -> Op
         };
         let mut state = broker.new_session_state(stored.expiry_interval_secs);
         state.disconnected_at = Some(disconnected_at);
+        state.owner = stored.owner;
         if state.is_expired(now) {
             return None;
         }
@@ -189,6 +190,7 @@ pub fn stored_session(client_id: &str, state: &SessionState, now: Instant) -> St
         unix_ms(SystemTime::now()).saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(0))
     });
     StoredSession {
+        owner: state.owner.clone(),
         client_id: client_id.to_owned(),
         expiry_interval_secs: state.expiry_interval,
         disconnected_at_unix_ms,

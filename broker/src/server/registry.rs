@@ -13,6 +13,7 @@ use super::message::Outgoing;
 use crate::flow::Gate;
 use crate::protocol::SubscriptionOptions;
 use crate::session::Session;
+use crate::store::SessionOwner;
 
 /// A subscription as its session remembers it, to restore or remove it later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct SessionState {
     pub expiry_interval: u32,
     /// When the last connection ended; `None` while connected.
     pub disconnected_at: Option<Instant>,
+    /// The identity the session belongs to: only it may resume it.
+    pub owner: SessionOwner,
 }
 
 impl SessionState {
@@ -335,6 +338,7 @@ mod tests {
             subscriptions: HashMap::new(),
             expiry_interval: expiry,
             disconnected_at: None,
+            owner: SessionOwner::Anonymous,
         }
     }
 

@@ -15,8 +15,11 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-/// Version byte of records written by this build.
-pub(super) const FORMAT_VERSION: u8 = 1;
+use super::records::{StoredMessage, StoredSession, StoredSessionV1};
+
+/// Version byte of records written by this build. Version 2 added the
+/// session's owner; version 1 sessions are migrated as they are read.
+pub(super) const FORMAT_VERSION: u8 = 2;
 
 /// Why a record could not be turned into bytes or back.
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +39,26 @@ pub(super) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, CodecError> {
     Ok(postcard::to_extend(record, vec![FORMAT_VERSION])?)
 }
 
-/// Decodes bytes written by [`encode`]. Every byte must be accounted for:
+/// A record that can be read from the formats older builds wrote.
+pub(super) trait Migrate: DeserializeOwned {
+    /// Decodes the body of a record written with format `version`, if this
+    /// build still reads that version.
+    fn migrate(version: u8, body: &[u8]) -> Option<Result<Self, CodecError>>;
+}
+
+/// Decodes bytes written by [`encode`], or by an older build's encoder as far
+/// as [`Migrate`] reads its format. Every byte must be accounted for:
 /// trailing garbage means the value is not what was written.
-pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+pub(super) fn decode<T: Migrate>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != FORMAT_VERSION {
-        return Err(CodecError::UnknownVersion(version));
+        return T::migrate(version, body).unwrap_or(Err(CodecError::UnknownVersion(version)));
     }
+    decode_body(body)
+}
+
+/// The postcard body of a record, wholly consumed.
+pub(super) fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let (record, rest) = postcard::take_from_bytes(body)?;
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes(rest.len()));
@@ -50,10 +66,24 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     Ok(record)
 }
 
+/// Version 1 retained messages are read as they are (their format did not change).
+impl Migrate for StoredMessage {
+    fn migrate(version: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        (version == 1).then(|| decode_body(body))
+    }
+}
+
+/// Version 1 sessions had no owner: they are read with an unknown one.
+impl Migrate for StoredSession {
+    fn migrate(version: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        (version == 1).then(|| decode_body::<StoredSessionV1>(body).map(StoredSession::from))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StoredMessage, StoredSession, StoredSubscription};
+    use crate::store::{SessionOwner, StoredMessage, StoredSession, StoredSubscription};
 
     fn message() -> StoredMessage {
         StoredMessage {
@@ -85,11 +115,43 @@ mod tests {
                 subscription_id: Some(7),
             }],
             queue: vec![message(), message()],
+            owner: SessionOwner::User("alice".into()),
         };
         let bytes = encode(&session).expect("encode");
         assert_eq!(bytes[0], FORMAT_VERSION);
         let back: StoredSession = decode(&bytes).expect("decode");
         assert_eq!(back, session);
+    }
+
+    #[test]
+    fn a_version_1_session_is_read_with_an_unknown_owner() {
+        #[derive(Serialize)]
+        struct V1 {
+            client_id: String,
+            expiry_interval_secs: u32,
+            disconnected_at_unix_ms: Option<u64>,
+            subscriptions: Vec<StoredSubscription>,
+            queue: Vec<StoredMessage>,
+        }
+        let v1 = V1 {
+            client_id: "old".into(),
+            expiry_interval_secs: 30,
+            disconnected_at_unix_ms: Some(9),
+            subscriptions: Vec::new(),
+            queue: vec![message()],
+        };
+        let bytes = postcard::to_extend(&v1, vec![1]).expect("encode");
+        let back: StoredSession = decode(&bytes).expect("migrates");
+        assert_eq!(back.client_id, "old");
+        assert_eq!(back.queue, vec![message()]);
+        assert_eq!(back.owner, SessionOwner::Unknown);
+        // Retained messages of version 1 read as they are.
+        let mut old_message = encode(&message()).expect("encode");
+        old_message[0] = 1;
+        assert_eq!(
+            decode::<StoredMessage>(&old_message).expect("reads"),
+            message()
+        );
     }
 
     #[test]

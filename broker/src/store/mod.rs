@@ -20,7 +20,9 @@ use redb::{Builder, Database, DatabaseError, Durability};
 
 pub use codec::CodecError;
 pub use error::{Corruption, StoreError};
-pub use records::{Snapshot, StoreOp, StoredMessage, StoredSession, StoredSubscription};
+pub use records::{
+    SessionOwner, Snapshot, StoreOp, StoredMessage, StoredSession, StoredSubscription,
+};
 
 use error::database;
 use table::Record;

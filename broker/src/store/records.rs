@@ -42,6 +42,58 @@ pub struct StoredSession {
     pub subscriptions: Vec<StoredSubscription>,
     /// QoS 1/2 messages not yet acknowledged by the client, oldest first.
     pub queue: Vec<StoredMessage>,
+    /// The identity the session belongs to: only it may resume the session.
+    pub owner: SessionOwner,
+}
+
+/// Who a session belongs to: the identity its creating connection
+/// authenticated as. A client id alone is only a claim, so a session is
+/// resumed only by the identity that owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionOwner {
+    /// Written before owners were recorded: the first identity to resume
+    /// the session becomes its owner.
+    Unknown,
+    Anonymous,
+    User(String),
+}
+
+impl SessionOwner {
+    /// The owner a connection authenticated as `username` (`None`: anonymous) is.
+    pub fn of(username: Option<&str>) -> SessionOwner {
+        match username {
+            Some(name) => SessionOwner::User(name.to_owned()),
+            None => SessionOwner::Anonymous,
+        }
+    }
+
+    /// Whether a connection owning `other` may resume a session owned by `self`.
+    pub fn admits(&self, other: &SessionOwner) -> bool {
+        *self == SessionOwner::Unknown || self == other
+    }
+}
+
+/// A session as format version 1 wrote it (no owner), read and migrated.
+#[derive(Debug, Deserialize)]
+pub(super) struct StoredSessionV1 {
+    client_id: String,
+    expiry_interval_secs: u32,
+    disconnected_at_unix_ms: Option<u64>,
+    subscriptions: Vec<StoredSubscription>,
+    queue: Vec<StoredMessage>,
+}
+
+impl From<StoredSessionV1> for StoredSession {
+    fn from(v1: StoredSessionV1) -> StoredSession {
+        StoredSession {
+            client_id: v1.client_id,
+            expiry_interval_secs: v1.expiry_interval_secs,
+            disconnected_at_unix_ms: v1.disconnected_at_unix_ms,
+            subscriptions: v1.subscriptions,
+            queue: v1.queue,
+            owner: SessionOwner::Unknown,
+        }
+    }
 }
 
 /// One change, applied with others in a single transaction.

@@ -6,7 +6,7 @@
 //! reported. Byte order of UTF-8 equals string order, so nothing else changes.
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 
 use super::codec;
 use super::error::{database, Corruption, StoreError};
@@ -19,7 +19,7 @@ pub(super) type Definition = TableDefinition<'static, &'static [u8], &'static [u
 pub(super) type WriteTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 
 /// A record type that has its own table, keyed by one of its fields.
-pub(super) trait Record: Serialize + DeserializeOwned {
+pub(super) trait Record: Serialize + codec::Migrate {
     /// Table name, also used in error messages.
     const TABLE: &'static str;
 

@@ -11,6 +11,7 @@ use super::{
     codec, Corruption, Snapshot, Store, StoreError, StoreOp, StoredMessage, StoredSession,
     StoredSubscription, FILE_NAME,
 };
+use crate::store::SessionOwner;
 
 fn message(topic: &str, payload: &[u8]) -> StoredMessage {
     StoredMessage {
@@ -41,6 +42,7 @@ fn session(client_id: &str, expiry_interval_secs: u32) -> StoredSession {
             subscription_id: None,
         }],
         queue: vec![message("devices/x/state", b"queued")],
+        owner: SessionOwner::Anonymous,
     }
 }
 

@@ -85,24 +85,21 @@ async fn run_slow_subscriber(mut client: RawClient, expected: usize) -> Vec<Vec<
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fan_in_delivers_every_acknowledged_message_with_the_queue_bounded() {
-    let server = start_broker(|c| {
-        c.limits.max_queued_messages = 200;
-    })
-    .await;
-    let addr = server.mqtt_addrs()[0];
-    let mut subscriber = RawClient::connected(addr, ProtocolVersion::V311, "backend").await;
-    subscriber
-        .subscribe("devices/+/data", QoS::AtLeastOnce)
-        .await;
-    let expected = PUBLISHERS * PER_PUBLISHER as usize;
+/// [`PUBLISHERS`] publishers on `addr` send `per_publisher` messages each on
+/// `devices/<i>/data` to `subscriber`; returns the PUBACKs the publishers
+/// received and what the subscriber saw, per publisher.
+async fn fan_in(
+    addr: SocketAddr,
+    subscriber: RawClient,
+    per_publisher: u32,
+) -> (u32, Vec<Vec<u32>>) {
+    let expected = PUBLISHERS * per_publisher as usize;
     let consumer = tokio::spawn(run_slow_subscriber(subscriber, expected));
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|i| {
             let index = u8::try_from(i).expect("index");
             let topic = format!("devices/{i}/data");
-            tokio::spawn(async move { run_publisher(addr, index, &topic, PER_PUBLISHER).await })
+            tokio::spawn(async move { run_publisher(addr, index, &topic, per_publisher).await })
         })
         .collect();
     let mut acked = 0;
@@ -116,16 +113,35 @@ async fn fan_in_delivers_every_acknowledged_message_with_the_queue_bounded() {
         .await
         .expect("subscriber gets everything")
         .expect("subscriber task");
+    (acked, seen)
+}
 
-    let metrics = server.broker().metrics();
-    assert_eq!(acked as usize, expected, "every publish was acknowledged");
+fn assert_all_in_order(seen: &[Vec<u32>], per_publisher: u32) {
+    let in_order: Vec<u32> = (0..per_publisher).collect();
     for (index, seqs) in seen.iter().enumerate() {
-        let in_order: Vec<u32> = (0..PER_PUBLISHER).collect();
         assert_eq!(
             seqs, &in_order,
             "publisher {index}: every message, once, in order"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_in_delivers_every_acknowledged_message_with_the_queue_bounded() {
+    let server = start_broker(|c| {
+        c.limits.max_queued_messages = 200;
+    })
+    .await;
+    let addr = server.mqtt_addrs()[0];
+    let mut subscriber = RawClient::connected(addr, ProtocolVersion::V311, "backend").await;
+    subscriber
+        .subscribe("devices/+/data", QoS::AtLeastOnce)
+        .await;
+    let (acked, seen) = fan_in(addr, subscriber, PER_PUBLISHER).await;
+    let expected = PUBLISHERS * PER_PUBLISHER as usize;
+    let metrics = server.broker().metrics();
+    assert_eq!(acked as usize, expected, "every publish was acknowledged");
+    assert_all_in_order(&seen, PER_PUBLISHER);
     assert_eq!(metrics.drops_total(DropReason::QueueFull), 0);
     assert!(
         metrics.backpressure_holds_total() > 0,
@@ -156,32 +172,9 @@ async fn back_pressure_crosses_the_mesh_and_loses_nothing() {
         .await;
     cluster.wait_routes(0, 1, 1).await;
     let per_publisher = 2_000;
-    let expected = PUBLISHERS * per_publisher as usize;
-    let consumer = tokio::spawn(run_slow_subscriber(subscriber, expected));
-    let addr = cluster.mqtt(0);
-    let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|i| {
-            let index = u8::try_from(i).expect("index");
-            let topic = format!("devices/{i}/data");
-            tokio::spawn(async move { run_publisher(addr, index, &topic, per_publisher).await })
-        })
-        .collect();
-    let mut acked = 0;
-    for publisher in publishers {
-        acked += tokio::time::timeout(Duration::from_secs(120), publisher)
-            .await
-            .expect("publishers finish")
-            .expect("publisher task");
-    }
-    let seen = tokio::time::timeout(Duration::from_secs(120), consumer)
-        .await
-        .expect("subscriber gets everything")
-        .expect("subscriber task");
-    assert_eq!(acked as usize, expected);
-    for (index, seqs) in seen.iter().enumerate() {
-        let in_order: Vec<u32> = (0..per_publisher).collect();
-        assert_eq!(seqs, &in_order, "publisher {index}: all, once, in order");
-    }
+    let (acked, seen) = fan_in(cluster.mqtt(0), subscriber, per_publisher).await;
+    assert_eq!(acked as usize, PUBLISHERS * per_publisher as usize);
+    assert_all_in_order(&seen, per_publisher);
     let receiving = cluster.node(1).broker().metrics();
     assert_eq!(receiving.drops_total(DropReason::QueueFull), 0);
     assert!(

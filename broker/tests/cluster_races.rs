@@ -216,23 +216,9 @@ fn with_users(config: &mut Config) {
     config.auth.allow_anonymous = Some(false);
 }
 
-/// A raw v5 CONNECT as `client_id` logged in as `user` (password `<user>-pw`).
+/// Logs in as `user` (password `<user>-pw`) with client id `client_id`.
 async fn login(addr: std::net::SocketAddr, client_id: &str, user: &str) -> (RawClient, ReasonCode) {
-    let mut client = RawClient::connect(addr, ProtocolVersion::V5).await;
-    let properties = ConnectProperties {
-        session_expiry_interval: Some(3600),
-        ..Default::default()
-    };
-    let mut connect = support::connect_packet(ProtocolVersion::V5, client_id, false, properties);
-    if let Packet::Connect(c) = &mut connect {
-        c.username = Some(user.into());
-        c.password = Some(bytes::Bytes::from(format!("{user}-pw")));
-    }
-    client.send(&connect).await;
-    match client.recv().await {
-        Some(Packet::ConnAck(ack)) => (client, ack.code),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
+    RawClient::login(addr, client_id, user, &format!("{user}-pw")).await
 }
 
 #[tokio::test]

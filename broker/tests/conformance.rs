@@ -10,9 +10,9 @@ use strait_broker::config::{AclRule, Permission};
 use strait_broker::metrics::DropReason;
 use strait_broker::protocol::{
     encode, ConnectProperties, Packet, ProtocolVersion, PubAck, Publish, PublishProperties, QoS,
-    ReasonCode, Subscribe, SubscribeFilter, SubscriptionOptions, Unsubscribe,
+    ReasonCode, Unsubscribe,
 };
-use support::{connect_packet, start_broker, within, RawClient};
+use support::{connect_packet, start_broker, subscribe_packet, within, RawClient};
 use tokio::io::AsyncReadExt;
 
 fn publish(topic: &str, qos: QoS, packet_id: Option<u16>) -> Publish {
@@ -34,20 +34,6 @@ async fn closed_with(client: &mut RawClient) -> Option<ReasonCode> {
     packets.into_iter().find_map(|p| match p {
         Packet::Disconnect(d) => Some(d.reason),
         _ => None,
-    })
-}
-
-fn subscribe_packet(filter: &str, qos: QoS) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id: 7,
-        filters: vec![SubscribeFilter {
-            filter: filter.into(),
-            options: SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        }],
-        properties: Default::default(),
     })
 }
 
@@ -102,7 +88,7 @@ async fn a_shared_filter_without_a_filter_closes_v311_and_gets_0x8f_in_v5() {
     let server = start_broker(|_| {}).await;
     let addr = server.mqtt_addrs()[0];
     let mut old = RawClient::connected(addr, ProtocolVersion::V311, "old").await;
-    old.send(&subscribe_packet("$share/group/", QoS::AtMostOnce))
+    old.send(&subscribe_packet(7, "$share/group/", QoS::AtMostOnce))
         .await;
     assert_eq!(closed_with(&mut old).await, None, "3.1.1 closes");
 

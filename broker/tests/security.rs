@@ -502,18 +502,25 @@ async fn tls_listener_requires_a_client_certificate_from_its_ca() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn certificate_common_name_is_the_username_for_access_rules() {
-    let pki = Pki::new();
-    let dir = TempDir::new().expect("tempdir");
+/// A TLS broker that takes the client certificate's name (`sensor-1` for
+/// [`Pki`]'s client) as the username: sensor-1 may publish its own
+/// telemetry, admin anything.
+async fn sensor_broker(pki: &Pki, dir: &Path) -> Server {
     let acl = vec![
         rule("sensor-1", &["telemetry/sensor-1/#"], &["telemetry/#"]),
         rule("admin", &["#"], &["#"]),
     ];
-    let server = broker_with_users(dir.path(), acl, |config| {
+    broker_with_users(dir, acl, |config| {
         config.listeners[0].tls = Some(pki.listener_tls(true));
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn certificate_common_name_is_the_username_for_access_rules() {
+    let pki = Pki::new();
+    let dir = TempDir::new().expect("tempdir");
+    let server = sensor_broker(&pki, dir.path()).await;
     let addr = server.mqtt_addrs()[0];
     let client = |rest: &str| {
         let mut all = pki.client_args(Some("client"));
@@ -564,14 +571,7 @@ async fn certificate_common_name_is_the_username_for_access_rules() {
 async fn a_will_is_checked_against_the_certificate_identity_not_the_claimed_username() {
     let pki = Pki::new();
     let dir = TempDir::new().expect("tempdir");
-    let acl = vec![
-        rule("sensor-1", &["telemetry/sensor-1/#"], &["telemetry/#"]),
-        rule("admin", &["#"], &["#"]),
-    ];
-    let server = broker_with_users(dir.path(), acl, |config| {
-        config.listeners[0].tls = Some(pki.listener_tls(true));
-    })
-    .await;
+    let server = sensor_broker(&pki, dir.path()).await;
     let connack = |rest: &str| {
         let mut all = host_port(server.mqtt_addrs()[0]);
         all.extend(pki.client_args(Some("client")));
@@ -600,49 +600,32 @@ async fn a_will_is_checked_against_the_certificate_identity_not_the_claimed_user
     server.shutdown().await;
 }
 
-/// A raw v5 CONNECT as `client_id`, logged in as `user`, keeping its session.
-async fn raw_login(
-    server: &Server,
-    client_id: &str,
-    user: &str,
-) -> (support::RawClient, strait_broker::protocol::ConnAck) {
-    use strait_broker::protocol::{ConnectProperties, Packet, ProtocolVersion};
+/// Logs `user` of [`USERS`] in with client id `client_id`, keeping its session.
+async fn raw_login(server: &Server, client_id: &str, user: &str) -> (support::RawClient, u8) {
     let password = USERS
         .iter()
         .find(|(name, _)| *name == user)
         .expect("user")
         .1;
-    let mut client = support::RawClient::connect(server.mqtt_addrs()[0], ProtocolVersion::V5).await;
-    let properties = ConnectProperties {
-        session_expiry_interval: Some(3600),
-        ..Default::default()
-    };
-    let mut connect = support::connect_packet(ProtocolVersion::V5, client_id, false, properties);
-    if let Packet::Connect(c) = &mut connect {
-        c.username = Some(user.into());
-        c.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
-    }
-    client.send(&connect).await;
-    match client.recv().await {
-        Some(Packet::ConnAck(ack)) => (client, ack),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
+    let (client, code) =
+        support::RawClient::login(server.mqtt_addrs()[0], client_id, user, password).await;
+    (client, code.as_u8())
 }
 
 #[tokio::test]
 async fn a_session_is_resumed_only_by_the_identity_that_owns_it() {
-    use strait_broker::protocol::{QoS, ReasonCode};
+    use strait_broker::protocol::QoS;
     let dir = TempDir::new().expect("tempdir");
     let server = broker_with_users(dir.path(), Vec::new(), |_| {}).await;
-    let (mut alice, ack) = raw_login(&server, "shared-id", "alice").await;
-    assert_eq!(ack.code, ReasonCode::Success);
+    let (mut alice, code) = raw_login(&server, "shared-id", "alice").await;
+    assert_eq!(code, 0);
     alice.subscribe("alice/inbox", QoS::AtLeastOnce).await;
     drop(alice);
 
     // Bob knows the client id; that is not enough to take alice's session
     // (its subscriptions and queued messages), nor to kick her off.
-    let (_bob, ack) = raw_login(&server, "shared-id", "bob").await;
-    assert_eq!(ack.code, ReasonCode::NotAuthorized);
+    let (_bob, code) = raw_login(&server, "shared-id", "bob").await;
+    assert_eq!(code, 0x87, "not authorized");
     assert_eq!(
         server
             .broker()
@@ -650,8 +633,26 @@ async fn a_session_is_resumed_only_by_the_identity_that_owns_it() {
             .refusals_total(RefusalReason::NotSessionOwner),
         1
     );
-    let (_alice, ack) = raw_login(&server, "shared-id", "alice").await;
-    assert_eq!(ack.code, ReasonCode::Success);
-    assert!(ack.session_present, "alice's session is intact");
+    // Alice's session is intact: her subscription still receives.
+    let (mut alice, code) = raw_login(&server, "shared-id", "alice").await;
+    assert_eq!(code, 0);
+    let (mut sender, _) = raw_login(&server, "sender", "bob").await;
+    sender
+        .send(&strait_broker::protocol::Packet::Publish(
+            strait_broker::protocol::Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "alice/inbox".into(),
+                packet_id: None,
+                payload: bytes::Bytes::from_static(b"hi"),
+                properties: Default::default(),
+            },
+        ))
+        .await;
+    match alice.recv().await {
+        Some(strait_broker::protocol::Packet::Publish(p)) => assert_eq!(&p.payload[..], b"hi"),
+        other => panic!("expected alice's message, got {other:?}"),
+    }
     server.shutdown().await;
 }

@@ -314,6 +314,21 @@ pub fn connect_packet(
     }))
 }
 
+/// SUBSCRIBE with id `packet_id` to one filter at `qos`.
+pub fn subscribe_packet(packet_id: u16, filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id,
+        filters: vec![SubscribeFilter {
+            filter: filter.into(),
+            options: SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        }],
+        properties: Default::default(),
+    })
+}
+
 /// A client that writes and reads raw packets, for protocol-level tests.
 pub struct RawClient {
     pub stream: TcpStream,
@@ -363,20 +378,35 @@ impl RawClient {
         client
     }
 
+    /// A v5 connection as `client_id` keeping its session for an hour,
+    /// logged in as `user` with `password`; returns the client and the
+    /// CONNACK's code, whatever it is.
+    pub async fn login(
+        addr: SocketAddr,
+        client_id: &str,
+        user: &str,
+        password: &str,
+    ) -> (RawClient, strait_broker::protocol::ReasonCode) {
+        let properties = ConnectProperties {
+            session_expiry_interval: Some(3600),
+            ..Default::default()
+        };
+        let mut connect = connect_packet(ProtocolVersion::V5, client_id, false, properties);
+        if let Packet::Connect(c) = &mut connect {
+            c.username = Some(user.into());
+            c.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
+        }
+        let mut client = RawClient::connect(addr, ProtocolVersion::V5).await;
+        client.send(&connect).await;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) => (client, ack.code),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
     /// Subscribes to one filter (packet id 1) and returns the SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> SubAck {
-        self.send(&Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![SubscribeFilter {
-                filter: filter.into(),
-                options: SubscriptionOptions {
-                    qos,
-                    ..Default::default()
-                },
-            }],
-            properties: Default::default(),
-        }))
-        .await;
+        self.send(&subscribe_packet(1, filter, qos)).await;
         match self.recv().await {
             Some(Packet::SubAck(ack)) => ack,
             other => panic!("expected SUBACK, got {other:?}"),

@@ -15,5 +15,6 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod store;
 pub mod transport;

@@ -43,7 +43,7 @@ pub(super) async fn dial_loop<H: Host>(
         let started = Instant::now();
         let outcome = tokio::select! {
             outcome = connect(&host, address, tls.as_ref()) => outcome,
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         };
         match outcome {
             Ok(Reached::Myself) => {
@@ -66,7 +66,7 @@ pub(super) async fn dial_loop<H: Host>(
         let jitter = Duration::from_millis(rand::random::<u64>() % 50);
         tokio::select! {
             _ = tokio::time::sleep(backoff + jitter) => {}
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         }
         backoff = (backoff * 2).min(max_backoff);
     }

@@ -87,7 +87,7 @@ pub(super) async fn membership_loop<H: Host>(
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = crate::server::stopped(&mut shutdown) => break,
+            _ = shutdown.recv() => break,
         }
     }
     for dialer in dialers.into_values() {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use crate::shutdown::Shutdown;
 
 use super::peer::Peer;
 use super::wire::{Forward, RetainedVersion, WireMessage};
@@ -23,7 +23,7 @@ pub trait Host: Send + Sync + 'static {
     /// The mesh state (only called on nodes that have one).
     fn mesh(&self) -> &Cluster;
     /// Flips to true when the node shuts down.
-    fn shutdown_signal(&self) -> watch::Receiver<bool>;
+    fn shutdown_signal(&self) -> Shutdown;
     /// `peer` has subscribers for `filter`.
     fn add_peer_route(&self, peer: &Arc<Peer>, filter: &str);
     /// `peer` no longer has subscribers for `filter`.

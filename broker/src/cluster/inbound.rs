@@ -37,7 +37,7 @@ pub(super) async fn accept_loop<H: Host>(
                     continue;
                 }
             },
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         };
         let host = host.clone();
         let tls = tls.clone();
@@ -158,7 +158,7 @@ async fn serve<H: Host>(
             result = apply_stream(host, &peer, incarnation, &mut reader, &mut writer, buf) => result,
             // A node that stops stops acknowledging too: its peers must see
             // it gone, not have their messages applied by a stopped node.
-            _ = crate::server::stopped(&mut shutdown) => Ok(()),
+            _ = shutdown.recv() => Ok(()),
         }
     }
     .await;
@@ -461,7 +461,7 @@ pub(super) async fn sweep_loop<H: Host>(host: Arc<H>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(mesh.heartbeat()) => {}
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         }
         let now = Instant::now();
         let silent_since =

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+
+use crate::shutdown::Shutdown;
 
 use super::message::{Message, Outgoing};
 use super::persist::{self, Persistence};
@@ -60,17 +62,14 @@ pub struct Broker {
     persistence: Option<Persistence>,
     /// The mesh with the other nodes of the cluster, when configured.
     cluster: Option<Cluster>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     all_closed: Notify,
     ready: AtomicBool,
     started: Instant,
 }
 
 impl Broker {
-    pub(super) fn new(
-        config: Config,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<Broker, ServerError> {
+    pub(super) fn new(config: Config, shutdown: Shutdown) -> Result<Broker, ServerError> {
         let authenticator = Authenticator::new(
             config.auth.password_file.as_deref(),
             config.anonymous_allowed(),
@@ -127,7 +126,7 @@ impl Broker {
         self.persistence.as_ref()
     }
 
-    pub(super) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    pub(super) fn shutdown_signal(&self) -> Shutdown {
         self.shutdown.clone()
     }
 
@@ -646,7 +645,7 @@ impl Host for Broker {
             .unwrap_or_else(|| unreachable!("mesh tasks run only on clustered nodes"))
     }
 
-    fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    fn shutdown_signal(&self) -> Shutdown {
         self.shutdown.clone()
     }
 
@@ -754,7 +753,7 @@ impl Host for Broker {
 
 impl AdminSource for Broker {
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !*self.shutdown.borrow()
+        self.ready.load(Ordering::Acquire) && !self.shutdown.is_shutdown()
     }
 
     fn metrics_text(&self) -> String {

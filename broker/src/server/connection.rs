@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::shutdown::Shutdown;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use super::broker::Broker;
 use super::message::{Message, Outgoing};
@@ -56,7 +56,7 @@ pub(super) async fn accept_loop(
     broker: Arc<Broker>,
     listener: Arc<Listener>,
     config: Arc<ListenerConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     // Past twice the limit, connections are closed without reading CONNECT at
     // all, so a flood cannot exhaust memory; below that they get a CONNACK with a reason.
@@ -64,7 +64,7 @@ pub(super) async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = super::stopped(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         };
         match accepted {
             Ok((tcp, peer)) => {
@@ -309,7 +309,7 @@ struct Connection {
     input_closed: bool,
     /// Reused for routing, to avoid an allocation per publish.
     scratch: Vec<(Target, Delivery)>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     _finish: FinishGuard,
 }
 
@@ -571,7 +571,7 @@ impl Connection {
                 release = released(self.hold.as_ref()), if self.hold.is_some() => Event::Released(release),
                 _ = handle.wake.notified() => Event::Wake,
                 _ = handle.kick.notified() => Event::Kick,
-                _ = super::stopped(&mut self.shutdown) => Event::Shutdown,
+                _ = self.shutdown.recv() => Event::Shutdown,
                 _ = &mut keep_alive_sleep, if self.keep_alive.is_some() => Event::KeepAlive,
             };
             match event {
@@ -1224,7 +1224,7 @@ fn schedule_will(
         let mut shutdown = broker.shutdown_signal();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))) => {}
-            _ = super::stopped(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         }
         if handle.epoch() == epoch {
             publish(&broker);
@@ -1244,7 +1244,7 @@ pub(super) fn schedule_expiry(broker: Arc<Broker>, handle: Arc<SessionHandle>, e
         let mut shutdown = broker.shutdown_signal();
         tokio::select! {
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
-            _ = super::stopped(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         }
         if handle.epoch() == epoch && !handle.is_connected() {
             tracing::debug!(client_id = %handle.client_id, "session expired");

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use crate::shutdown::Trigger;
 use tokio::task::JoinHandle;
 
 pub use broker::Broker;
@@ -64,11 +64,6 @@ pub enum ServerError {
     },
 }
 
-/// Completes when the broker is told to shut down (or the sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 /// Reads the admin token, if one is configured.
 fn api_access(config: &Config) -> Result<ApiAccess, ServerError> {
     let Some(path) = &config.admin.token_file else {
@@ -95,7 +90,7 @@ pub struct Server {
     mqtt_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
     cluster_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Trigger,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -113,7 +108,7 @@ impl Server {
         discover: Option<Arc<dyn Discover>>,
     ) -> Result<Server, ServerError> {
         config.validate()?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = crate::shutdown::channel();
         let broker = Arc::new(Broker::new(config, shutdown_rx.clone())?);
         broker.restore_from_store()?;
 
@@ -175,7 +170,7 @@ impl Server {
         let access = api_access(broker.config())?;
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let stop = async move { stopped(&mut admin_shutdown).await };
+            let stop = async move { admin_shutdown.recv().await };
             if let Err(err) = crate::admin::serve(admin_listener, admin_source, access, stop).await
             {
                 tracing::error!(error = %err, "admin endpoint failed");
@@ -223,7 +218,7 @@ impl Server {
     /// Stops accepting, disconnects clients (v5: reason 0x8B), flushes the store.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
-        let _ = self.shutdown.send(true);
+        self.shutdown.fire();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.broker.connections_closed())
             .await
             .is_err()

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::shutdown::Shutdown;
 use parking_lot::Mutex;
-use tokio::sync::watch;
 
 use super::broker::Broker;
 use super::message::{unix_ms, Message, Outgoing};
@@ -221,7 +221,7 @@ pub fn stored_session(client_id: &str, state: &SessionState, now: Instant) -> St
 }
 
 /// Flushes once per configured interval until shutdown.
-pub async fn flush_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub async fn flush_loop(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let Some(persistence) = broker.persistence() else {
         return;
     };
@@ -232,7 +232,7 @@ pub async fn flush_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
     loop {
         tokio::select! {
             _ = tick.tick() => persistence.flush(broker.registry(), broker.metrics()).await,
-            _ = super::stopped(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
-use tokio::sync::watch;
 
 use super::broker::Broker;
 use super::message::Message;
@@ -58,7 +58,7 @@ fn statistics(broker: &Broker) -> Vec<(&'static str, String)> {
 }
 
 /// Publishes the statistics every `sys.intervalSecs` until shutdown.
-pub async fn publish_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub async fn publish_loop(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let interval = broker.config().sys.interval_secs;
     if interval == 0 {
         return;
@@ -69,7 +69,7 @@ pub async fn publish_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = super::stopped(&mut shutdown) => return,
+            _ = shutdown.recv() => return,
         }
         for (topic, value) in statistics(&broker) {
             let message = Message {

@@ -166,7 +166,7 @@ impl Peer {
     }
 
     /// Whether the peer is falling behind: messages for it should hold their
-    /// publishers (see [`Outbox::is_backlogged`]).
+    /// publishers (more than a healthy link holds in flight is queued).
     pub fn is_backlogged(&self) -> bool {
         self.outbox.lock().is_backlogged()
     }

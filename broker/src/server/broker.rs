@@ -415,8 +415,8 @@ impl Broker {
             options,
             identifier,
         );
-        if let (SubscribeOutcome::New, Some(cluster)) = (outcome, &self.cluster) {
-            cluster.route_added(filter);
+        if outcome == SubscribeOutcome::New {
+            self.interest_added([filter]);
         }
         handle.lock().subscriptions.insert(
             filter.to_owned(),
@@ -435,8 +435,8 @@ impl Broker {
             .router
             .write()
             .unsubscribe(&Target::Session(SessionRef(handle.clone())), filter);
-        if let (true, Some(cluster)) = (existed, &self.cluster) {
-            cluster.route_removed(filter);
+        if existed {
+            self.interest_removed([filter]);
         }
         handle.lock().subscriptions.remove(filter);
         self.session_changed(handle);
@@ -485,16 +485,13 @@ impl Broker {
         let filters: Vec<String> = handle.lock().subscriptions.keys().cloned().collect();
         let key = Target::Session(SessionRef(handle.clone()));
         let mut router = self.router.write();
-        let removed: Vec<&String> = filters
+        let removed: Vec<&str> = filters
             .iter()
             .filter(|filter| router.unsubscribe(&key, filter))
+            .map(String::as_str)
             .collect();
         drop(router);
-        if let Some(cluster) = &self.cluster {
-            for filter in removed {
-                cluster.route_removed(filter);
-            }
-        }
+        self.interest_removed(removed);
         if let Some(p) = &self.persistence {
             p.session_deleted(&handle.client_id);
         }
@@ -567,13 +564,28 @@ impl Broker {
             .map(|(filter, _)| filter)
             .collect();
         drop(router);
+        self.interest_added(added.iter().map(String::as_str));
+        self.session_changed(&handle);
+        Some(handle)
+    }
+
+    /// This node's sessions gained their first subscription to each of
+    /// `filters`: the one place local interest leaves the node (to the mesh).
+    fn interest_added<'f>(&self, filters: impl IntoIterator<Item = &'f str>) {
         if let Some(cluster) = &self.cluster {
-            for filter in &added {
+            for filter in filters {
                 cluster.route_added(filter);
             }
         }
-        self.session_changed(&handle);
-        Some(handle)
+    }
+
+    /// This node's sessions dropped their last subscription to each of `filters`.
+    fn interest_removed<'f>(&self, filters: impl IntoIterator<Item = &'f str>) {
+        if let Some(cluster) = &self.cluster {
+            for filter in filters {
+                cluster.route_removed(filter);
+            }
+        }
     }
 
     /// Writes everything pending to the store, at shutdown.

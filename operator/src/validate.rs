@@ -165,7 +165,7 @@ pub fn tls_refs(spec: &MqttClusterSpec) -> Vec<(&'static str, &TlsSpec)> {
 
 fn limits(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
     let l = &spec.limits;
-    let checks: [(&str, Option<i64>, i64, i64); 6] = [
+    let checks: [(&str, Option<i64>, i64, i64); 7] = [
         ("maxConnections", l.max_connections, 1, 10_000_000),
         ("maxPacketSize", l.max_packet_size, 16, 268_435_455),
         ("maxInflight", l.max_inflight, 1, 65535),
@@ -177,6 +177,12 @@ fn limits(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
             4_294_967_295,
         ),
         ("maxKeepAliveSecs", l.max_keep_alive_secs, 1, 65535),
+        (
+            "backpressureMaxWaitMs",
+            l.backpressure_max_wait_ms,
+            1,
+            3_600_000,
+        ),
     ];
     for (name, value, min, max) in checks {
         if let Some(v) = value {

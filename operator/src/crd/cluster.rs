@@ -349,10 +349,21 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub max_inflight: Option<i64>,
-    /// Messages queued per session while offline.
+    /// Messages queued per session (offline sessions drop beyond it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10_000_000))]
     pub max_queued_messages: Option<i64>,
+    /// What a publisher meets when a connected subscriber's queue is full:
+    /// `Backpressure` (the default) holds it until there is room, `Drop`
+    /// drops the message for that subscriber (counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_queue_full_policy")]
+    pub queue_full_policy: Option<QueueFullPolicySpec>,
+    /// Longest a publisher is held for a full queue, in milliseconds; then
+    /// the subscriber counts as stalled and drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3_600_000))]
+    pub backpressure_max_wait_ms: Option<i64>,
     /// Longest session expiry granted, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 4_294_967_295_i64))]
@@ -361,6 +372,24 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub max_keep_alive_secs: Option<i64>,
+}
+
+/// What a full subscriber queue does to its publishers (see the broker's
+/// `limits.queueFullPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum QueueFullPolicySpec {
+    Backpressure,
+    Drop,
+}
+
+/// The schema of an optional [`QueueFullPolicySpec`], without `null` among
+/// the enum values (see [`optional_pull_policy`]).
+fn optional_queue_full_policy(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Backpressure", "Drop"],
+        "nullable": true,
+    })
 }
 
 /// Durable storage.

@@ -5,9 +5,9 @@ mod status;
 
 pub use cluster::{
     AuthSpec, LimitsSpec, LinkListenerSpec, ListenersSpec, MqttCluster, MqttClusterSpec,
-    PersistenceSpec, PlainListenerSpec, PodDisruptionBudgetSpec, PullPolicy, SchedulingSpec,
-    TlsListenerSpec, TlsSpec, UsersSecretRef, WebSocketListenerSpec, IMAGE_PATTERN, NAME_PATTERN,
-    QUANTITY_PATTERN,
+    PersistenceSpec, PlainListenerSpec, PodDisruptionBudgetSpec, PullPolicy, QueueFullPolicySpec,
+    SchedulingSpec, TlsListenerSpec, TlsSpec, UsersSecretRef, WebSocketListenerSpec, IMAGE_PATTERN,
+    NAME_PATTERN, QUANTITY_PATTERN,
 };
 pub use status::MqttClusterStatus;
 

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use strait_broker::config::{
     AdminConfig, AuthConfig, ClusterConfig, Config, DnsDiscovery, Limits, ListenerConfig,
-    ListenerProtocol, NodeConfig, PersistenceConfig, TlsConfig,
+    ListenerProtocol, NodeConfig, PersistenceConfig, QueueFullPolicy, TlsConfig,
 };
 
 use super::credentials::CLUSTER_SECRET;
 use super::{names, ADMIN_PORT, CLUSTER_PORT};
-use crate::crd::{MqttClusterSpec, TlsSpec};
+use crate::crd::{MqttClusterSpec, QueueFullPolicySpec, TlsSpec};
 
 /// How often each node resolves the headless Service again, so that the mesh
 /// follows scaling within this time.
@@ -163,6 +163,16 @@ fn limits(spec: &MqttClusterSpec) -> Limits {
     set(&mut limits.max_packet_size, s.max_packet_size);
     set(&mut limits.max_inflight, s.max_inflight);
     set(&mut limits.max_queued_messages, s.max_queued_messages);
+    if let Some(policy) = s.queue_full_policy {
+        limits.queue_full_policy = match policy {
+            QueueFullPolicySpec::Backpressure => QueueFullPolicy::Backpressure,
+            QueueFullPolicySpec::Drop => QueueFullPolicy::Drop,
+        };
+    }
+    set(
+        &mut limits.backpressure_max_wait_ms,
+        s.backpressure_max_wait_ms,
+    );
     set(
         &mut limits.max_session_expiry_secs,
         s.max_session_expiry_secs,

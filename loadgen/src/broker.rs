@@ -144,12 +144,14 @@ pub fn strait_config_with_policy(policy: &str) -> Result<String, serde_yaml::Err
 
 /// The configuration of strait node `name` of the two-node benchmark cluster:
 /// the benchmark limits, plus a mesh listener on `bind` authenticated by the
-/// secret in `secret_file`, dialling `peers`.
+/// secret in `secret_file`, dialling `peers`, delivering forwarded messages
+/// in `delivery_lanes` lanes (0: the broker's default).
 pub fn strait_node_config(
     name: &str,
     bind: SocketAddr,
     secret_file: &Path,
     peers: &[SocketAddr],
+    delivery_lanes: usize,
 ) -> Result<String, serde_yaml::Error> {
     let mut config: StraitConfig = serde_yaml::from_str(&strait_config()?)?;
     config.node.cluster = "bench".to_owned();
@@ -157,6 +159,7 @@ pub fn strait_node_config(
     config.cluster.bind = Some(bind);
     config.cluster.secret_file = Some(secret_file.to_owned());
     config.cluster.peers = peers.iter().map(ToString::to_string).collect();
+    config.cluster.delivery_lanes = delivery_lanes;
     serde_yaml::to_string(&config)
 }
 
@@ -468,12 +471,13 @@ mod tests {
         let bind: SocketAddr = "127.0.0.1:47001".parse().expect("address");
         let peer: SocketAddr = "127.0.0.1:47002".parse().expect("address");
         let yaml =
-            strait_node_config("a", bind, Path::new("/run/secret"), &[peer]).expect("renders");
+            strait_node_config("a", bind, Path::new("/run/secret"), &[peer], 2).expect("renders");
         let config: StraitConfig = serde_yaml::from_str(&yaml).expect("parses back");
         assert_eq!(config.node.name, "a");
         assert_eq!(config.node.cluster, "bench");
         assert_eq!(config.cluster.bind, Some(bind));
         assert_eq!(config.cluster.peers, ["127.0.0.1:47002"]);
+        assert_eq!(config.cluster.delivery_lanes, 2);
         assert_eq!(
             config.cluster.secret_file.as_deref(),
             Some(Path::new("/run/secret"))

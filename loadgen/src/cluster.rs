@@ -58,7 +58,10 @@ pub struct StraitCluster {
 impl StraitCluster {
     /// Starts both nodes, each dialling the other, and waits until each
     /// reports its peer connected on its admin API.
-    pub async fn start(binary: &Path) -> Result<StraitCluster, ClusterError> {
+    pub async fn start(
+        binary: &Path,
+        delivery_lanes: usize,
+    ) -> Result<StraitCluster, ClusterError> {
         let dir = tempfile::Builder::new()
             .prefix("strait-bench-cluster-")
             .tempdir()?;
@@ -72,7 +75,7 @@ impl StraitCluster {
                 .filter(|&(j, _)| j != i)
                 .map(|(_, addr)| *addr)
                 .collect();
-            let config = strait_node_config(node, binds[i], &secret, &peers)?;
+            let config = strait_node_config(node, binds[i], &secret, &peers, delivery_lanes)?;
             let process = BrokerProcess::start_strait(binary, &config)
                 .await
                 .map_err(|source| ClusterError::Node { node, source })?;

@@ -45,7 +45,7 @@ pub async fn cross_node(
         "[{CROSS}] starting two meshed nodes of {}",
         binary.display()
     );
-    let mut cluster = StraitCluster::start(binary)
+    let mut cluster = StraitCluster::start(binary, plan.delivery_lanes)
         .await
         .map_err(|e| {
             eprintln!("[{CROSS}] {e}");

@@ -37,6 +37,9 @@ struct Cli {
     /// Idle connections for the memory-per-connection figure, overriding the plan's.
     #[arg(long, value_name = "N")]
     idle_connections: Option<usize>,
+    /// The cross-node cluster's `cluster.deliveryLanes` (0: the broker's default).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    delivery_lanes: usize,
     /// Threads of the load generator's publishers.
     #[arg(long, default_value_t = 1)]
     publisher_threads: usize,
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = cli.idle_connections {
         plan.idle_connections = n;
     }
+    plan.delivery_lanes = cli.delivery_lanes;
     // Brokers inherit this limit, so both ends of every idle connection fit.
     let fd_limit =
         rlimit::increase_nofile_limit(u64::MAX).context("raising the open-files limit")?;

@@ -137,6 +137,8 @@ pub struct Plan {
     pub idle_connections: usize,
     /// Messages each publisher sends in the fan-in delivery runs.
     pub delivery_per_publisher: u32,
+    /// The cluster nodes' `cluster.deliveryLanes` (0: the broker's default).
+    pub delivery_lanes: usize,
 }
 
 /// The fixed offered load of the latency runs (messages per second in total).
@@ -195,6 +197,7 @@ impl Plan {
             },
             idle_connections: 10_000,
             delivery_per_publisher: 10_000,
+            delivery_lanes: 0,
         }
     }
 
@@ -231,6 +234,7 @@ impl Plan {
             },
             idle_connections: 1_000,
             delivery_per_publisher: 1_000,
+            delivery_lanes: 0,
         }
     }
 }

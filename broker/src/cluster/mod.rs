@@ -249,7 +249,8 @@ impl Cluster {
 
     /// The session claimed with `stamp` is gone from this node.
     pub fn release(&self, client_id: &str, stamp: u64) {
-        if self.directory.lock().release(client_id, stamp).is_some() {
+        let released = self.directory.lock().release(client_id, stamp).is_some();
+        if released {
             self.announce(Op::Release {
                 client_id: client_id.to_owned(),
                 stamp,

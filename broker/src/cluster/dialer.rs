@@ -17,6 +17,7 @@ use super::outbox::Resume;
 use super::peer::Peer;
 use super::stream::{self, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer};
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
+use super::MeshHost;
 
 /// The first pause between attempts; it doubles up to the configured cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -32,7 +33,7 @@ enum Reached {
 /// Dials `address` until the node shuts down (or the caller aborts the task,
 /// when discovery no longer lists it).
 pub(super) async fn dial_loop<H: Host>(
-    host: Arc<H>,
+    host: MeshHost<H>,
     address: SocketAddr,
     tls: Option<Arc<PeerTls>>,
 ) {
@@ -74,7 +75,7 @@ pub(super) async fn dial_loop<H: Host>(
 
 /// One connection: handshake, then serve it until it ends.
 async fn connect<H: Host>(
-    host: &Arc<H>,
+    host: &MeshHost<H>,
     address: SocketAddr,
     tls: Option<&Arc<PeerTls>>,
 ) -> Result<Reached, PeerError> {
@@ -162,7 +163,7 @@ impl Drop for OutboundUp {
 /// Sends whatever the peer's queues hold as it arrives, in batches, and a
 /// heartbeat when idle.
 async fn write_loop<H: Host>(
-    host: &Arc<H>,
+    host: &MeshHost<H>,
     peer: &Arc<Peer>,
     writer: &mut Writer,
 ) -> Result<(), PeerError> {

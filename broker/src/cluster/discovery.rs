@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::dialer::dial_loop;
 use super::host::Host;
 use super::stream::PeerTls;
+use super::MeshHost;
 use crate::config::ClusterConfig;
 
 /// A source of peer addresses, asked again every interval.
@@ -63,7 +64,7 @@ pub(super) fn interval(config: &ClusterConfig) -> Duration {
 /// Keeps exactly one dialer per discovered address until shutdown: new
 /// addresses get one, vanished ones (a pod scaled away) lose theirs.
 pub(super) async fn membership_loop<H: Host>(
-    host: Arc<H>,
+    host: MeshHost<H>,
     discover: Arc<dyn Discover>,
     every: Duration,
     tls: Option<Arc<PeerTls>>,

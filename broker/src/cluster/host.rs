@@ -7,7 +7,6 @@ use crate::shutdown::Shutdown;
 
 use super::peer::Peer;
 use super::wire::{Forward, RetainedVersion, WireMessage};
-use super::Cluster;
 use crate::flow::{Pushback, Release};
 use crate::store::{SessionOwner, StoredSession};
 
@@ -20,8 +19,6 @@ pub struct NotOwner;
 /// server's `Broker`; keeping it a trait keeps the mesh free of the server's
 /// internals (sessions, connections, the store).
 pub trait Host: Send + Sync + 'static {
-    /// The mesh state (only called on nodes that have one).
-    fn mesh(&self) -> &Cluster;
     /// Flips to true when the node shuts down.
     fn shutdown_signal(&self) -> Shutdown;
     /// `peer` has subscribers for `filter`.

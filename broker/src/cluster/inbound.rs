@@ -19,11 +19,12 @@ use super::stream::{
     self, read_available, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer,
 };
 use super::wire::{self, Forward, Frame, Op, PROTOCOL_VERSION};
+use super::MeshHost;
 use crate::flow::{Hold, Pushback};
 
 /// Accepts peer connections until shutdown.
 pub(super) async fn accept_loop<H: Host>(
-    host: Arc<H>,
+    host: MeshHost<H>,
     listener: TcpListener,
     tls: Option<Arc<PeerTls>>,
 ) {
@@ -54,7 +55,12 @@ pub(super) async fn accept_loop<H: Host>(
 }
 
 /// Why a peer's hello is refused; the text goes to the peer and the log.
-fn refusal<H: Host>(host: &H, version: u16, claim: &Claim<'_>, proof_ok: bool) -> Option<String> {
+fn refusal<H: Host>(
+    host: &MeshHost<H>,
+    version: u16,
+    claim: &Claim<'_>,
+    proof_ok: bool,
+) -> Option<String> {
     let me = host.mesh().identity();
     if version != PROTOCOL_VERSION {
         return Some(format!(
@@ -80,7 +86,7 @@ fn refusal<H: Host>(host: &H, version: u16, claim: &Claim<'_>, proof_ok: bool) -
 }
 
 async fn serve<H: Host>(
-    host: &Arc<H>,
+    host: &MeshHost<H>,
     stream: TcpStream,
     address: SocketAddr,
     tls: Option<&Arc<PeerTls>>,
@@ -124,7 +130,7 @@ async fn serve<H: Host>(
         incarnation,
     };
     let proof_ok = mesh.secret().verify(&nonce, &claim, &proof);
-    if let Some(reason) = refusal(host.as_ref(), version, &claim, proof_ok) {
+    if let Some(reason) = refusal(host, version, &claim, proof_ok) {
         mesh.metrics().handshake_refused();
         tracing::warn!(%address, node = %node, %reason, "refused a peer connection");
         let refused = Frame::Refused { reason };
@@ -144,7 +150,7 @@ async fn serve<H: Host>(
     }
 
     let peer = mesh.peer(&node);
-    let resume_after = open_stream(host.as_ref(), &peer, incarnation);
+    let resume_after = open_stream(host, &peer, incarnation);
     let welcome = Frame::Welcome {
         node: me.node.clone(),
         incarnation: me.incarnation,
@@ -174,7 +180,7 @@ async fn serve<H: Host>(
 
 /// Counts a new connection from `peer` and says where its stream resumes:
 /// `None` when it is new, restarted, or was declared dead meanwhile.
-fn open_stream<H: Host>(host: &H, peer: &Arc<Peer>, incarnation: u64) -> Option<u64> {
+fn open_stream<H: Host>(host: &MeshHost<H>, peer: &Arc<Peer>, incarnation: u64) -> Option<u64> {
     let mut inbound = peer.inbound();
     inbound.connections += 1;
     inbound.lost_at = None;
@@ -213,7 +219,7 @@ struct Batch {
 /// Applies the peer's ops in order, acknowledging them in bulk: after
 /// everything already received is handled, or every [`ACK_EVERY`] ops.
 async fn apply_stream<H: Host>(
-    host: &Arc<H>,
+    host: &MeshHost<H>,
     peer: &Arc<Peer>,
     incarnation: u64,
     reader: &mut Reader,
@@ -259,7 +265,7 @@ async fn apply_stream<H: Host>(
 /// anything else is applied in stream order, once the messages before it
 /// are delivered (a takeover must find them in the session it hands over).
 async fn next_frame<H: Host>(
-    host: &Arc<H>,
+    host: &MeshHost<H>,
     peer: &Arc<Peer>,
     incarnation: u64,
     frame: Frame,
@@ -292,7 +298,7 @@ async fn next_frame<H: Host>(
 /// Delivers the batch's forwarded messages, spread over the delivery lanes by their
 /// publisher's lane (each lane in stream order), then records them applied.
 async fn deliver_publishes<H: Host>(
-    host: &Arc<H>,
+    host: &MeshHost<H>,
     peer: &Arc<Peer>,
     incarnation: u64,
     batch: &mut Batch,
@@ -303,7 +309,7 @@ async fn deliver_publishes<H: Host>(
     };
     let lanes = host.mesh().delivery_lanes();
     let pushback = if lanes == 1 || publishes.len() < MIN_PARALLEL {
-        deliver_lane(host.as_ref(), publishes)
+        deliver_lane(host, publishes)
     } else {
         let mut split: Vec<Vec<Forward>> = (0..lanes).map(|_| Vec::new()).collect();
         for forward in publishes {
@@ -316,10 +322,10 @@ async fn deliver_publishes<H: Host>(
             .filter(|lane| !lane.is_empty())
             .map(|lane| {
                 let host = host.clone();
-                tokio::spawn(async move { deliver_lane(host.as_ref(), lane) })
+                tokio::spawn(async move { deliver_lane(&host, lane) })
             })
             .collect();
-        let mut pushback = deliver_lane(host.as_ref(), split.pop().unwrap_or_default());
+        let mut pushback = deliver_lane(host, split.pop().unwrap_or_default());
         for joined in futures::future::join_all(others).await {
             match joined {
                 Ok(lane) => merge(&mut pushback, lane),
@@ -338,7 +344,7 @@ async fn deliver_publishes<H: Host>(
 }
 
 /// Delivers one lane's forwarded messages, in order.
-fn deliver_lane<H: Host>(host: &H, lane: Vec<Forward>) -> Pushback {
+fn deliver_lane<H: Host>(host: &MeshHost<H>, lane: Vec<Forward>) -> Pushback {
     let mut pushback = Pushback::default();
     for forward in lane {
         host.mesh()
@@ -356,7 +362,7 @@ fn merge(into: &mut Pushback, from: Pushback) {
 
 /// Applies a frame other than a forwarded message.
 fn handle<H: Host>(
-    host: &Arc<H>,
+    host: &MeshHost<H>,
     peer: &Arc<Peer>,
     incarnation: u64,
     frame: Frame,
@@ -369,7 +375,7 @@ fn handle<H: Host>(
                 return Err(PeerError::Unexpected("a stale incarnation's connection"));
             }
             if seq > inbound.applied {
-                let pushback = apply(host.as_ref(), peer, &mut inbound.routes, op);
+                let pushback = apply(host, peer, &mut inbound.routes, op);
                 merge(&mut batch.pushback, pushback);
                 inbound.applied = seq;
             }
@@ -409,7 +415,12 @@ fn handle<H: Host>(
 /// One op of a peer's stream (the peer's inbound lock is held by the caller,
 /// so route changes and their bookkeeping stay together). Returns what local
 /// subscribers with full queues ask of the stream.
-fn apply<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>, op: Op) -> Pushback {
+fn apply<H: Host>(
+    host: &MeshHost<H>,
+    peer: &Arc<Peer>,
+    routes: &mut HashSet<String>,
+    op: Op,
+) -> Pushback {
     match op {
         Op::Reset => forget_routes(host, peer, routes),
         Op::RouteAdd(filter) => {
@@ -443,7 +454,7 @@ fn apply<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>, op: 
 
 /// Takes every route `peer` advertised out of the router, and forgets the
 /// sessions it claimed (a snapshot follows a reset; a dead peer holds none).
-fn forget_routes<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<String>) {
+fn forget_routes<H: Host>(host: &MeshHost<H>, peer: &Arc<Peer>, routes: &mut HashSet<String>) {
     for filter in routes.drain() {
         host.remove_peer_route(peer, &filter);
     }
@@ -454,7 +465,7 @@ fn forget_routes<H: Host>(host: &H, peer: &Arc<Peer>, routes: &mut HashSet<Strin
 /// a peer timeout: their routes go (nothing more is forwarded to them), what
 /// was queued for them is counted lost, and they are forgotten. A peer still
 /// reachable one way is alive: a one-way cut heals by resuming its streams.
-pub(super) async fn sweep_loop<H: Host>(host: Arc<H>) {
+pub(super) async fn sweep_loop<H: Host>(host: MeshHost<H>) {
     let mut shutdown = host.shutdown_signal();
     let mesh = host.mesh();
     let timeout = mesh.peer_timeout();
@@ -479,7 +490,7 @@ pub(super) async fn sweep_loop<H: Host>(host: Arc<H>) {
             if heard {
                 continue;
             }
-            forget_routes(host.as_ref(), &peer, &mut inbound.routes);
+            forget_routes(&host, &peer, &mut inbound.routes);
             let known = inbound.incarnation.take().is_some();
             inbound.applied = 0;
             drop(inbound);

@@ -388,20 +388,54 @@ impl Cluster {
     }
 }
 
+/// What every mesh task works with: the broker node it serves, and the
+/// mesh's own state, handed in rather than asked of the host. It derefs to
+/// the host, so tasks call the host's operations on it directly.
+#[derive(Debug)]
+pub(crate) struct MeshHost<H> {
+    host: Arc<H>,
+    mesh: Arc<Cluster>,
+}
+
+impl<H> MeshHost<H> {
+    /// The mesh state.
+    pub fn mesh(&self) -> &Cluster {
+        &self.mesh
+    }
+}
+
+impl<H> Clone for MeshHost<H> {
+    fn clone(&self) -> Self {
+        MeshHost {
+            host: self.host.clone(),
+            mesh: self.mesh.clone(),
+        }
+    }
+}
+
+impl<H> std::ops::Deref for MeshHost<H> {
+    type Target = H;
+
+    fn deref(&self) -> &H {
+        &self.host
+    }
+}
+
 /// Starts the mesh's tasks: accepting peers on `listener`, dialling what
 /// `discover` finds (the configured sources when `None`), and declaring
 /// silent peers dead. Every peer connection runs over `tls` when given.
 pub fn spawn<H: Host>(
     host: Arc<H>,
+    mesh: Arc<Cluster>,
     listener: TcpListener,
     discover: Option<Arc<dyn Discover>>,
     tls: Option<PeerTls>,
 ) -> Vec<JoinHandle<()>> {
     let tls = tls.map(Arc::new);
-    let config = host.mesh().config();
-    let every = discovery::interval(config);
-    let discover =
-        discover.unwrap_or_else(|| Arc::new(Discovery::from_config(config)) as Arc<dyn Discover>);
+    let every = discovery::interval(mesh.config());
+    let discover = discover
+        .unwrap_or_else(|| Arc::new(Discovery::from_config(mesh.config())) as Arc<dyn Discover>);
+    let host = MeshHost { host, mesh };
     vec![
         tokio::spawn(inbound::accept_loop(host.clone(), listener, tls.clone())),
         tokio::spawn(discovery::membership_loop(

@@ -61,7 +61,7 @@ pub struct Broker {
     acl: Option<Acl>,
     persistence: Option<Persistence>,
     /// The mesh with the other nodes of the cluster, when configured.
-    cluster: Option<Cluster>,
+    cluster: Option<Arc<Cluster>>,
     shutdown: Shutdown,
     all_closed: Notify,
     ready: AtomicBool,
@@ -79,7 +79,7 @@ impl Broker {
             Some(dir) => Some(Persistence::open(dir)?),
             None => None,
         };
-        let cluster = Cluster::new(&config.node, &config.cluster)?;
+        let cluster = Cluster::new(&config.node, &config.cluster)?.map(Arc::new);
         Ok(Broker {
             cluster,
             config,
@@ -107,7 +107,12 @@ impl Broker {
 
     /// The mesh, on a node that is part of a cluster.
     pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
+        self.cluster.as_deref()
+    }
+
+    /// The mesh, shared with the tasks that run it.
+    pub(super) fn shared_cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.clone()
     }
 
     pub(super) fn registry(&self) -> &Registry {
@@ -651,12 +656,6 @@ const PEER_ROUTE: SubscriptionOptions = SubscriptionOptions {
 };
 
 impl Host for Broker {
-    fn mesh(&self) -> &Cluster {
-        self.cluster
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("mesh tasks run only on clustered nodes"))
-    }
-
     fn shutdown_signal(&self) -> Shutdown {
         self.shutdown.clone()
     }
@@ -757,7 +756,10 @@ impl Host for Broker {
     fn retained_for_peer(&self) -> Vec<(WireMessage, RetainedVersion)> {
         let weakest = RetainedVersion {
             stamp: 0,
-            node: self.mesh().identity().node.clone(),
+            node: self
+                .cluster
+                .as_ref()
+                .map_or_else(String::new, |c| c.identity().node.clone()),
         };
         self.retained.read().for_peer(Instant::now(), &weakest)
     }

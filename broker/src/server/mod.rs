@@ -131,8 +131,8 @@ impl Server {
             })?;
 
         let mut tasks = Vec::new();
-        let cluster_addr = match broker.config().cluster.bind {
-            Some(bind) if broker.cluster().is_some() => {
+        let cluster_addr = match (broker.config().cluster.bind, broker.shared_cluster()) {
+            (Some(bind), Some(mesh)) => {
                 let bind_error = |source| ServerError::ClusterBind { addr: bind, source };
                 let listener = tokio::net::TcpListener::bind(bind)
                     .await
@@ -145,6 +145,7 @@ impl Server {
                 tracing::info!(%addr, node = %broker.config().node.name, tls = tls.is_some(), "listening for cluster peers");
                 tasks.extend(crate::cluster::spawn(
                     broker.clone(),
+                    mesh,
                     listener,
                     discover,
                     tls,

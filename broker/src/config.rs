@@ -462,6 +462,11 @@ impl Config {
         if limits.max_inflight == 0 {
             return invalid("limits.maxInflight must be at least 1".into());
         }
+        if limits.max_queued_messages == 0 {
+            // Nothing could ever be queued: every message would be dropped,
+            // or every publisher held until it gave up.
+            return invalid("limits.maxQueuedMessages must be at least 1".into());
+        }
         if limits.backpressure_max_wait_ms == 0 {
             return invalid("limits.backpressureMaxWaitMs must be at least 1".into());
         }
@@ -562,6 +567,23 @@ mod tests {
         let config: Config = serde_yaml::from_str(yaml).expect("parse");
         assert!(config.validate().is_err());
         assert!(serde_yaml::from_str::<Config>("listners: []").is_err());
+    }
+
+    #[test]
+    fn limits_that_could_never_work_are_refused_naming_the_field() {
+        for (limits, field) in [
+            ("{maxQueuedMessages: 0}", "limits.maxQueuedMessages"),
+            ("{backpressureMaxWaitMs: 0}", "limits.backpressureMaxWaitMs"),
+            ("{maxInflight: 0}", "limits.maxInflight"),
+        ] {
+            let config: Config = serde_yaml::from_str(&format!("limits: {limits}")).expect("parse");
+            let err = config.validate().expect_err(limits).to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        let config: Config =
+            serde_yaml::from_str("limits: {queueFullPolicy: drop}").expect("parse");
+        assert_eq!(config.limits.queue_full_policy, QueueFullPolicy::Drop);
+        assert!(serde_yaml::from_str::<Config>("limits: {queueFullPolicy: block}").is_err());
     }
 
     #[test]

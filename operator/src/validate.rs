@@ -169,7 +169,7 @@ fn limits(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
         ("maxConnections", l.max_connections, 1, 10_000_000),
         ("maxPacketSize", l.max_packet_size, 16, 268_435_455),
         ("maxInflight", l.max_inflight, 1, 65535),
-        ("maxQueuedMessages", l.max_queued_messages, 0, 10_000_000),
+        ("maxQueuedMessages", l.max_queued_messages, 1, 10_000_000),
         (
             "maxSessionExpirySecs",
             l.max_session_expiry_secs,

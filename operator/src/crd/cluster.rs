@@ -351,7 +351,7 @@ pub struct LimitsSpec {
     pub max_inflight: Option<i64>,
     /// Messages queued per session (offline sessions drop beyond it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 10_000_000))]
+    #[schemars(range(min = 1, max = 10_000_000))]
     pub max_queued_messages: Option<i64>,
     /// What a publisher meets when a connected subscriber's queue is full:
     /// `Backpressure` (the default) holds it until there is room, `Drop`

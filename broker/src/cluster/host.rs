@@ -3,11 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shutdown::Shutdown;
-
 use super::peer::Peer;
 use super::wire::{Forward, RetainedVersion, WireMessage};
 use crate::flow::{Pushback, Release};
+use crate::shutdown::Shutdown;
 use crate::store::{SessionOwner, StoredSession};
 
 /// A session belongs to another identity than the one asking for it.

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 
-use crate::shutdown::Shutdown;
-
 use super::message::{Message, Outgoing};
 use super::persist::{self, Persistence};
 use super::registry::{
@@ -29,6 +27,7 @@ use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::router::{Delivery, Router, Scope, SubscribeOutcome};
 use crate::session::Session;
+use crate::shutdown::Shutdown;
 use crate::store::{SessionOwner, StoredSession};
 
 /// What routing one message did.

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::shutdown::Shutdown;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,6 +31,7 @@ use crate::protocol::{
 };
 use crate::router::Delivery;
 use crate::session::{AckError, Next, Resend};
+use crate::shutdown::Shutdown;
 use crate::store::SessionOwner;
 use crate::transport::{ClientStream, Listener};
 

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::shutdown::Shutdown;
 use parking_lot::Mutex;
 
 use super::broker::Broker;
@@ -18,6 +17,7 @@ use super::message::{unix_ms, Message, Outgoing};
 use super::registry::{Registry, SessionHandle, SessionState, SubscriptionRecord};
 use crate::metrics::Metrics;
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
+use crate::shutdown::Shutdown;
 use crate::store::{Snapshot, Store, StoreError, StoreOp, StoredSession, StoredSubscription};
 
 /// Pending changes and the store they go to.

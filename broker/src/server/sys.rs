@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shutdown::Shutdown;
 use bytes::Bytes;
 
 use super::broker::Broker;
 use super::message::Message;
 use crate::config::QueueFullPolicy;
 use crate::protocol::{PublishProperties, QoS};
+use crate::shutdown::Shutdown;
 
 /// The statistics as (topic, value) pairs.
 fn statistics(broker: &Broker) -> Vec<(&'static str, String)> {

@@ -20,6 +20,7 @@ use super::message::{Message, Outgoing};
 use super::registry::{SessionHandle, SessionRef};
 use super::target::Target;
 use crate::auth::Verdict;
+use crate::cluster::Host;
 use crate::config::{ListenerConfig, QueueFullPolicy};
 use crate::flow::{Hold, Release};
 use crate::metrics::{DropReason, RefusalReason};
@@ -209,11 +210,6 @@ async fn read_connect(
             Err(DecodeError::UnsupportedProtocolVersion(level)) => {
                 broker.metrics().refused(RefusalReason::BadConnect);
                 tracing::debug!(%peer, level, "unsupported protocol level");
-                let connack = Packet::ConnAck(ConnAck {
-                    session_present: false,
-                    code: ReasonCode::UnsupportedProtocolVersion,
-                    properties: ConnAckProperties::default(),
-                });
                 // A client newer than 5.0 is answered in 5.0's format (0x84,
                 // as [MQTT-3.1.2-2] allows); an older one (3.1) in 3.1.1's
                 // (return code 1), which it can read.
@@ -222,14 +218,7 @@ async fn read_connect(
                 } else {
                     ProtocolVersion::V311
                 };
-                let mut out = BytesMut::new();
-                if encode(&connack, format, &mut out).is_ok() {
-                    let _ = tokio::time::timeout(
-                        CLOSE_TIMEOUT,
-                        write_flushed(&mut reader.stream, &out),
-                    )
-                    .await;
-                }
+                send_refusal(reader, ReasonCode::UnsupportedProtocolVersion, format).await;
                 return None;
             }
             Err(err) => {
@@ -587,9 +576,7 @@ impl Connection {
                 Event::Read(_) if !self.held_packets.is_empty() => self.input_closed = true,
                 Event::Read(_) => return Close::Lost,
                 Event::Released(release) => {
-                    self.broker
-                        .metrics()
-                        .backpressure_hold(matches!(release, Release::TimedOut(_)));
+                    self.broker.held(release);
                     self.hold = None;
                     input_pending = true;
                 }
@@ -1190,13 +1177,18 @@ async fn refuse(
 ) {
     broker.metrics().refused(reason);
     tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, code = ?code, "connection refused");
+    send_refusal(reader, code, connect.protocol).await;
+}
+
+/// Writes a CONNACK refusing the connection with `code`, in `version`'s format.
+async fn send_refusal(reader: &mut Reader, code: ReasonCode, version: ProtocolVersion) {
     let connack = Packet::ConnAck(ConnAck {
         session_present: false,
         code,
         properties: ConnAckProperties::default(),
     });
     let mut out = BytesMut::new();
-    if encode(&connack, connect.protocol, &mut out).is_ok() {
+    if encode(&connack, version, &mut out).is_ok() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_flushed(&mut reader.stream, &out)).await;
     }
 }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use parking_lot::MutexGuard;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::directory::ClaimOutcome;
 use super::handshake::{self, Claim};
 use super::host::Host;
-use super::peer::Peer;
+use super::peer::{InboundState, Peer};
 use super::stream::{
     self, read_available, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer,
 };
@@ -276,10 +277,7 @@ async fn next_frame<H: Host>(
             seq,
             op: Op::Publish(forward),
         } => {
-            let inbound = peer.inbound();
-            if inbound.incarnation != Some(incarnation) {
-                return Err(PeerError::Unexpected("a stale incarnation's connection"));
-            }
+            let inbound = current_stream(peer, incarnation)?;
             if seq > inbound.applied.max(batch.publishes_upto.unwrap_or(0)) {
                 batch.publishes.push(forward);
                 batch.publishes_upto = Some(seq);
@@ -316,16 +314,17 @@ async fn deliver_publishes<H: Host>(
             let lane = usize::try_from(forward.lane % lanes as u64).unwrap_or(0);
             split[lane].push(forward);
         }
-        let mut rest = split.split_off(1);
-        let others: Vec<_> = rest
-            .drain(..)
+        // Lane 0 here, the others in tasks of their own.
+        let first = std::mem::take(&mut split[0]);
+        let others: Vec<_> = split
+            .into_iter()
             .filter(|lane| !lane.is_empty())
             .map(|lane| {
                 let host = host.clone();
                 tokio::spawn(async move { deliver_lane(&host, lane) })
             })
             .collect();
-        let mut pushback = deliver_lane(host, split.pop().unwrap_or_default());
+        let mut pushback = deliver_lane(host, first);
         for joined in futures::future::join_all(others).await {
             match joined {
                 Ok(lane) => merge(&mut pushback, lane),
@@ -341,6 +340,19 @@ async fn deliver_publishes<H: Host>(
     if inbound.incarnation == Some(incarnation) && upto > inbound.applied {
         inbound.applied = upto;
     }
+}
+
+/// The peer's inbound state, if this connection still carries the stream of
+/// its current incarnation (a newer one ends it).
+fn current_stream(
+    peer: &Peer,
+    incarnation: u64,
+) -> Result<MutexGuard<'_, InboundState>, PeerError> {
+    let inbound = peer.inbound();
+    if inbound.incarnation != Some(incarnation) {
+        return Err(PeerError::Unexpected("a stale incarnation's connection"));
+    }
+    Ok(inbound)
 }
 
 /// Delivers one lane's forwarded messages, in order.
@@ -370,10 +382,7 @@ fn handle<H: Host>(
 ) -> Result<(), PeerError> {
     match frame {
         Frame::Op { seq, op } => {
-            let mut inbound = peer.inbound();
-            if inbound.incarnation != Some(incarnation) {
-                return Err(PeerError::Unexpected("a stale incarnation's connection"));
-            }
+            let mut inbound = current_stream(peer, incarnation)?;
             if seq > inbound.applied {
                 let pushback = apply(host, peer, &mut inbound.routes, op);
                 merge(&mut batch.pushback, pushback);
@@ -436,10 +445,7 @@ fn apply<H: Host>(
         Op::Publish(forward) => {
             return deliver_lane(host, vec![forward]);
         }
-        Op::Retained { message, version } => {
-            host.mesh().observe(version.stamp);
-            host.retain_versioned(message, version);
-        }
+        Op::Retained { message, version } => host.retain_versioned(message, version),
         Op::Claim { client_id, stamp } => {
             let mesh = host.mesh();
             if mesh.peer_claims(peer, &client_id, stamp) == ClaimOutcome::Supersedes {

@@ -229,17 +229,18 @@ impl Cluster {
     /// to it): every peer hears of it. Returns the claim's stamp.
     pub fn claim(&self, client_id: &str) -> u64 {
         let claim = self.directory.lock().claim(client_id);
-        self.announce(Op::Claim {
-            client_id: client_id.to_owned(),
-            stamp: claim.stamp,
-        });
-        claim.stamp
+        self.announce_claim(client_id, claim)
     }
 
     /// A session restored from disk at start-up lives here, with the weakest
     /// claim: a peer that took the client over meanwhile wins.
     pub fn claim_restored(&self, client_id: &str) -> u64 {
         let claim = self.directory.lock().claim_restored(client_id);
+        self.announce_claim(client_id, claim)
+    }
+
+    /// Tells every peer of this node's `claim` to `client_id`; returns its stamp.
+    fn announce_claim(&self, client_id: &str, claim: Claim) -> u64 {
         self.announce(Op::Claim {
             client_id: client_id.to_owned(),
             stamp: claim.stamp,

@@ -337,6 +337,10 @@ impl Broker {
             stored.payload = bytes::Bytes::copy_from_slice(&message.payload);
             Arc::new(stored)
         };
+        if let (Some(version), Some(cluster)) = (&version, &self.cluster) {
+            // A peer's version moves the clock past it (a local one already is).
+            cluster.observe(version.stamp);
+        }
         let now = Instant::now();
         let applied = self.retained.write().apply(stored, version, now);
         if let (true, false, Some(p)) = (applied, message.topic.starts_with('$'), &self.persistence)
@@ -676,9 +680,6 @@ impl Host for Broker {
         };
         let message = Arc::new(message);
         if message.retain {
-            if let (Some(version), Some(cluster)) = (&forward.retained, &self.cluster) {
-                cluster.observe(version.stamp);
-            }
             self.retain(&message, forward.retained.clone());
         }
         if !forward.plain && forward.groups.is_empty() {

@@ -12,9 +12,9 @@
 //!   not refuse it: the topics it denies are filtered out at delivery instead
 //!   ([`Acl::can_receive`]), as mosquitto does.
 //!
-//! `%u` and `%c` in a rule stand for the username and client id; a value that would change the rule's shape (it
-//! holds `/`, `+`, `#`, or starts with `$`) makes the rule not apply, so a
-//! crafted username cannot widen its own access.
+//! `%u` and `%c` in a rule stand for the username and client id; a value that
+//! would change the rule's shape (it holds `/`, `+`, `#`, or starts with `$`)
+//! makes the rule not apply, so a crafted username cannot widen its own access.
 //!
 //! Topics are matched and validated by `protocol::topic`, the same code the
 //! router uses, so what the ACL allows and what the router delivers cannot
@@ -103,9 +103,13 @@ impl Acl {
         if !is_valid_topic(topic) {
             return false;
         }
-        applicable_filters(rules, username, client_id, |rule| &rule.publish)
-            .find(|(_, filter)| matches(filter, topic))
-            .is_some_and(|(permission, _)| permission == Permission::Allow)
+        first_decision_allows(
+            rules,
+            username,
+            client_id,
+            |rule| &rule.publish,
+            |f| matches(f, topic),
+        )
     }
 
     /// Whether `username` may subscribe to `filter` (every topic it matches must be allowed).
@@ -120,9 +124,13 @@ impl Acl {
         if !is_valid_filter(filter) {
             return false;
         }
-        applicable_filters(rules, username, client_id, |rule| &rule.subscribe)
-            .find(|(_, rule_filter)| covers(rule_filter, filter))
-            .is_some_and(|(permission, _)| permission == Permission::Allow)
+        first_decision_allows(
+            rules,
+            username,
+            client_id,
+            |rule| &rule.subscribe,
+            |f| covers(f, filter),
+        )
     }
 
     /// Whether a message on `topic` may be delivered to `username` through a
@@ -133,9 +141,13 @@ impl Acl {
         let Some(rules) = &self.rules else {
             return true;
         };
-        applicable_filters(rules, username, client_id, |rule| &rule.subscribe)
-            .find(|(_, filter)| matches(filter, topic))
-            .is_some_and(|(permission, _)| permission == Permission::Allow)
+        first_decision_allows(
+            rules,
+            username,
+            client_id,
+            |rule| &rule.subscribe,
+            |f| matches(f, topic),
+        )
     }
 
     /// Whether some rule denies subscribe filters, so deliveries must be
@@ -143,6 +155,21 @@ impl Acl {
     pub fn filters_deliveries(&self) -> bool {
         self.denies_reads
     }
+}
+
+/// Whether the first of `username`'s applicable filters (from `pick`, in rule
+/// order) for which `decides` holds belongs to an allow rule; when none
+/// decides, access is denied.
+fn first_decision_allows<'a>(
+    rules: &'a [Rule],
+    username: Option<&'a str>,
+    client_id: &'a str,
+    pick: impl Fn(&'a Rule) -> &'a Vec<String> + 'a,
+    decides: impl Fn(&str) -> bool,
+) -> bool {
+    applicable_filters(rules, username, client_id, pick)
+        .find(|(_, filter)| decides(filter))
+        .is_some_and(|(permission, _)| permission == Permission::Allow)
 }
 
 /// The filters of every rule that applies to `username`, in rule order, with

@@ -7,10 +7,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use strait_broker::config::QueueFullPolicy;
 use strait_broker::metrics::DropReason;
-use strait_broker::protocol::{Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode};
+use strait_broker::protocol::{Packet, ProtocolVersion, PubAck, QoS, ReasonCode};
 use support::cluster::TestCluster;
 use support::{start_broker, within, RawClient};
 
@@ -19,16 +18,14 @@ const PER_PUBLISHER: u32 = 5_000;
 /// QoS 1 publishes a publisher keeps unacknowledged, as client libraries do.
 const PUBLISHER_WINDOW: u32 = 32;
 
+/// A QoS 1 PUBLISH.
 fn publish(topic: &str, packet_id: u16, payload: Vec<u8>) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: topic.into(),
-        packet_id: Some(packet_id),
-        payload: Bytes::from(payload),
-        properties: Default::default(),
-    })
+    Packet::Publish(support::publish(
+        topic,
+        QoS::AtLeastOnce,
+        Some(packet_id),
+        payload,
+    ))
 }
 
 /// Publishes `count` QoS 1 messages `[index, seq (4 bytes)]` to `topic` with
@@ -341,15 +338,12 @@ async fn qos0_beyond_a_full_queue_is_dropped_without_holding_the_publisher() {
     let big = vec![0u8; 64 * 1024];
     for _ in 0..200 {
         publisher
-            .send(&Packet::Publish(Publish {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic: "q".into(),
-                packet_id: None,
-                payload: Bytes::from(big.clone()),
-                properties: Default::default(),
-            }))
+            .send(&Packet::Publish(support::publish(
+                "q",
+                QoS::AtMostOnce,
+                None,
+                big.clone(),
+            )))
             .await;
     }
     // The publisher's connection still answers at once: it is not held.

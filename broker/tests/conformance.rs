@@ -9,22 +9,14 @@ use bytes::{Bytes, BytesMut};
 use strait_broker::config::{AclRule, Permission};
 use strait_broker::metrics::DropReason;
 use strait_broker::protocol::{
-    encode, ConnectProperties, Packet, ProtocolVersion, PubAck, Publish, PublishProperties, QoS,
-    ReasonCode, Unsubscribe,
+    encode, ConnectProperties, Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode,
+    Unsubscribe,
 };
 use support::{connect_packet, start_broker, subscribe_packet, within, RawClient};
 use tokio::io::AsyncReadExt;
 
 fn publish(topic: &str, qos: QoS, packet_id: Option<u16>) -> Publish {
-    Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: topic.into(),
-        packet_id,
-        payload: Bytes::from_static(b"x"),
-        properties: PublishProperties::default(),
-    }
+    support::publish(topic, qos, packet_id, &b"x"[..])
 }
 
 /// What the broker sent before closing: `Some(reason)` of its DISCONNECT, or

@@ -2,11 +2,8 @@
 
 mod support;
 
-use bytes::Bytes;
 use strait_broker::metrics::{DropReason, RefusalReason};
-use strait_broker::protocol::{
-    ConnectProperties, Packet, ProtocolVersion, Publish, QoS, ReasonCode,
-};
+use strait_broker::protocol::{ConnectProperties, Packet, ProtocolVersion, QoS, ReasonCode};
 use support::{start_broker, RawClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,15 +17,7 @@ async fn connect(
 }
 
 fn publish(topic: &str, qos: QoS, packet_id: Option<u16>, payload: Vec<u8>) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: topic.into(),
-        packet_id,
-        payload: Bytes::from(payload),
-        properties: Default::default(),
-    })
+    Packet::Publish(support::publish(topic, qos, packet_id, payload))
 }
 
 #[tokio::test]

@@ -314,6 +314,25 @@ pub fn connect_packet(
     }))
 }
 
+/// A PUBLISH of `payload` to `topic` at `qos` (`packet_id` set for QoS 1/2),
+/// not retained, without properties.
+pub fn publish(
+    topic: &str,
+    qos: QoS,
+    packet_id: Option<u16>,
+    payload: impl Into<bytes::Bytes>,
+) -> strait_broker::protocol::Publish {
+    strait_broker::protocol::Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        packet_id,
+        payload: payload.into(),
+        properties: Default::default(),
+    }
+}
+
 /// SUBSCRIBE with id `packet_id` to one filter at `qos`.
 pub fn subscribe_packet(packet_id: u16, filter: &str, qos: QoS) -> Packet {
     Packet::Subscribe(Subscribe {

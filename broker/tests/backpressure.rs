@@ -56,6 +56,19 @@ async fn expect_puback(client: &mut RawClient) -> u32 {
     }
 }
 
+/// Receives `count` QoS 1 messages on `client`, acknowledging each.
+async fn receive_acking(mut client: RawClient, count: u16) {
+    for _ in 0..count {
+        match client.recv().await {
+            Some(Packet::Publish(p)) => {
+                let id = p.packet_id.expect("QoS 1");
+                client.send(&Packet::PubAck(PubAck::success(id))).await;
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+}
+
 /// A QoS 1 subscriber that acknowledges every message but pauses now and
 /// then, so it is slower than the publishers together. Returns, per
 /// publisher, the sequence numbers in the order they arrived.
@@ -200,19 +213,7 @@ async fn a_stalled_subscriber_holds_an_unrelated_pair_no_longer_than_the_wait() 
     let mut sender = RawClient::connected(addr, ProtocolVersion::V5, "sender").await;
 
     let count = 100u16;
-    let receiving = tokio::spawn(async move {
-        let mut received = 0;
-        while received < count {
-            match receiver.recv().await {
-                Some(Packet::Publish(p)) => {
-                    received += 1;
-                    let id = p.packet_id.expect("QoS 1");
-                    receiver.send(&Packet::PubAck(PubAck::success(id))).await;
-                }
-                other => panic!("expected PUBLISH, got {other:?}"),
-            }
-        }
-    });
+    let receiving = tokio::spawn(receive_acking(receiver, count));
     let started = Instant::now();
     for id in 1..=count {
         sender.send(&publish("pair/b", id, vec![1])).await;
@@ -257,20 +258,8 @@ async fn a_shared_group_gives_messages_to_the_member_with_room() {
     worker.subscribe("$share/g/jobs", QoS::AtLeastOnce).await;
     let mut sender = RawClient::connected(addr, ProtocolVersion::V5, "sender").await;
     let count = 200u16;
-    let worker_task = tokio::spawn(async move {
-        let mut received = 0u16;
-        // `stuck` takes at most its window and its queue (and one beyond).
-        while received < count - 15 {
-            match worker.recv().await {
-                Some(Packet::Publish(p)) => {
-                    received += 1;
-                    let id = p.packet_id.expect("QoS 1");
-                    worker.send(&Packet::PubAck(PubAck::success(id))).await;
-                }
-                other => panic!("expected PUBLISH, got {other:?}"),
-            }
-        }
-    });
+    // `stuck` takes at most its window and its queue (and one beyond).
+    let worker_task = tokio::spawn(receive_acking(worker, count - 15));
     for id in 1..=count {
         sender.send(&publish("jobs", id, vec![1])).await;
         match sender.recv().await {

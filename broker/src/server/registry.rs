@@ -126,13 +126,18 @@ impl SessionHandle {
     /// Records whether the queue is at its bound, from the session's state
     /// (the caller holds its lock). When room appears, held publishers are
     /// woken; when the queue has drained to half, a stall is over.
+    ///
+    /// Called on every delivery, so the flags are only written when they
+    /// change (`full` is only written here, under the session's lock).
     pub fn queue_changed(&self, state: &SessionState) {
         let full = state.session.is_full();
-        let was_full = self.full.swap(full, Ordering::AcqRel);
-        if was_full && !full {
-            self.room.notify_waiters();
+        if self.full.load(Ordering::Acquire) != full {
+            self.full.store(full, Ordering::Release);
+            if !full {
+                self.room.notify_waiters();
+            }
         }
-        if state.session.is_half_empty() {
+        if self.is_stalled() && state.session.is_half_empty() {
             self.stalled.store(false, Ordering::Release);
         }
     }

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod flow;
 pub mod metrics;
+pub mod peering;
 pub mod protocol;
 pub mod router;
 pub mod server;

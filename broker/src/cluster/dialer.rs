@@ -13,11 +13,11 @@ use tokio::time::{timeout, Instant};
 
 use super::handshake::Claim;
 use super::host::Host;
-use super::outbox::Resume;
 use super::peer::Peer;
 use super::stream::{self, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer};
 use super::wire::{self, Frame, Op, PROTOCOL_VERSION};
 use super::MeshHost;
+use crate::peering::{Backoff, Resume};
 
 /// The first pause between attempts; it doubles up to the configured cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -38,8 +38,8 @@ pub(super) async fn dial_loop<H: Host>(
     tls: Option<Arc<PeerTls>>,
 ) {
     let mut shutdown = host.shutdown_signal();
-    let mut backoff = FIRST_BACKOFF;
     let max_backoff = Duration::from_millis(host.mesh().config().max_backoff_ms);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, max_backoff);
     loop {
         let started = Instant::now();
         let outcome = tokio::select! {
@@ -62,14 +62,12 @@ pub(super) async fn dial_loop<H: Host>(
         }
         // A connection that lived a while was healthy: start backing off afresh.
         if started.elapsed() > host.mesh().peer_timeout() {
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
         }
-        let jitter = Duration::from_millis(rand::random::<u64>() % 50);
         tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = tokio::time::sleep(backoff.next_pause()) => {}
             _ = shutdown.recv() => return,
         }
-        backoff = (backoff * 2).min(max_backoff);
     }
 }
 
@@ -94,7 +92,10 @@ async fn connect<H: Host>(
         return Err(PeerError::Unexpected("expected a challenge"));
     };
     if version != PROTOCOL_VERSION {
-        return Err(PeerError::Version(version));
+        return Err(PeerError::Version {
+            theirs: version,
+            ours: PROTOCOL_VERSION,
+        });
     }
     let me = mesh.identity();
     let claim = Claim {
@@ -169,19 +170,14 @@ async fn write_loop<H: Host>(
 ) -> Result<(), PeerError> {
     let heartbeat = host.mesh().heartbeat();
     let ping = wire::encode_to_bytes(&Frame::Ping)?;
-    let mut frames = Vec::new();
     let mut batch = Vec::with_capacity(64 * 1024);
     loop {
-        peer.take_unsent(&mut frames);
-        if frames.is_empty() {
+        batch.clear();
+        if !peer.write_unsent(&mut batch) {
             tokio::select! {
                 _ = peer.wake.notified() => continue,
-                _ = tokio::time::sleep(heartbeat) => frames.push(ping.clone()),
+                _ = tokio::time::sleep(heartbeat) => batch.extend_from_slice(&ping),
             }
-        }
-        batch.clear();
-        for frame in frames.drain(..) {
-            batch.extend_from_slice(&frame);
         }
         writer.write_all(&batch).await?;
     }

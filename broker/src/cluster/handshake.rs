@@ -9,16 +9,11 @@
 use std::fmt;
 use std::path::Path;
 
-use blake2::digest::consts::U32;
-use blake2::digest::Mac;
-use blake2::Blake2bMac;
-
 use super::wire::NONCE_LEN;
-
-type ProofMac = Blake2bMac<U32>;
+use crate::peering::proof;
 
 /// Separates these proofs from any other use of the same secret.
-const CONTEXT: &[u8] = b"strait-cluster-handshake-v1";
+const CONTEXT: &[u8] = b"strait-cluster-handshake-v3";
 
 /// The shared cluster secret. `Debug` never shows it.
 #[derive(Clone)]
@@ -62,25 +57,10 @@ impl ClusterSecret {
         ClusterSecret(bytes.to_vec())
     }
 
-    fn mac(&self) -> ProofMac {
-        // BLAKE2b takes keys of 1..=64 bytes; longer secrets are hashed first.
-        let key = if self.0.len() <= 64 {
-            self.0.clone()
-        } else {
-            use blake2::Digest;
-            blake2::Blake2b512::digest(&self.0).to_vec()
-        };
-        let mut mac = <ProofMac as Mac>::new_from_slice(&key)
-            .unwrap_or_else(|_| unreachable!("1..=64-byte keys are valid"));
-        mac.update(CONTEXT);
-        mac
-    }
-
     /// The proof a dialer sends for `challenge`.
     pub fn prove(&self, challenge: &[u8; NONCE_LEN], claim: &Claim<'_>) -> [u8; NONCE_LEN] {
-        let mut mac = self.mac();
-        claim.feed(challenge, &mut mac);
-        mac.finalize().into_bytes().into()
+        let incarnation = claim.incarnation.to_be_bytes();
+        proof::mac(&self.0, CONTEXT, &claim.parts(challenge, &incarnation))
     }
 
     /// Whether `proof` answers `challenge` for `claim` (in constant time).
@@ -88,11 +68,15 @@ impl ClusterSecret {
         &self,
         challenge: &[u8; NONCE_LEN],
         claim: &Claim<'_>,
-        proof: &[u8; NONCE_LEN],
+        given: &[u8; NONCE_LEN],
     ) -> bool {
-        let mut mac = self.mac();
-        claim.feed(challenge, &mut mac);
-        mac.verify_slice(proof).is_ok()
+        let incarnation = claim.incarnation.to_be_bytes();
+        proof::verify(
+            &self.0,
+            CONTEXT,
+            &claim.parts(challenge, &incarnation),
+            given,
+        )
     }
 }
 
@@ -104,21 +88,21 @@ pub struct Claim<'a> {
     pub incarnation: u64,
 }
 
-impl Claim<'_> {
-    fn feed(&self, challenge: &[u8; NONCE_LEN], mac: &mut ProofMac) {
-        mac.update(challenge);
-        // Length prefixes keep ("ab","c") and ("a","bc") apart.
-        for part in [self.cluster.as_bytes(), self.node.as_bytes()] {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part);
-        }
-        mac.update(&self.incarnation.to_be_bytes());
+impl<'a> Claim<'a> {
+    /// What the proof covers: the challenge and everything claimed.
+    fn parts(&self, challenge: &'a [u8; NONCE_LEN], incarnation: &'a [u8; 8]) -> [&'a [u8]; 4] {
+        [
+            challenge,
+            self.cluster.as_bytes(),
+            self.node.as_bytes(),
+            incarnation,
+        ]
     }
 }
 
 /// A fresh random challenge.
 pub fn challenge() -> [u8; NONCE_LEN] {
-    rand::random()
+    proof::nonce()
 }
 
 #[cfg(test)]

@@ -16,12 +16,11 @@ use super::directory::ClaimOutcome;
 use super::handshake::{self, Claim};
 use super::host::Host;
 use super::peer::{InboundState, Peer};
-use super::stream::{
-    self, read_available, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer,
-};
+use super::stream::{self, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer};
 use super::wire::{self, Forward, Frame, Op, PROTOCOL_VERSION};
 use super::MeshHost;
 use crate::flow::{Hold, Pushback};
+use crate::peering::io::read_available;
 
 /// Accepts peer connections until shutdown.
 pub(super) async fn accept_loop<H: Host>(

@@ -21,7 +21,6 @@ pub mod handshake;
 mod host;
 mod inbound;
 mod metrics;
-mod outbox;
 mod peer;
 mod stream;
 pub mod wire;

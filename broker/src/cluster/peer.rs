@@ -12,11 +12,14 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{oneshot, Notify};
 
 use super::metrics::ClusterMetrics;
-use super::outbox::{Outbox, PushError};
-use super::wire::{self, Frame, Op};
+use super::wire::{self, Frame, Op, MAX_FRAME, OP_VARIANT};
 use super::NodeStatus;
 use crate::flow::Gate;
+use crate::peering::outbox::{Bounds, Forgotten, Kind, Outbox, PushError};
 use crate::store::StoredSession;
+
+/// Queued messages beyond which a peer counts as falling behind.
+const BACKLOG: usize = 4096;
 
 /// A peer node of this cluster, known by its name.
 #[derive(Debug)]
@@ -70,10 +73,18 @@ pub(super) struct InboundState {
 
 impl Peer {
     pub(super) fn new(id: u64, name: &str, max_pending: usize) -> Peer {
+        let bounds = Bounds {
+            messages: max_pending,
+            bytes: usize::MAX,
+        };
+        // A peer that restarted lost its subscribers: what was queued for
+        // them is lost with them.
+        let outbox = Outbox::new(bounds, Forgotten::DropMessages, OP_VARIANT, MAX_FRAME)
+            .with_backlog_mark(BACKLOG);
         Peer {
             id,
             name: Arc::from(name),
-            outbox: Mutex::new(Outbox::new(max_pending)),
+            outbox: Mutex::new(outbox),
             control: Mutex::new(Vec::new()),
             wake: Notify::new(),
             room: Notify::new(),
@@ -102,12 +113,25 @@ impl Peer {
 
     /// Queues an op of the stream, and says how that went (a drop is counted).
     pub(super) fn send(&self, op: Op, metrics: &ClusterMetrics) -> Queued {
-        let queued = wire::encode_op(&op)
-            .map_err(PushError::from)
-            .and_then(|encoded| {
-                let mut outbox = self.outbox.lock();
-                outbox.push(&encoded).map(|_| outbox.is_backlogged())
-            });
+        let encoded = match wire::encode_op(&op) {
+            Ok(encoded) => encoded,
+            Err(err) => {
+                metrics.forward_dropped();
+                tracing::warn!(peer = %self.name, error = %err, "cannot encode an op for a peer; dropped");
+                return Queued::Dropped;
+            }
+        };
+        let kind = if encoded.is_message {
+            Kind::Message
+        } else {
+            Kind::Control
+        };
+        let queued = {
+            let mut outbox = self.outbox.lock();
+            outbox
+                .push(encoded.body, kind, None)
+                .map(|_| outbox.is_backlogged())
+        };
         match queued {
             Ok(backlogged) => {
                 self.wake.notify_one();
@@ -121,9 +145,9 @@ impl Peer {
                 metrics.forward_dropped();
                 Queued::Dropped
             }
-            Err(PushError::Encode(err)) => {
+            Err(PushError::TooLarge) => {
                 metrics.forward_dropped();
-                tracing::warn!(peer = %self.name, error = %err, "cannot encode an op for a peer; dropped");
+                tracing::warn!(peer = %self.name, "an op for a peer is larger than a frame may be; dropped");
                 Queued::Dropped
             }
         }
@@ -155,10 +179,17 @@ impl Peer {
         }
     }
 
-    /// Everything waiting to go out on our connection.
-    pub(super) fn take_unsent(&self, out: &mut Vec<Bytes>) {
-        out.append(&mut self.control.lock());
-        self.outbox.lock().take_unsent(out);
+    /// Appends everything waiting to go out on our connection to `out`;
+    /// false when there was nothing.
+    pub(super) fn write_unsent(&self, out: &mut Vec<u8>) -> bool {
+        let before = out.len();
+        for frame in self.control.lock().drain(..) {
+            out.extend_from_slice(&frame);
+        }
+        self.outbox
+            .lock()
+            .write_unsent(std::time::Instant::now(), out);
+        out.len() > before
     }
 
     pub(super) fn outbox(&self) -> MutexGuard<'_, Outbox> {

@@ -5,23 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::FutureExt;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::wire::{self, Frame, MAX_FRAME, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION};
+use super::wire::{Frame, MAX_FRAME, MAX_HANDSHAKE_FRAME};
 use crate::config::PeerTlsConfig;
+use crate::peering::io;
 use crate::transport::TransportError;
 
-/// Anything a peer connection can run over.
-pub trait PeerIo: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> PeerIo for T {}
-
-pub(super) type Reader = ReadHalf<Box<dyn PeerIo>>;
-pub(super) type Writer = WriteHalf<Box<dyn PeerIo>>;
+pub use crate::peering::{PeerError, PeerIo, Reader, Writer};
 
 /// Mutual TLS for both directions of every peer connection.
 #[derive(Clone)]
@@ -83,61 +77,13 @@ pub(super) async fn accepted(
     Ok(tokio::io::split(stream))
 }
 
-/// Why a peer connection ended.
-#[derive(Debug, thiserror::Error)]
-pub enum PeerError {
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the peer did not answer within the peer timeout")]
-    Timeout,
-    #[error("the peer closed the connection")]
-    Closed,
-    #[error(transparent)]
-    Wire(#[from] wire::WireError),
-    #[error("the peer refused us: {0}")]
-    Refused(String),
-    #[error("unexpected frame from the peer: {0}")]
-    Unexpected(&'static str),
-    #[error("the peer speaks protocol version {0}, this node {PROTOCOL_VERSION}")]
-    Version(u16),
-}
-
-impl PeerError {
-    /// A peer breaking the protocol (worth a warning), as opposed to the
-    /// network's weather: timeouts, closed or reset connections.
-    pub fn is_protocol_fault(&self) -> bool {
-        matches!(
-            self,
-            PeerError::Wire(_) | PeerError::Unexpected(_) | PeerError::Version(_)
-        )
-    }
-}
-
 /// Reads one frame of an established connection, waiting at most `deadline`.
 pub(super) async fn read_frame(
     reader: &mut (impl AsyncReadExt + Unpin),
     buf: &mut BytesMut,
     deadline: Duration,
 ) -> Result<Frame, PeerError> {
-    read_limited(reader, buf, deadline, MAX_FRAME).await
-}
-
-/// Takes whatever has already arrived, without waiting; false when nothing had.
-pub(super) fn read_available(
-    reader: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
-) -> Result<bool, PeerError> {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(64 * 1024);
-    }
-    // A read that is not ready is dropped unpolled-again: tokio's reads are
-    // cancel-safe, so nothing is lost.
-    match reader.read_buf(buf).now_or_never() {
-        None => Ok(false),
-        Some(Ok(0)) => Err(PeerError::Closed),
-        Some(Ok(_)) => Ok(true),
-        Some(Err(err)) => Err(err.into()),
-    }
+    io::read_frame(reader, buf, deadline, MAX_FRAME).await
 }
 
 /// Reads one handshake frame: the other end is not authenticated yet, so
@@ -147,27 +93,5 @@ pub(super) async fn read_handshake_frame(
     buf: &mut BytesMut,
     deadline: Duration,
 ) -> Result<Frame, PeerError> {
-    read_limited(reader, buf, deadline, MAX_HANDSHAKE_FRAME).await
-}
-
-async fn read_limited(
-    reader: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
-    deadline: Duration,
-    limit: usize,
-) -> Result<Frame, PeerError> {
-    loop {
-        if let Some(frame) = wire::decode(buf, limit)? {
-            return Ok(frame);
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(limit.min(64 * 1024));
-        }
-        let read = timeout(deadline, reader.read_buf(buf))
-            .await
-            .map_err(|_| PeerError::Timeout)??;
-        if read == 0 {
-            return Err(PeerError::Closed);
-        }
-    }
+    io::read_frame(reader, buf, deadline, MAX_HANDSHAKE_FRAME).await
 }

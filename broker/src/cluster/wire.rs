@@ -7,14 +7,15 @@
 //! two such connections, one dialled by each side, so neither side needs to
 //! decide who dials whom.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::peering::frame;
 use crate::store::{SessionOwner, StoredSession};
 
 /// Bumped on any incompatible change to [`Frame`]; a peer speaking another
 /// version is refused at the handshake with a logged reason.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame accepted from an authenticated peer; a session transfer is
 /// the biggest legitimate one.
@@ -153,45 +154,29 @@ pub struct WireMessage {
 }
 
 /// Why bytes from a peer could not be read as a frame.
-#[derive(Debug, thiserror::Error)]
-pub enum WireError {
-    #[error("a frame of {size} bytes exceeds the {limit}-byte limit")]
-    TooLarge { size: usize, limit: usize },
-    #[error("malformed frame: {0}")]
-    Malformed(#[from] postcard::Error),
-}
+pub use crate::peering::FrameError as WireError;
 
 /// Appends `frame`, length-prefixed, to `out`.
 pub fn encode(frame: &Frame, out: &mut BytesMut) -> Result<(), WireError> {
-    let start = out.len();
-    out.put_u32(0);
-    postcard::to_io(frame, out.writer())?;
-    let len = out.len() - start - 4;
-    if len > MAX_FRAME {
-        out.truncate(start);
-        return Err(WireError::TooLarge {
-            size: len,
-            limit: MAX_FRAME,
-        });
-    }
-    // The length was checked against MAX_FRAME, which fits in a u32.
-    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(())
+    frame::encode(frame, out, MAX_FRAME)
 }
 
 /// An op encoded on its own, before it is numbered, so that the costly part
-/// of queueing it happens outside the queue's lock.
+/// of queueing it happens outside the queue's lock; the queue frames it
+/// (see `peering::outbox`).
 #[derive(Debug, Clone)]
 pub struct EncodedOp {
-    body: Bytes,
+    pub body: Bytes,
     /// A forwarded message (which a full queue may refuse), not a route change.
     pub is_message: bool,
 }
 
-/// Postcard's variant index of [`Frame::Op`] (its position in the enum).
-const OP_VARIANT: u64 = 4;
+/// Postcard's variant index of [`Frame::Op`] (its position in the enum):
+/// the queue writes `{OP_VARIANT}{seq}{op}`, byte for byte what postcard
+/// writes for `Frame::Op { seq, op }`.
+pub const OP_VARIANT: u64 = 4;
 
-/// Encodes `op` for [`op_frame`].
+/// Encodes `op` for the queue.
 pub fn encode_op(op: &Op) -> Result<EncodedOp, WireError> {
     let estimate = match op {
         Op::Publish(forward) => 64 + forward.message.topic.len() + forward.message.payload.len(),
@@ -209,69 +194,15 @@ pub fn encode_op(op: &Op) -> Result<EncodedOp, WireError> {
     })
 }
 
-/// The length-prefixed `Frame::Op { seq, op }` for an op encoded by
-/// [`encode_op`]: byte for byte what [`encode`] gives (postcard writes an
-/// enum as its variant index, then its fields, integers as LEB128 varints).
-pub fn op_frame(seq: u64, op: &EncodedOp) -> Result<Bytes, WireError> {
-    let mut head = [0u8; 20];
-    let mut used = put_varint(&mut head, 0, OP_VARIANT);
-    used = put_varint(&mut head, used, seq);
-    let len = used + op.body.len();
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge {
-            size: len,
-            limit: MAX_FRAME,
-        });
-    }
-    let mut out = BytesMut::with_capacity(4 + len);
-    // Checked against MAX_FRAME, which fits in a u32.
-    out.put_u32(len as u32);
-    out.put_slice(&head[..used]);
-    out.put_slice(&op.body);
-    Ok(out.freeze())
-}
-
-/// Writes `value` as an unsigned LEB128 varint at `at`; returns the end.
-fn put_varint(out: &mut [u8; 20], mut at: usize, mut value: u64) -> usize {
-    loop {
-        let low = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out[at] = low;
-            return at + 1;
-        }
-        out[at] = low | 0x80;
-        at += 1;
-    }
-}
-
-/// One frame as its own buffer, for queues that keep frames until acknowledged.
+/// One frame as its own buffer.
 pub fn encode_to_bytes(frame: &Frame) -> Result<Bytes, WireError> {
-    let mut out = BytesMut::new();
-    encode(frame, &mut out)?;
-    Ok(out.freeze())
+    frame::encode_to_bytes(frame, MAX_FRAME)
 }
 
 /// Takes the next whole frame off the front of `buf`, or `None` when more
-/// bytes are needed. A frame longer than `limit` is refused as soon as its
-/// length is read, before anything is reserved for it.
+/// bytes are needed; a frame longer than `limit` is refused unread.
 pub fn decode(buf: &mut BytesMut, limit: usize) -> Result<Option<Frame>, WireError> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len > limit {
-        return Err(WireError::TooLarge { size: len, limit });
-    }
-    if buf.len() < 4 + len {
-        // Nothing is reserved for the announced length: the buffer grows as
-        // bytes arrive, so a bare prefix (from anyone, before the handshake)
-        // cannot make the node allocate up to MAX_FRAME.
-        return Ok(None);
-    }
-    buf.advance(4);
-    let body = buf.split_to(len);
-    Ok(Some(postcard::from_bytes(&body)?))
+    frame::decode(buf, limit)
 }
 
 #[cfg(test)]
@@ -341,7 +272,8 @@ mod tests {
     }
 
     #[test]
-    fn an_op_numbered_after_encoding_is_the_frame_postcard_writes() {
+    fn an_op_the_queue_numbers_is_the_frame_postcard_writes() {
+        use crate::peering::outbox::{Bounds, Forgotten, Kind, Outbox};
         let ops = [
             Op::Reset,
             Op::RouteAdd("a/+/#".into()),
@@ -355,13 +287,31 @@ mod tests {
         ];
         for op in ops {
             let encoded = encode_op(&op).expect("encode op");
-            for seq in [0, 1, 127, 128, 300, 1 << 35, u64::MAX] {
+            for seq in [1u64, 127, 128, 300] {
+                let bounds = Bounds {
+                    messages: 1,
+                    bytes: usize::MAX,
+                };
+                let mut outbox =
+                    Outbox::new(bounds, Forgotten::KeepMessages, OP_VARIANT, MAX_FRAME);
+                outbox.resume(None);
+                for _ in 1..seq {
+                    outbox
+                        .push(Bytes::new(), Kind::Control, None)
+                        .expect("filler");
+                }
+                outbox.ack(seq - 1);
+                outbox
+                    .push(encoded.body.clone(), Kind::Control, None)
+                    .expect("push");
+                let mut out = Vec::new();
+                outbox.write_unsent(std::time::Instant::now(), &mut out);
                 let whole = encode_to_bytes(&Frame::Op {
                     seq,
                     op: op.clone(),
                 })
                 .expect("encode frame");
-                assert_eq!(op_frame(seq, &encoded).expect("frame"), whole, "seq {seq}");
+                assert_eq!(&out[..], &whole[..], "seq {seq}");
             }
         }
     }

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod link;
+pub use link::{LinkConfig, LinkListenerConfig, LinkQueueConfig, LinkTlsConfig, WhenFull};
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +46,12 @@ pub struct Config {
     pub sys: SysConfig,
     /// The mesh with the other nodes of this cluster; off (one node) by default.
     pub cluster: ClusterConfig,
+    /// Where other clusters' links connect; unset: this node only dials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_listener: Option<LinkListenerConfig>,
+    /// Links to other clusters (see `link/`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkConfig>,
 }
 
 impl Default for Config {
@@ -56,6 +65,8 @@ impl Default for Config {
             persistence: PersistenceConfig::default(),
             sys: SysConfig::default(),
             cluster: ClusterConfig::default(),
+            link_listener: None,
+            links: Vec::new(),
         }
     }
 }
@@ -479,7 +490,24 @@ impl Config {
         if self.persistence.flush_interval_ms == 0 {
             return invalid("persistence.flushIntervalMs must be at least 1".into());
         }
-        self.validate_cluster()
+        self.validate_cluster()?;
+        self.validate_links()
+    }
+
+    fn validate_links(&self) -> Result<(), ConfigError> {
+        if let Some(listener) = &self.link_listener {
+            let taken = self.listeners.iter().any(|l| l.bind == listener.bind)
+                || self.admin.bind == listener.bind
+                || self.cluster.bind == Some(listener.bind);
+            if taken && listener.bind.port() != 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "linkListener.bind {} clashes with a listener, the admin or the cluster endpoint",
+                    listener.bind
+                )));
+            }
+        }
+        link::validate(&self.node.cluster, self.link_listener.as_ref(), &self.links)
+            .map_err(ConfigError::Invalid)
     }
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {

@@ -1,0 +1,232 @@
+//! Links to other clusters (`links:`) and the listener other clusters' links
+//! connect to (`linkListener:`). The operator renders exactly these types.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::TlsConfig;
+use crate::protocol::topic;
+
+/// Where other clusters' links connect to this node. It is separate from the
+/// client listeners and never admits anyone without a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkListenerConfig {
+    pub bind: SocketAddr,
+    /// One `<cluster>:<hashed credential>` per line, for each remote cluster
+    /// allowed in (`strait-broker link-credential` hashes a secret). The
+    /// secrets themselves are never stored on this side.
+    pub credentials_file: PathBuf,
+    /// Serve the link protocol over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// One link: which messages flow between this cluster and the cluster `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkConfig {
+    /// The remote cluster's name (its `node.cluster`).
+    pub name: String,
+    /// Where the remote cluster's link listener is, as `host:port`; names are
+    /// resolved again at every dial. Empty: this side only accepts the
+    /// remote's connection (an edge behind NAT dials out; the cloud lists no
+    /// endpoints for it). Both directions flow over whichever side dials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+    /// File holding the secret this side proves when it dials (the remote's
+    /// credentials file holds its hash). Required with `endpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<LinkTlsConfig>,
+    /// Filters whose messages may go to the remote cluster.
+    #[serde(default)]
+    pub export: Vec<String>,
+    /// Filters whose messages this cluster accepts from the remote cluster.
+    #[serde(default)]
+    pub import: Vec<String>,
+    #[serde(default)]
+    pub queue: LinkQueueConfig,
+    /// Clusters a message or an advertisement may cross, at most, from its origin.
+    #[serde(default = "default_max_hops")]
+    pub max_hops: u8,
+    /// How long the remote's interest is remembered while the link is down
+    /// (messages for it keep queueing meanwhile); unset: until the link is
+    /// removed from the configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interest_retention_secs: Option<u64>,
+}
+
+fn default_max_hops() -> u8 {
+    8
+}
+
+/// TLS when dialling the remote cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkTlsConfig {
+    /// CA bundle the remote's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// The name the remote's certificate must carry.
+    pub server_name: String,
+    /// A client certificate, for remotes that require one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// The bounds of what a link keeps for its remote cluster while it cannot
+/// take it (down, or slower than this side's publishers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkQueueConfig {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    /// How long a message may wait on the queue; older ones are dropped,
+    /// counted as `expired`. Unset: no limit (a message's own expiry still applies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_ttl_secs: Option<u64>,
+    pub when_full: WhenFull,
+}
+
+impl Default for LinkQueueConfig {
+    fn default() -> Self {
+        LinkQueueConfig {
+            max_messages: 100_000,
+            max_bytes: 256 * 1024 * 1024,
+            message_ttl_secs: None,
+            when_full: WhenFull::DropNew,
+        }
+    }
+}
+
+/// What a full link queue does with another message, counted either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WhenFull {
+    /// Refuse the new message (`queue_full`).
+    #[default]
+    DropNew,
+    /// Drop the oldest message not yet sent to make room (`queue_full`).
+    DropOldest,
+}
+
+/// Checks the link section; errors name the field.
+pub(super) fn validate(
+    own_cluster: &str,
+    listener: Option<&LinkListenerConfig>,
+    links: &[LinkConfig],
+) -> Result<(), String> {
+    let mut names = HashSet::new();
+    for (i, link) in links.iter().enumerate() {
+        let field = format!("links[{i}] ({:?})", link.name);
+        if link.name.is_empty() {
+            return Err(format!("links[{i}].name must be set"));
+        }
+        if link.name == own_cluster {
+            return Err(format!(
+                "{field}.name is this cluster's own name; a link joins two different clusters"
+            ));
+        }
+        if !names.insert(link.name.as_str()) {
+            return Err(format!(
+                "{field}.name: more than one link to the same cluster"
+            ));
+        }
+        if link.endpoints.is_empty() && listener.is_none() {
+            return Err(format!(
+                "{field}: no endpoints to dial and no linkListener to accept on; the link could never connect"
+            ));
+        }
+        if !link.endpoints.is_empty() && link.secret_file.is_none() {
+            return Err(format!("{field}.secretFile is required to dial endpoints"));
+        }
+        for endpoint in &link.endpoints {
+            let port = endpoint
+                .rsplit_once(':')
+                .map(|(_, port)| port.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return Err(format!("{field}.endpoints: {endpoint:?} is not host:port"));
+            }
+        }
+        for (list, filters) in [("export", &link.export), ("import", &link.import)] {
+            for filter in filters {
+                if let Err(err) = topic::validate_topic_filter(filter) {
+                    return Err(format!("{field}.{list}: {filter:?}: {}", err.describe()));
+                }
+                if filter.starts_with("$share/") {
+                    return Err(format!(
+                        "{field}.{list}: {filter:?}: a shared subscription is not a topic filter"
+                    ));
+                }
+            }
+        }
+        if let Some(tls) = &link.tls {
+            if tls.server_name.is_empty() {
+                return Err(format!("{field}.tls.serverName must be set"));
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(format!("{field}.tls: certFile and keyFile go together"));
+            }
+        }
+        let queue = &link.queue;
+        if queue.max_messages == 0 || queue.max_bytes == 0 {
+            return Err(format!(
+                "{field}.queue.maxMessages and maxBytes must be at least 1"
+            ));
+        }
+        if queue.message_ttl_secs == Some(0) {
+            return Err(format!("{field}.queue.messageTtlSecs must be at least 1"));
+        }
+        if link.max_hops == 0 {
+            return Err(format!("{field}.maxHops must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn check(yaml: &str) -> Result<(), String> {
+        let config: Config = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_link_that_can_connect_is_valid_and_defaults_are_sane() {
+        let yaml = "node: {cluster: east}\nlinks: [{name: west, endpoints: ['127.0.0.1:9950'], secretFile: /s, export: ['#'], import: ['#']}]";
+        check(yaml).expect("valid");
+        let config: Config = serde_yaml::from_str(yaml).expect("parse");
+        assert_eq!(config.links[0].max_hops, 8);
+        assert_eq!(config.links[0].queue.when_full, WhenFull::DropNew);
+    }
+
+    #[test]
+    fn mistakes_are_refused_naming_the_field() {
+        let listener = "linkListener: {bind: '127.0.0.1:7950', credentialsFile: /c}\n";
+        for (yaml, field) in [
+            ("node: {cluster: east}\nlinks: [{name: east, endpoints: ['a:1'], secretFile: /s}]", "links[0] (\"east\").name"),
+            ("links: [{name: w, endpoints: ['a:1'], secretFile: /s}, {name: w, endpoints: ['a:1'], secretFile: /s}]", "links[1] (\"w\").name"),
+            ("links: [{name: w}]", "no endpoints to dial and no linkListener"),
+            ("links: [{name: w, endpoints: ['a:1']}]", "secretFile"),
+            ("links: [{name: w, endpoints: ['nohost'], secretFile: /s}]", "endpoints"),
+            (&format!("{listener}links: [{{name: w, export: ['a/#/b']}}]"), "export"),
+            (&format!("{listener}links: [{{name: w, import: ['$share/g/a']}}]"), "import"),
+            (&format!("{listener}links: [{{name: w, queue: {{maxMessages: 0}}}}]"), "queue.maxMessages"),
+            (&format!("{listener}links: [{{name: w, maxHops: 0}}]"), "maxHops"),
+            (&format!("{listener}links: [{{name: w, tls: {{caFile: /ca, serverName: ''}}}}]"), "tls.serverName"),
+        ] {
+            let err = check(yaml).expect_err(yaml);
+            assert!(err.contains(field), "{yaml}: {err}");
+        }
+        check(&format!("{listener}links: [{{name: w}}]")).expect("accept-only with a listener");
+    }
+}

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod flow;
+pub mod link;
 pub mod metrics;
 pub mod peering;
 pub mod protocol;

@@ -1,0 +1,5 @@
+//! Links between clusters.
+
+pub mod credential;
+pub mod interest;
+pub mod wire;

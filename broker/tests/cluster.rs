@@ -271,7 +271,7 @@ async fn the_admin_api_lists_peers_with_state_routes_and_lag() {
     subscriber.subscribe("a/#", v4::QoS::AtMostOnce).await;
     cluster.wait_routes(0, 1, 1).await;
     let admin = cluster.node(0).admin_addr();
-    let body = within("the admin API", http_get(admin, "/api/v1/cluster")).await;
+    let body = within("the admin API", support::http_get(admin, "/api/v1/cluster")).await;
     let status: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(status["node"], "node-0");
     assert_eq!(status["cluster"], "test");
@@ -282,7 +282,7 @@ async fn the_admin_api_lists_peers_with_state_routes_and_lag() {
     assert_eq!(peers[0]["state"], "connected");
     assert_eq!(peers[0]["routes"], 1);
     assert!(peers[0]["lag"].is_u64());
-    let metrics = within("metrics", http_get(admin, "/metrics")).await;
+    let metrics = within("metrics", support::http_get(admin, "/metrics")).await;
     assert!(
         metrics.contains("strait_cluster_peer_connections 2"),
         "{metrics}"
@@ -292,19 +292,6 @@ async fn the_admin_api_lists_peers_with_state_routes_and_lag() {
         "{metrics}"
     );
     cluster.shutdown().await;
-}
-
-/// One HTTP/1.1 GET; returns the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("head and body");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +27,15 @@ pub trait AdminSource: Send + Sync + 'static {
     /// The cluster mesh as this node sees it; `None` on a single node.
     fn cluster_status(&self) -> Option<serde_json::Value> {
         None
+    }
+    /// Every link's state and counters.
+    fn links_status(&self) -> serde_json::Value {
+        serde_json::Value::Array(Vec::new())
+    }
+    /// Replaces the link set (a JSON array of link configurations); the
+    /// error says what is wrong with it.
+    fn replace_links(&self, _links: serde_json::Value) -> Result<(), String> {
+        Err("this node does not run links".into())
     }
 }
 
@@ -98,6 +108,7 @@ fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/links", get(links).put(put_links))
         .with_state(state)
 }
 
@@ -122,6 +133,55 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     )
 }
 
+/// The 401 every admin API call without the token gets.
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "the admin API needs the admin token\n",
+    )
+        .into_response()
+}
+
+/// Every link: state, endpoint, counters, queue, configuration revision.
+async fn links(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.access.allows(peer, &headers) {
+        return unauthorized();
+    }
+    Json(state.source.links_status()).into_response()
+}
+
+/// Replaces the link set at runtime: links that stay keep their connections
+/// and queues. 400 with the reason when the body is not a valid link set.
+async fn put_links(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !state.access.allows(peer, &headers) {
+        return unauthorized();
+    }
+    let parsed: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(err) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {err}\n"),
+            )
+                .into_response()
+        }
+    };
+    match state.source.replace_links(parsed) {
+        Ok(()) => Json(state.source.links_status()).into_response(),
+        Err(reason) => (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response(),
+    }
+}
+
 /// The cluster mesh: this node, its peers with their state, routes and lag.
 async fn cluster(
     State(state): State<AdminState>,
@@ -129,12 +189,7 @@ async fn cluster(
     headers: HeaderMap,
 ) -> Response {
     if !state.access.allows(peer, &headers) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "the admin API needs the admin token\n",
-        )
-            .into_response();
+        return unauthorized();
     }
     match state.source.cluster_status() {
         Some(status) => Json(status).into_response(),

@@ -263,7 +263,7 @@ impl Interest {
         path: Vec<String>,
     ) -> Result<(Vec<String>, Outgoing), Refusal> {
         let table = self.links.get(link).ok_or(Refusal::UnknownLink)?;
-        if path.iter().any(|c| *c == self.me) || origin == self.me {
+        if path.contains(&self.me) || origin == self.me {
             return Err(Refusal::Loop);
         }
         if path.len() > usize::from(table.config.max_hops) {

@@ -107,6 +107,9 @@ pub struct LinkMessage {
     /// The clusters it is addressed to (whose advertised interest matched):
     /// each reaches one of them once, by the route its sender chose.
     pub to: Vec<String>,
+    /// A retained message sent because the receiver just advertised interest
+    /// in its topic: delivered with the retain flag, as at subscribe time.
+    pub replay: bool,
 }
 
 /// Appends `frame`, length-prefixed, to `out`.
@@ -147,6 +150,7 @@ mod tests {
             },
             path: vec!["east".into()],
             to: vec!["west".into()],
+            replay: false,
         });
         let bounds = Bounds {
             messages: 10,

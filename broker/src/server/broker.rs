@@ -23,6 +23,8 @@ use crate::cluster::wire::{Forward, RetainedVersion, WireMessage};
 use crate::cluster::{self, Cluster, Host, NotOwner, Peer, PeerRef};
 use crate::config::{Config, QueueFullPolicy};
 use crate::flow::{Pushback, Release};
+use crate::link::wire::LinkMessage;
+use crate::link::{Link, LinkHost, Links};
 use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::router::{Delivery, Router, Scope, SubscribeOutcome};
@@ -37,6 +39,16 @@ pub struct Routed {
     pub queued: usize,
     /// What the receivers that could not take it now ask of the publisher.
     pub pushback: Pushback,
+}
+
+/// The retain flag deliveries of a retained message carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retain {
+    /// Set only for subscriptions that asked for it (retain as published):
+    /// a message published now.
+    AsPublished,
+    /// Set: the message is delivered because of a new subscription.
+    Set,
 }
 
 /// How [`Broker::deliver`] queued a message.
@@ -61,6 +73,8 @@ pub struct Broker {
     persistence: Option<Persistence>,
     /// The mesh with the other nodes of the cluster, when configured.
     cluster: Option<Arc<Cluster>>,
+    /// Links to other clusters (possibly none, until some are configured).
+    links: Arc<Links>,
     shutdown: Shutdown,
     all_closed: Notify,
     ready: AtomicBool,
@@ -79,8 +93,14 @@ impl Broker {
             None => None,
         };
         let cluster = Cluster::new(&config.node, &config.cluster)?.map(Arc::new);
+        let links = Links::new(
+            &config.node.cluster,
+            config.link_listener.as_ref(),
+            &config.links,
+        )?;
         Ok(Broker {
             cluster,
+            links: Arc::new(links),
             config,
             metrics: Metrics::default(),
             router: RwLock::new(Router::new()),
@@ -107,6 +127,11 @@ impl Broker {
     /// The mesh, on a node that is part of a cluster.
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.as_deref()
+    }
+
+    /// The links to other clusters.
+    pub fn links(&self) -> &Arc<Links> {
+        &self.links
     }
 
     /// The mesh, shared with the tasks that run it.
@@ -235,6 +260,33 @@ impl Broker {
         scratch: &mut Vec<(Target, Delivery)>,
     ) -> Routed {
         let message = Arc::new(message);
+        let mut routed =
+            self.publish_here(&message, publisher, policy, scratch, Retain::AsPublished);
+        if !message.topic.starts_with("$SYS") {
+            let path = [self.links.me().to_owned()];
+            let over_links = self.links.forward(
+                &message.topic,
+                || message.to_wire(Instant::now()),
+                &path,
+                None,
+                None,
+            );
+            routed.queued += over_links.queued;
+            merge_pushback(&mut routed.pushback, over_links.pushback);
+        }
+        routed
+    }
+
+    /// Routes a message within this cluster: this node's sessions and its
+    /// mesh peers, and the retained store.
+    fn publish_here(
+        &self,
+        message: &Arc<Message>,
+        publisher: Option<&Target>,
+        policy: QueueFullPolicy,
+        scratch: &mut Vec<(Target, Delivery)>,
+        retain_flag: Retain,
+    ) -> Routed {
         // `$SYS/` topics describe this node alone; they stay on it.
         let node_local = message.topic.starts_with("$SYS");
         let version = match (&self.cluster, message.retain && !node_local) {
@@ -242,19 +294,19 @@ impl Broker {
             _ => None,
         };
         if message.retain {
-            self.retain(&message, version.clone());
+            self.retain(message, version.clone());
         }
         scratch.clear();
         self.router
             .read()
             .route(&message.topic, publisher, Target::is_ready, scratch);
         let mut forwards: Vec<(PeerRef, Forward)> = Vec::new();
-        let mut routed = self.deliver_all(&message, scratch, policy, &mut forwards);
+        let mut routed = self.deliver_all(message, scratch, policy, &mut forwards, retain_flag);
         if let (Some(cluster), false) = (&self.cluster, node_local) {
             if message.retain {
                 // Every node keeps every retained message, interested or not.
                 for peer in cluster.peers() {
-                    forward_to(&mut forwards, PeerRef(peer), &message);
+                    forward_to(&mut forwards, PeerRef(peer), message);
                 }
             }
             // Messages of one publisher keep their order on the receiver.
@@ -290,6 +342,7 @@ impl Broker {
         targets: &mut Vec<(Target, Delivery)>,
         policy: QueueFullPolicy,
         forwards: &mut Vec<(PeerRef, Forward)>,
+        retain_flag: Retain,
     ) -> Routed {
         let mut routed = Routed::default();
         for (target, delivery) in targets.drain(..) {
@@ -307,7 +360,8 @@ impl Broker {
             let outgoing = Outgoing {
                 message: message.clone(),
                 qos: message.qos.min(delivery.qos),
-                retain: message.retain && delivery.retain_as_published,
+                retain: message.retain
+                    && (delivery.retain_as_published || retain_flag == Retain::Set),
                 subscription_ids: delivery.subscription_ids,
             };
             match self.deliver(&session.0, outgoing, policy) {
@@ -580,19 +634,21 @@ impl Broker {
     /// This node's sessions gained their first subscription to each of
     /// `filters`: the one place local interest leaves the node (to the mesh).
     fn interest_added<'f>(&self, filters: impl IntoIterator<Item = &'f str>) {
-        if let Some(cluster) = &self.cluster {
-            for filter in filters {
+        for filter in filters {
+            if let Some(cluster) = &self.cluster {
                 cluster.route_added(filter);
             }
+            self.links.own_added(filter);
         }
     }
 
     /// This node's sessions dropped their last subscription to each of `filters`.
     fn interest_removed<'f>(&self, filters: impl IntoIterator<Item = &'f str>) {
-        if let Some(cluster) = &self.cluster {
-            for filter in filters {
+        for filter in filters {
+            if let Some(cluster) = &self.cluster {
                 cluster.route_removed(filter);
             }
+            self.links.own_removed(filter);
         }
     }
 
@@ -602,6 +658,11 @@ impl Broker {
             p.flush(&self.registry, &self.metrics).await;
         }
     }
+}
+
+fn merge_pushback(into: &mut Pushback, from: Pushback) {
+    into.congested |= from.congested;
+    into.gates.extend(from.gates);
 }
 
 /// What `forwards` holds for `peer`, added (bound for none of its
@@ -702,8 +763,14 @@ impl Host for Broker {
             return Pushback::default();
         }
         let policy = self.config.limits.queue_full_policy;
-        self.deliver_all(&message, &mut targets, policy, &mut Vec::new())
-            .pushback
+        self.deliver_all(
+            &message,
+            &mut targets,
+            policy,
+            &mut Vec::new(),
+            Retain::AsPublished,
+        )
+        .pushback
     }
 
     fn backpressure_wait(&self) -> Duration {
@@ -765,6 +832,90 @@ impl Host for Broker {
     }
 }
 
+impl LinkHost for Broker {
+    fn shutdown_signal(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    fn deliver_linked(&self, link: &Link, linked: LinkMessage) -> Pushback {
+        let me = self.links.me().to_owned();
+        if linked.path.len() > usize::from(link.config().max_hops) {
+            link.stats.dropped(crate::link::LinkDrop::Loop, 1);
+            return Pushback::default();
+        }
+        let LinkMessage {
+            message: wire,
+            mut path,
+            to,
+            replay,
+        } = linked;
+        path.push(me.clone());
+        let onward: Vec<String> = to.iter().filter(|c| **c != me).cloned().collect();
+        let topic = wire.topic.clone();
+        let mut pushback = Pushback::default();
+        if !onward.is_empty() {
+            let forwarded = self.links.forward(
+                &topic,
+                || wire.clone(),
+                &path,
+                Some(&onward),
+                Some(&link.name),
+            );
+            merge_pushback(&mut pushback, forwarded.pushback);
+        }
+        if to.contains(&me) {
+            let Some(message) = Message::from_wire(wire, Instant::now()) else {
+                tracing::warn!(link = %link.name, "a linked cluster sent a message with an invalid QoS; dropped");
+                return pushback;
+            };
+            let policy = self.config.limits.queue_full_policy;
+            // A retained message sent because a subscriber here just gained
+            // interest in it is delivered as at subscribe time: retain set.
+            let retain_flag = if replay {
+                Retain::Set
+            } else {
+                Retain::AsPublished
+            };
+            let routed = self.publish_here(
+                &Arc::new(message),
+                None,
+                policy,
+                &mut Vec::new(),
+                retain_flag,
+            );
+            merge_pushback(&mut pushback, routed.pushback);
+        }
+        pushback
+    }
+
+    fn retained_matching(&self, filters: &[String]) -> Vec<WireMessage> {
+        let mut matching = Vec::new();
+        let retained = self.retained.read();
+        for filter in filters {
+            retained.matching(filter, &mut matching);
+        }
+        drop(retained);
+        let now = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        matching
+            .into_iter()
+            .filter(|m| {
+                !m.is_expired(now) && !m.topic.starts_with('$') && seen.insert(m.topic.clone())
+            })
+            .map(|m| m.to_wire(now))
+            .collect()
+    }
+
+    fn backpressure_wait(&self) -> Duration {
+        Duration::from_millis(self.config.limits.backpressure_max_wait_ms)
+    }
+
+    fn held(&self, release: Release) {
+        self.metrics
+            .backpressure_hold(matches!(release, Release::TimedOut(_)));
+    }
+}
+
 impl AdminSource for Broker {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.shutdown.is_shutdown()
@@ -775,11 +926,29 @@ impl AdminSource for Broker {
         if let Some(cluster) = &self.cluster {
             text.push_str(&cluster.metrics_text());
         }
+        if !self.links.is_empty() {
+            text.push_str(&self.links.metrics_text());
+        }
         text
     }
 
     fn cluster_status(&self) -> Option<serde_json::Value> {
         let status = self.cluster.as_ref()?.status();
         serde_json::to_value(status).ok()
+    }
+
+    fn links_status(&self) -> serde_json::Value {
+        serde_json::to_value(self.links.status()).unwrap_or_default()
+    }
+
+    fn replace_links(&self, links: serde_json::Value) -> Result<(), String> {
+        let configs: Vec<crate::config::LinkConfig> =
+            serde_json::from_value(links).map_err(|e| format!("not a list of links: {e}"))?;
+        let mut candidate = self.config.clone();
+        candidate.links = configs;
+        candidate.validate().map_err(|e| e.to_string())?;
+        self.links
+            .replace(&candidate.links)
+            .map_err(|e| e.to_string())
     }
 }

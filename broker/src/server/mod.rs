@@ -47,6 +47,13 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     ClusterSecret(#[from] crate::cluster::SecretError),
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
+    #[error("cannot bind the link listener {addr}: {source}")]
+    LinkBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot bind the cluster endpoint {addr}: {source}")]
     ClusterBind {
         addr: SocketAddr,
@@ -90,6 +97,7 @@ pub struct Server {
     mqtt_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
     cluster_addr: Option<SocketAddr>,
+    link_addr: Option<SocketAddr>,
     shutdown: Trigger,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -154,6 +162,39 @@ impl Server {
             }
             _ => None,
         };
+        let link_addr = match &broker.config().link_listener {
+            Some(config) => {
+                let bind_error = |source| ServerError::LinkBind {
+                    addr: config.bind,
+                    source,
+                };
+                let listener = tokio::net::TcpListener::bind(config.bind)
+                    .await
+                    .map_err(bind_error)?;
+                let addr = listener.local_addr().map_err(bind_error)?;
+                let tls = match &config.tls {
+                    Some(tls) => Some(Arc::new(tokio_rustls::TlsAcceptor::from(
+                        crate::transport::server_config(tls).await?,
+                    ))),
+                    None => None,
+                };
+                tracing::info!(%addr, cluster = %broker.config().node.cluster, tls = tls.is_some(), "listening for links from other clusters");
+                tasks.extend(crate::link::spawn(
+                    broker.clone(),
+                    broker.links().clone(),
+                    Some((listener, tls)),
+                ));
+                Some(addr)
+            }
+            None => {
+                tasks.extend(crate::link::spawn(
+                    broker.clone(),
+                    broker.links().clone(),
+                    None,
+                ));
+                None
+            }
+        };
         let mut mqtt_addrs = Vec::new();
         for (listener, listener_config) in
             listeners.into_iter().zip(broker.config().listeners.clone())
@@ -192,6 +233,7 @@ impl Server {
             mqtt_addrs,
             admin_addr,
             cluster_addr,
+            link_addr,
             shutdown,
             tasks,
         })
@@ -209,6 +251,11 @@ impl Server {
     /// Where this node accepts cluster peers, when it is part of a cluster.
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
         self.cluster_addr
+    }
+
+    /// Where this node accepts other clusters' links, when configured.
+    pub fn link_addr(&self) -> Option<SocketAddr> {
+        self.link_addr
     }
 
     /// The shared broker state (metrics, sessions), for tests and embedding.

@@ -7,7 +7,7 @@
 //! nobody but itself.
 
 mod tls;
-pub(crate) use tls::peer_configs;
+pub(crate) use tls::{link_client_config, peer_configs, server_config};
 mod websocket;
 
 use std::net::SocketAddr;

@@ -10,14 +10,14 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::TransportError;
-use crate::config::{PeerTlsConfig, TlsConfig};
+use crate::config::{LinkTlsConfig, PeerTlsConfig, TlsConfig};
 
 /// Builds the server configuration for `tls`, verifying client certificates
 /// against `client_ca_file` when one is given.
 ///
 /// The ring provider is passed in explicitly, so no process-wide default
 /// provider has to be installed first.
-pub(super) async fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TransportError> {
+pub(crate) async fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = load_certs(&tls.cert_file).await?;
     let key = load_key(&tls.key_file).await?;
@@ -72,6 +72,29 @@ pub async fn peer_configs(
         .with_client_auth_cert(certs, key)
         .map_err(bad_pair)?;
     Ok((Arc::new(server), Arc::new(client)))
+}
+
+/// The dialling side of a link over TLS: the remote's certificate must
+/// chain to `caFile`; a client certificate is presented when configured.
+pub async fn link_client_config(tls: &LinkTlsConfig) -> Result<Arc<ClientConfig>, TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TransportError::TlsConfig(format!("protocol versions: {e}")))?
+        .with_root_certificates(load_roots(&tls.ca_file).await?);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert_file), Some(key_file)) => builder
+            .with_client_auth_cert(load_certs(cert_file).await?, load_key(key_file).await?)
+            .map_err(|e| {
+                TransportError::TlsConfig(format!(
+                    "certificate {} with key {}: {e}",
+                    cert_file.display(),
+                    key_file.display()
+                ))
+            })?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }
 
 async fn load_roots(ca_file: &Path) -> Result<RootCertStore, TransportError> {

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
 pub mod cluster;
+pub mod linked;
 pub mod mosquitto;
 pub mod proxy;
 
@@ -44,6 +45,18 @@ pub async fn start_broker(adjust: impl FnOnce(&mut Config)) -> Server {
     config.sys.interval_secs = 0;
     adjust(&mut config);
     Server::start(config).await.expect("broker starts")
+}
+
+/// One HTTP/1.1 GET to an admin endpoint, which must answer 200; returns the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
 }
 
 /// Awaits `future`, failing the test if it takes longer than [`WAIT`].

@@ -1,0 +1,448 @@
+//! One link's runtime state: its queue to the remote, what it applied of the
+//! remote's stream, which connection carries it, and its counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use super::credential::{LinkSecret, SaltedKeys, SALT_LEN};
+use super::wire::{MAX_FRAME, OP_VARIANT};
+use crate::config::{LinkConfig, WhenFull};
+use crate::flow::Gate;
+use crate::peering::outbox::{Bounds, Forgotten, Kind, Outbox, PushError, Resume};
+
+/// Queued messages beyond which the remote counts as falling behind and
+/// publishers are held (as for a slow session).
+const BACKLOG: usize = 4096;
+
+/// Why a message meant for a link's remote did not reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkDrop {
+    /// The queue was at its bound (by `queue.whenFull`).
+    QueueFull,
+    /// It waited on the queue longer than `queue.messageTtlSecs`.
+    Expired,
+    /// QoS 0 while the link was down: at most once means not queued.
+    Qos0Offline,
+    /// Received, but outside this side's `import` filters.
+    OutsideImport,
+    /// Received with this cluster already on its path, or past the hop limit.
+    Loop,
+    /// Could not be encoded within a frame.
+    TooLarge,
+}
+
+impl LinkDrop {
+    pub const ALL: [LinkDrop; 6] = [
+        LinkDrop::QueueFull,
+        LinkDrop::Expired,
+        LinkDrop::Qos0Offline,
+        LinkDrop::OutsideImport,
+        LinkDrop::Loop,
+        LinkDrop::TooLarge,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LinkDrop::QueueFull => "queue_full",
+            LinkDrop::Expired => "expired",
+            LinkDrop::Qos0Offline => "qos0_offline",
+            LinkDrop::OutsideImport => "outside_import",
+            LinkDrop::Loop => "loop",
+            LinkDrop::TooLarge => "too_large",
+        }
+    }
+}
+
+/// A link's counters.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    pub forwarded: AtomicU64,
+    pub forwarded_bytes: AtomicU64,
+    pub received: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub interest_refused: AtomicU64,
+    dropped: Mutex<BTreeMap<LinkDrop, u64>>,
+}
+
+impl LinkStats {
+    pub fn dropped(&self, reason: LinkDrop, count: u64) {
+        if count > 0 {
+            *self.dropped.lock().entry(reason).or_insert(0) += count;
+        }
+    }
+
+    pub fn dropped_by(&self, reason: LinkDrop) -> u64 {
+        self.dropped.lock().get(&reason).copied().unwrap_or(0)
+    }
+}
+
+/// Which connection carries the link, and how it has gone.
+#[derive(Debug, Default)]
+struct Connection {
+    /// The cluster that dialled the current (or last) connection.
+    dialer: Option<String>,
+    endpoint: Option<String>,
+    since: Option<SystemTime>,
+    down_since: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// What this side applied of the remote's stream.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    pub incarnation: Option<u64>,
+    pub applied: u64,
+}
+
+/// A link to one remote cluster.
+#[derive(Debug)]
+pub struct Link {
+    pub name: String,
+    config: RwLock<LinkConfig>,
+    /// This side's stream, drawn when the link is created.
+    pub incarnation: u64,
+    outbox: Mutex<Outbox>,
+    /// Acknowledgements and heartbeat answers, sent before the stream.
+    control: Mutex<BytesMut>,
+    pub(super) wake: Notify,
+    /// Woken when a backlogged queue drains or the connection goes down.
+    room: Notify,
+    connected: AtomicBool,
+    connection: Mutex<Connection>,
+    /// Bumped for each connection that takes the link over; the one it
+    /// replaced sees the change and ends.
+    generation: watch::Sender<u64>,
+    inbound: Mutex<Inbound>,
+    pub stats: LinkStats,
+    /// The secret this side proves when dialling, and its derived keys per salt.
+    secret: Option<LinkSecret>,
+    salted: Mutex<Option<([u8; SALT_LEN], SaltedKeys)>>,
+    revision: AtomicU64,
+}
+
+impl Link {
+    pub fn new(config: LinkConfig, secret: Option<LinkSecret>, revision: u64) -> Link {
+        let bounds = Bounds {
+            messages: config.queue.max_messages,
+            bytes: config.queue.max_bytes,
+        };
+        // The other cluster still wants what was queued for it, even when its
+        // node forgot this stream (it restarted): keep the messages.
+        let outbox = Outbox::new(bounds, Forgotten::KeepMessages, OP_VARIANT, MAX_FRAME)
+            .with_backlog_mark(BACKLOG);
+        Link {
+            name: config.name.clone(),
+            config: RwLock::new(config),
+            incarnation: rand::random(),
+            outbox: Mutex::new(outbox),
+            control: Mutex::new(BytesMut::new()),
+            wake: Notify::new(),
+            room: Notify::new(),
+            connected: AtomicBool::new(false),
+            connection: Mutex::new(Connection {
+                down_since: Some(Instant::now()),
+                ..Connection::default()
+            }),
+            generation: watch::channel(0).0,
+            inbound: Mutex::new(Inbound::default()),
+            stats: LinkStats::default(),
+            secret,
+            salted: Mutex::new(None),
+            revision: AtomicU64::new(revision),
+        }
+    }
+
+    pub fn config(&self) -> LinkConfig {
+        self.config.read().clone()
+    }
+
+    /// A new configuration for the same remote; the queue and connection stay.
+    pub fn reconfigure(&self, config: LinkConfig, revision: u64) {
+        *self.config.write() = config;
+        self.revision.store(revision, Ordering::Relaxed);
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The keys to prove this side's secret for `salt`, derived once per salt
+    /// (Argon2 is slow on purpose) off the async threads.
+    pub async fn salted_keys(&self, salt: [u8; SALT_LEN]) -> Option<SaltedKeys> {
+        if let Some((cached, keys)) = &*self.salted.lock() {
+            if *cached == salt {
+                return Some(keys.clone());
+            }
+        }
+        let secret = self.secret.clone()?;
+        let keys = tokio::task::spawn_blocking(move || secret.salted(&salt))
+            .await
+            .ok()?
+            .ok()?;
+        *self.salted.lock() = Some((salt, keys.clone()));
+        Some(keys)
+    }
+
+    /// Queues a message for the remote, by the queue's policy; says why not.
+    pub fn push_message(&self, body: Bytes, qos: u8) -> Result<bool, LinkDrop> {
+        if qos == 0 && !self.is_connected() {
+            return Err(LinkDrop::Qos0Offline);
+        }
+        let queue = self.config.read().queue.clone();
+        let expires = queue
+            .message_ttl_secs
+            .map(|ttl| Instant::now() + Duration::from_secs(ttl));
+        let mut outbox = self.outbox.lock();
+        let pushed = match outbox.push(body.clone(), Kind::Message, expires) {
+            Err(PushError::Full)
+                if queue.when_full == WhenFull::DropOldest && outbox.drop_oldest_unsent() =>
+            {
+                self.stats.dropped(LinkDrop::QueueFull, 1);
+                outbox.push(body, Kind::Message, expires)
+            }
+            other => other,
+        };
+        match pushed {
+            Ok(_) => {
+                let backlogged = outbox.is_backlogged();
+                drop(outbox);
+                self.wake.notify_one();
+                Ok(backlogged)
+            }
+            Err(PushError::Full) => Err(LinkDrop::QueueFull),
+            Err(PushError::TooLarge) => Err(LinkDrop::TooLarge),
+        }
+    }
+
+    /// Queues an interest op.
+    pub fn push_control(&self, body: Bytes) {
+        // A control op never meets a bound; too large is impossible for a
+        // filter within the topic length limit, and is logged if it happens.
+        if self.outbox.lock().push(body, Kind::Control, None).is_err() {
+            tracing::warn!(link = %self.name, "an interest op is larger than a frame may be; not sent");
+        }
+        self.wake.notify_one();
+    }
+
+    /// Queues a frame outside the stream (an acknowledgement, a heartbeat answer).
+    pub fn push_reply(&self, frame: &[u8]) {
+        self.control.lock().extend_from_slice(frame);
+        self.wake.notify_one();
+    }
+
+    /// Appends what waits to go out to `out`; false when nothing did.
+    pub fn write_unsent(&self, out: &mut Vec<u8>) -> bool {
+        let before = out.len();
+        out.extend_from_slice(&self.control.lock().split());
+        let written = self.outbox.lock().write_unsent(Instant::now(), out);
+        self.stats.dropped(LinkDrop::Expired, written.expired);
+        out.len() > before
+    }
+
+    /// The remote applied this side's stream up to `seq`.
+    pub fn acknowledged(&self, seq: u64) {
+        let drained = {
+            let mut outbox = self.outbox.lock();
+            let was = outbox.is_backlogged();
+            outbox.ack(seq);
+            was && !outbox.is_backlogged()
+        };
+        if drained {
+            self.room.notify_waiters();
+        }
+    }
+
+    pub fn inbound(&self) -> MutexGuard<'_, Inbound> {
+        self.inbound.lock()
+    }
+
+    /// Where the remote's stream resumes for the remote incarnation given:
+    /// the last op applied, or `None` (a new stream: start it over).
+    pub fn resume_remote(&self, incarnation: u64) -> Option<u64> {
+        let mut inbound = self.inbound.lock();
+        if inbound.incarnation == Some(incarnation) {
+            return Some(inbound.applied);
+        }
+        inbound.incarnation = Some(incarnation);
+        inbound.applied = 0;
+        None
+    }
+
+    /// What this side applied of the remote's stream, for the handshake.
+    pub fn applied_remote(&self) -> Option<(u64, u64)> {
+        let inbound = self.inbound.lock();
+        inbound.incarnation.map(|i| (i, inbound.applied))
+    }
+
+    /// Takes the link over for a new connection dialled by `dialer`, unless
+    /// a connection dialled by the other side is up and preferred (both
+    /// sides may dial; the one dialled by the cluster whose name sorts first
+    /// is kept). Returns the connection's generation.
+    pub fn attach(&self, dialer: &str, endpoint: String) -> Result<u64, String> {
+        let mut connection = self.connection.lock();
+        if self.is_connected() {
+            if let Some(current) = &connection.dialer {
+                if current != dialer && current.as_str() < dialer {
+                    return Err(format!(
+                        "the link is up over the connection {current} dialled"
+                    ));
+                }
+            }
+        }
+        connection.dialer = Some(dialer.to_owned());
+        connection.endpoint = Some(endpoint);
+        connection.since = Some(SystemTime::now());
+        connection.down_since = None;
+        connection.last_error = None;
+        let mut generation = 0;
+        self.generation.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        self.connected.store(true, Ordering::Release);
+        Ok(generation)
+    }
+
+    /// Resumes this side's stream for the remote, which last applied `after`.
+    pub fn resume_local(&self, after: Option<u64>) -> Resume {
+        self.outbox.lock().resume(after)
+    }
+
+    /// A watch that changes when another connection takes the link over.
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn is_current(&self, generation: u64) -> bool {
+        *self.generation.borrow() == generation
+    }
+
+    /// The connection of `generation` ended (with `error`, if it failed).
+    pub fn detach(&self, generation: u64, error: Option<String>) {
+        let mut connection = self.connection.lock();
+        if error.is_some() {
+            connection.last_error = error;
+        }
+        if !self.is_current(generation) {
+            return;
+        }
+        self.connected.store(false, Ordering::Release);
+        connection.down_since = Some(Instant::now());
+        drop(connection);
+        self.outbox.lock().disconnected();
+        self.control.lock().clear();
+        self.room.notify_waiters();
+    }
+
+    /// A dial or handshake failed before any connection carried the link.
+    pub fn failed(&self, error: String) {
+        self.connection.lock().last_error = Some(error);
+    }
+
+    /// How long the link has been down, if it is.
+    pub fn down_for(&self) -> Option<Duration> {
+        if self.is_connected() {
+            return None;
+        }
+        self.connection.lock().down_since.map(|at| at.elapsed())
+    }
+
+    /// The whole queue is dropped: the link was removed.
+    pub fn abandon(&self) -> u64 {
+        self.outbox.lock().abandon()
+    }
+
+    /// What `/api/v1/links` shows.
+    pub fn status(&self, routes_received: usize, routes_sent: usize) -> LinkStatus {
+        let connection = self.connection.lock();
+        let (queued, queued_bytes) = self.outbox.lock().messages();
+        let config = self.config.read();
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        LinkStatus {
+            name: self.name.clone(),
+            state: if self.is_connected() {
+                "connected"
+            } else if config.endpoints.is_empty() {
+                "waiting"
+            } else {
+                "connecting"
+            },
+            dialer: connection.dialer.clone(),
+            endpoint: connection.endpoint.clone(),
+            connected_since: connection
+                .since
+                .filter(|_| self.is_connected())
+                .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            last_error: connection.last_error.clone(),
+            routes_received,
+            routes_sent,
+            queued_messages: queued,
+            queued_bytes,
+            forwarded_messages: load(&self.stats.forwarded),
+            forwarded_bytes: load(&self.stats.forwarded_bytes),
+            received_messages: load(&self.stats.received),
+            received_bytes: load(&self.stats.received_bytes),
+            interest_refused: load(&self.stats.interest_refused),
+            dropped: self
+                .stats
+                .dropped
+                .lock()
+                .iter()
+                .map(|(r, n)| (r.label(), *n))
+                .collect(),
+            revision: self.revision.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Publishers held for a backlogged link wait until it drains, or until it
+/// goes down (then its queue bound and policy rule).
+impl Gate for Link {
+    fn is_open(&self) -> bool {
+        !self.is_connected() || !self.outbox.lock().is_backlogged()
+    }
+
+    fn room(&self) -> &Notify {
+        &self.room
+    }
+
+    fn stalled(&self) {
+        tracing::debug!(link = %self.name, "the link's remote made no room in time");
+    }
+}
+
+/// One link as `/api/v1/links` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkStatus {
+    pub name: String,
+    /// `connected`, `connecting` (dialling its endpoints) or `waiting` (for
+    /// the remote to dial in).
+    pub state: &'static str,
+    /// Which cluster dialled the current (or last) connection.
+    pub dialer: Option<String>,
+    pub endpoint: Option<String>,
+    /// Unix seconds.
+    pub connected_since: Option<u64>,
+    pub last_error: Option<String>,
+    pub routes_received: usize,
+    pub routes_sent: usize,
+    pub queued_messages: usize,
+    pub queued_bytes: usize,
+    pub forwarded_messages: u64,
+    pub forwarded_bytes: u64,
+    pub received_messages: u64,
+    pub received_bytes: u64,
+    pub interest_refused: u64,
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// The configuration revision this link runs (bumped by each `PUT /api/v1/links`).
+    pub revision: u64,
+}

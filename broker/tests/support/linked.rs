@@ -113,12 +113,18 @@ impl Linked {
     }
 
     /// Starts every cluster and waits until every link is connected.
-    pub async fn start(mut self) -> Linked {
+    pub async fn start(self) -> Linked {
+        let linked = self.launch().await;
+        linked.wait_connected().await;
+        linked
+    }
+
+    /// Starts every cluster.
+    pub async fn launch(mut self) -> Linked {
         for (name, config) in &self.configs {
             let server = Server::start(config.clone()).await.expect("cluster starts");
             self.servers.insert(name.clone(), server);
         }
-        self.wait_connected().await;
         self
     }
 

@@ -1,0 +1,355 @@
+//! Link security from outside: a peer driven frame by frame through the link
+//! protocol. No credential, a wrong one, one issued to another cluster, a
+//! wrong target cluster, an old protocol version, oversized frames before
+//! the handshake, and an authenticated remote sending what it may not: each
+//! is refused or dropped, counted, and never reaches a subscriber.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use strait_broker::cluster::wire::WireMessage;
+use strait_broker::link::credential::Transcript;
+use strait_broker::link::wire::{
+    self, LinkFrame, LinkMessage, LinkOp, MAX_FRAME, PROTOCOL_VERSION,
+};
+use strait_broker::link::LinkSecret;
+use strait_broker::peering::proof;
+use support::linked::{edge, Linked};
+use support::{v4, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A remote cluster played by hand.
+struct Rogue {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Rogue {
+    async fn connect(addr: SocketAddr) -> Rogue {
+        Rogue {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn send(&mut self, frame: &LinkFrame) {
+        self.stream
+            .write_all(&wire::encode_to_bytes(frame).expect("encode"))
+            .await
+            .expect("send");
+    }
+
+    /// The next frame, or `None` when the broker closed the connection.
+    async fn recv(&mut self) -> Option<LinkFrame> {
+        within("a link frame", async {
+            loop {
+                if let Some(frame) = wire::decode(&mut self.buf, MAX_FRAME).expect("a valid frame")
+                {
+                    return Some(frame);
+                }
+                if self.stream.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs the handshake as cluster `me` towards `to` with `secret`; returns
+    /// the broker's last handshake frame.
+    async fn handshake(
+        addr: SocketAddr,
+        me: &str,
+        to: &str,
+        secret: &str,
+    ) -> (Rogue, Option<LinkFrame>) {
+        let mut rogue = Rogue::connect(addr).await;
+        let nonce = proof::nonce();
+        rogue
+            .send(&LinkFrame::Hello {
+                version: PROTOCOL_VERSION,
+                cluster: me.into(),
+                to: to.into(),
+                incarnation: 1,
+                nonce,
+            })
+            .await;
+        let (salt, acceptor_nonce) = match rogue.recv().await {
+            Some(LinkFrame::Challenge { salt, nonce }) => (salt, nonce),
+            other => return (rogue, other),
+        };
+        let keys = LinkSecret::new(secret.as_bytes())
+            .expect("long enough")
+            .salted(&salt)
+            .expect("derive");
+        let transcript = Transcript {
+            acceptor_nonce: &acceptor_nonce,
+            dialer_nonce: &nonce,
+            dialer_cluster: me,
+            acceptor_cluster: to,
+            incarnation: 1,
+        };
+        rogue
+            .send(&LinkFrame::Proof {
+                proof: keys.client_proof(&transcript),
+                resume: None,
+            })
+            .await;
+        let answer = rogue.recv().await;
+        (rogue, answer)
+    }
+}
+
+fn refusal(frame: Option<LinkFrame>) -> String {
+    match frame {
+        Some(LinkFrame::Refused { reason }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The secret the test topology gave `dialer` for its link to `acceptor`.
+fn secret(dialer: &str, acceptor: &str) -> String {
+    format!("link-secret-{dialer}-to-{acceptor}-0123456789")
+}
+
+#[tokio::test]
+async fn strangers_wrong_secrets_borrowed_credentials_and_wrong_targets_are_refused() {
+    // The cloud accepts two edges, each with its own credential.
+    let net = Linked::configure(
+        &[edge("edge-a", "cloud"), edge("edge-b", "cloud")],
+        |_, _| {},
+    )
+    .start()
+    .await;
+    let listener = net.configs["cloud"]
+        .link_listener
+        .as_ref()
+        .expect("listener")
+        .bind;
+    let refused_before = metric(&net, "strait_link_handshakes_refused_total").await;
+
+    let (_, answer) =
+        Rogue::handshake(listener, "stranger", "cloud", "a-secret-nobody-issued").await;
+    assert!(refusal(answer).contains("failed authentication"));
+    let (_, answer) =
+        Rogue::handshake(listener, "edge-a", "cloud", "a-guess-at-edge-a-secret").await;
+    assert!(refusal(answer).contains("failed authentication"));
+    // edge-a's own credential, claiming to be edge-b.
+    let (_, answer) =
+        Rogue::handshake(listener, "edge-b", "cloud", &secret("edge-a", "cloud")).await;
+    assert!(refusal(answer).contains("failed authentication"));
+    let (_, answer) =
+        Rogue::handshake(listener, "edge-a", "elsewhere", &secret("edge-a", "cloud")).await;
+    assert!(refusal(answer).contains("this is cluster \"cloud\""));
+
+    let mut old = Rogue::connect(listener).await;
+    old.send(&LinkFrame::Hello {
+        version: PROTOCOL_VERSION + 1,
+        cluster: "edge-a".into(),
+        to: "cloud".into(),
+        incarnation: 1,
+        nonce: [0; 32],
+    })
+    .await;
+    assert!(refusal(old.recv().await).contains("version"));
+
+    // A frame longer than the handshake allows is not even read.
+    let mut big = Rogue::connect(listener).await;
+    big.stream
+        .write_all(&(64 * 1024u32).to_be_bytes())
+        .await
+        .expect("send");
+    assert_eq!(big.recv().await, None, "closed");
+
+    assert_eq!(
+        metric(&net, "strait_link_handshakes_refused_total").await,
+        refused_before + 5
+    );
+    // The real edges are still linked, untouched.
+    assert!(net.status("cloud", "edge-a").state == "connected");
+    net.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_authenticated_remote_gets_only_what_is_exported_and_sends_only_what_is_imported() {
+    // The cloud accepts "edge" (played by hand), exports fleet/# and imports
+    // telemetry/# from it.
+    let mut configured = Linked::configure(&[edge("edge", "cloud")], |cluster, link| {
+        if cluster == "cloud" {
+            link.export = vec!["fleet/#".into()];
+            link.import = vec!["telemetry/#".into()];
+        }
+    });
+    configured.configs.remove("edge");
+    let net = configured.launch().await;
+    let listener = net.configs["cloud"]
+        .link_listener
+        .as_ref()
+        .expect("listener")
+        .bind;
+    let (mut rogue, welcome) =
+        Rogue::handshake(listener, "edge", "cloud", &secret("edge", "cloud")).await;
+    assert!(
+        matches!(welcome, Some(LinkFrame::Welcome { .. })),
+        "{welcome:?}"
+    );
+
+    let mut cloud_sub = v4::connect(v4::options(net.mqtt("cloud"), "cloud-sub")).await;
+    cloud_sub.subscribe("#", v4::QoS::AtLeastOnce).await;
+    let op = |seq, op| LinkFrame::Op { seq, op };
+    // Interest in everything, and one whose path already holds the cloud.
+    rogue
+        .send(&op(
+            1,
+            LinkOp::Interest {
+                origin: "edge".into(),
+                filter: "#".into(),
+                path: vec!["edge".into()],
+            },
+        ))
+        .await;
+    rogue
+        .send(&op(
+            2,
+            LinkOp::Interest {
+                origin: "far".into(),
+                filter: "x".into(),
+                path: vec!["far".into(), "cloud".into(), "edge".into()],
+            },
+        ))
+        .await;
+    let message = |topic: &str| {
+        LinkOp::Publish(LinkMessage {
+            message: WireMessage {
+                topic: topic.into(),
+                payload: Bytes::from_static(b"p"),
+                qos: 1,
+                ..WireMessage::default()
+            },
+            path: vec!["edge".into()],
+            to: vec!["cloud".into()],
+            replay: false,
+        })
+    };
+    rogue.send(&op(3, message("private/1"))).await;
+    rogue.send(&op(4, message("telemetry/1"))).await;
+    let looped = LinkOp::Publish(LinkMessage {
+        message: WireMessage {
+            topic: "telemetry/2".into(),
+            payload: Bytes::from_static(b"p"),
+            qos: 1,
+            ..WireMessage::default()
+        },
+        path: vec!["cloud".into(), "edge".into()],
+        to: vec!["cloud".into()],
+        replay: false,
+    });
+    rogue.send(&op(5, looped)).await;
+    let got = cloud_sub.publish_received().await;
+    assert_eq!(
+        got.topic, "telemetry/1",
+        "only the imported topic was delivered"
+    );
+
+    // The cloud acknowledges all five, and counts what it refused.
+    let mut acked = 0;
+    while acked < 5 {
+        match rogue.recv().await.expect("connection open") {
+            LinkFrame::Ack { seq } => acked = seq,
+            _ => continue,
+        }
+    }
+    let status = net.status("cloud", "edge");
+    assert_eq!(status.dropped.get("outside_import"), Some(&1));
+    assert_eq!(status.dropped.get("loop"), Some(&1));
+    assert_eq!(status.interest_refused, 1);
+    assert_eq!(status.routes_received, 1);
+
+    // The cloud sends only exported topics to the edge, for all its interest.
+    let mut publisher = v4::connect(v4::options(net.mqtt("cloud"), "cloud-pub")).await;
+    publisher
+        .publish_acked("secret/1", false, b"not exported")
+        .await;
+    publisher.publish_acked("fleet/1", false, b"exported").await;
+    let forwarded = within("the exported message", async {
+        loop {
+            if let Some(LinkFrame::Op {
+                op: LinkOp::Publish(m),
+                ..
+            }) = rogue.recv().await
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(forwarded.message.topic, "fleet/1");
+    assert_eq!(forwarded.path, vec!["cloud".to_owned()]);
+    assert_eq!(forwarded.to, vec!["edge".to_owned()]);
+    assert_eq!(net.status("cloud", "edge").forwarded_messages, 1);
+    net.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dialler_refuses_an_acceptor_that_cannot_prove_it_holds_the_credential() {
+    // A fake "cloud" that answers the handshake without the credential's hash.
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let fake_addr = fake.local_addr().expect("addr");
+    let mut configured = Linked::configure(&[edge("edge", "cloud")], |_, _| {});
+    configured.configs.remove("cloud");
+    configured.configs.get_mut("edge").expect("edge").links[0].endpoints =
+        vec![fake_addr.to_string()];
+    let edge_config = configured.configs["edge"].clone();
+    let server = strait_broker::server::Server::start(edge_config)
+        .await
+        .expect("start");
+    let (stream, _) = within("the edge to dial", fake.accept())
+        .await
+        .expect("accept");
+    let mut rogue = Rogue {
+        stream,
+        buf: BytesMut::new(),
+    };
+    let Some(LinkFrame::Hello { cluster, to, .. }) = rogue.recv().await else {
+        panic!("expected a hello")
+    };
+    assert_eq!((cluster.as_str(), to.as_str()), ("edge", "cloud"));
+    rogue
+        .send(&LinkFrame::Challenge {
+            salt: [1; 16],
+            nonce: [2; 32],
+        })
+        .await;
+    assert!(matches!(rogue.recv().await, Some(LinkFrame::Proof { .. })));
+    rogue
+        .send(&LinkFrame::Welcome {
+            signature: [0; 32],
+            incarnation: 9,
+            resume_after: None,
+        })
+        .await;
+    let links = server.broker().links().clone();
+    support::cluster::eventually("the edge to give up on the fake", || {
+        links.status()[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("did not prove"))
+    })
+    .await;
+    assert!(!links.get("cloud").expect("link").is_connected());
+    tokio::time::sleep(Duration::from_millis(0)).await;
+    server.shutdown().await;
+}
+
+async fn metric(net: &Linked, name: &str) -> u64 {
+    let text = support::http_get(net.server("cloud").admin_addr(), "/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}

@@ -29,21 +29,31 @@ struct Cli {
 enum Command {
     /// Read a password from standard input and print a credentials-file line for USER.
     Passwd { user: String },
+    /// Read a link secret from standard input and print the line that lets
+    /// CLUSTER's links in, for the `linkListener.credentialsFile` of the
+    /// cluster it dials (the secret itself stays with CLUSTER).
+    LinkCredential { cluster: String },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Passwd { user }) = cli.command {
-        let mut password = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut password)
-            .context("reading the password from standard input")?;
-        let password = password.trim_end_matches(['\r', '\n']);
-        anyhow::ensure!(!password.is_empty(), "the password is empty");
-        anyhow::ensure!(!user.contains(':'), "a username cannot contain ':'");
-        println!("{user}:{}", strait_broker::auth::hash_password(password)?);
-        return Ok(());
+    match cli.command {
+        Some(Command::Passwd { user }) => {
+            let password = read_stdin_line("the password")?;
+            anyhow::ensure!(!password.is_empty(), "the password is empty");
+            anyhow::ensure!(!user.contains(':'), "a username cannot contain ':'");
+            println!("{user}:{}", strait_broker::auth::hash_password(&password)?);
+            return Ok(());
+        }
+        Some(Command::LinkCredential { cluster }) => {
+            let secret = read_stdin_line("the link secret")?;
+            let secret = strait_broker::link::LinkSecret::new(secret.trim().as_bytes())
+                .context("a link secret must be at least 16 bytes")?;
+            anyhow::ensure!(!cluster.contains(':'), "a cluster name cannot contain ':'");
+            println!("{cluster}:{}", secret.hash()?.encode());
+            return Ok(());
+        }
+        None => {}
     }
 
     tracing_subscriber::fmt()
@@ -73,6 +83,16 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(run_until_signal(config))
+}
+
+/// One line of standard input, without its line ending.
+fn read_stdin_line(what: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("reading {what} from standard input"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.

@@ -109,6 +109,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             op(
                 u64::MAX,
                 LinkOp::Publish(LinkMessage {
+                    id: 0x0123_4567_89ab_cdef,
                     message,
                     path: vec!["us-east".into()],
                     to: vec!["eu-west".into(), "ap-south".into()],

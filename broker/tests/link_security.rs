@@ -224,6 +224,7 @@ async fn an_authenticated_remote_gets_only_what_is_exported_and_sends_only_what_
         .await;
     let message = |topic: &str| {
         LinkOp::Publish(LinkMessage {
+            id: rand::random(),
             message: WireMessage {
                 topic: topic.into(),
                 payload: Bytes::from_static(b"p"),
@@ -238,6 +239,7 @@ async fn an_authenticated_remote_gets_only_what_is_exported_and_sends_only_what_
     rogue.send(&op(3, message("private/1"))).await;
     rogue.send(&op(4, message("telemetry/1"))).await;
     let looped = LinkOp::Publish(LinkMessage {
+        id: rand::random(),
         message: WireMessage {
             topic: "telemetry/2".into(),
             payload: Bytes::from_static(b"p"),

@@ -141,6 +141,9 @@ async fn connect<H: Host>(
         for (message, version) in host.retained_for_peer() {
             peer.send(Op::Retained { message, version }, mesh.metrics());
         }
+        for (link, op) in host.links_for_peer() {
+            peer.send(Op::Link { link, op }, mesh.metrics());
+        }
     }
     tracing::info!(peer = %name, %address, ?resume, "connected to peer");
     let result = tokio::select! {

@@ -1,6 +1,8 @@
 //! What the mesh needs from the broker node it runs in.
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use super::peer::Peer;
@@ -51,4 +53,12 @@ pub trait Host: Send + Sync + 'static {
     /// Every retained message and every recent clearing, with its version,
     /// for a peer met for the first time.
     fn retained_for_peer(&self) -> Vec<(WireMessage, RetainedVersion)>;
+    /// A link op a peer sent (see [`Op::Link`](super::wire::Op)); says
+    /// whether the peer's stream should be held.
+    fn link_op(&self, link: &str, op: Bytes) -> Pushback;
+    /// Another node claimed `link`, or gave it up.
+    fn link_moved(&self, link: &str);
+    /// What a peer met for the first time must learn of the links: the
+    /// interest learned over each.
+    fn links_for_peer(&self) -> Vec<(String, Bytes)>;
 }

@@ -447,12 +447,23 @@ fn apply<H: Host>(
         Op::Retained { message, version } => host.retain_versioned(message, version),
         Op::Claim { client_id, stamp } => {
             let mesh = host.mesh();
-            if mesh.peer_claims(peer, &client_id, stamp) == ClaimOutcome::Supersedes {
+            let outcome = mesh.peer_claims(peer, &client_id, stamp);
+            if let Some(link) = super::link_of(&client_id) {
+                if outcome != ClaimOutcome::Stale {
+                    host.link_moved(link);
+                }
+            } else if outcome == ClaimOutcome::Supersedes {
                 mesh.metrics().session_superseded();
                 host.session_superseded(&client_id);
             }
         }
-        Op::Release { client_id, stamp } => host.mesh().peer_releases(peer, &client_id, stamp),
+        Op::Release { client_id, stamp } => {
+            host.mesh().peer_releases(peer, &client_id, stamp);
+            if let Some(link) = super::link_of(&client_id) {
+                host.link_moved(link);
+            }
+        }
+        Op::Link { link, op } => return host.link_op(&link, op),
     }
     Pushback::default()
 }

@@ -58,6 +58,17 @@ pub struct Identity {
     pub incarnation: u64,
 }
 
+/// The directory key under which a node claims to hold a link: U+0000 may
+/// not appear in an MQTT client id, so it never meets a session's.
+pub fn link_key(link: &str) -> String {
+    format!("\0link\0{link}")
+}
+
+/// The link a directory key names, if it names one.
+pub fn link_of(key: &str) -> Option<&str> {
+    key.strip_prefix("\0link\0")
+}
+
 /// The ordinal of a StatefulSet pod name such as `eu-west-2`.
 fn ordinal(name: &str) -> Option<u32> {
     let (_, suffix) = name.rsplit_once('-')?;
@@ -80,6 +91,7 @@ pub struct Cluster {
     next_peer_id: AtomicU64,
     next_request: AtomicU64,
     metrics: ClusterMetrics,
+    started: std::time::Instant,
 }
 
 impl Cluster {
@@ -103,6 +115,7 @@ impl Cluster {
             next_peer_id: AtomicU64::new(0),
             next_request: AtomicU64::new(0),
             metrics: ClusterMetrics::default(),
+            started: std::time::Instant::now(),
         }))
     }
 
@@ -294,6 +307,56 @@ impl Cluster {
     /// The clock has seen `stamp` (a peer's retained version or request).
     pub fn observe(&self, stamp: u64) {
         self.directory.lock().observe(stamp);
+    }
+
+    /// This node now holds the connection of `link`; returns the claim's stamp.
+    pub fn claim_link(&self, link: &str) -> u64 {
+        self.claim(&link_key(link))
+    }
+
+    /// This node's claim with `stamp` to `link` ended.
+    pub fn release_link(&self, link: &str, stamp: u64) {
+        self.release(&link_key(link), stamp);
+    }
+
+    /// The peer that holds `link`, if another node does.
+    pub fn link_holder(&self, link: &str) -> Option<Arc<str>> {
+        self.directory.lock().holder(&link_key(link))
+    }
+
+    /// Whether this node is the one that dials links: the first by name
+    /// among itself and the peers it reaches now. Every node computes the
+    /// same answer once the mesh has formed, so none answers before a peer
+    /// timeout has passed since it started (its peers have found it by
+    /// then): two nodes dialling at once would each carry part of a stream.
+    pub fn dials_links(&self) -> bool {
+        if self.started.elapsed() < self.peer_timeout() {
+            return false;
+        }
+        let me = &self.identity.node;
+        self.peers
+            .read()
+            .values()
+            .filter(|peer| peer.is_connected())
+            .all(|peer| *peer.name > **me)
+    }
+
+    /// Queues a link op for `node`, or for every peer.
+    pub fn send_link_op(&self, node: Option<&str>, link: &str, op: bytes::Bytes) -> Queued {
+        let op = Op::Link {
+            link: link.to_owned(),
+            op,
+        };
+        match node {
+            Some(node) => match self.peers.read().get(node) {
+                Some(peer) => peer.send(op, &self.metrics),
+                None => Queued::Dropped,
+            },
+            None => {
+                self.announce(op);
+                Queued::Yes
+            }
+        }
     }
 
     /// The clock now, for a peer's takeover reply.

@@ -108,6 +108,10 @@ pub enum Op {
     Claim { client_id: String, stamp: u64 },
     /// The sender's claim with this stamp has ended (the session is gone).
     Release { client_id: String, stamp: u64 },
+    /// An op of the link layer, opaque to the mesh: interest the node holding
+    /// `link` learned from the remote cluster (every node keeps a copy), or a
+    /// message for the node that holds `link` to send over it.
+    Link { link: String, op: Bytes },
 }
 
 /// When a retained message was set or cleared: a Lamport stamp of the cluster
@@ -186,11 +190,12 @@ pub fn encode_op(op: &Op) -> Result<EncodedOp, WireError> {
         Op::RouteAdd(filter) | Op::RouteRemove(filter) => 8 + filter.len(),
         Op::Claim { client_id, .. } | Op::Release { client_id, .. } => 16 + client_id.len(),
         Op::Reset => 8,
+        Op::Link { link, op } => 8 + link.len() + op.len(),
     };
     let body = postcard::to_extend(op, Vec::with_capacity(estimate))?;
     Ok(EncodedOp {
         body: Bytes::from(body),
-        is_message: matches!(op, Op::Publish(_)),
+        is_message: matches!(op, Op::Publish(_) | Op::Link { .. }),
     })
 }
 

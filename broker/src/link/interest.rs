@@ -626,6 +626,19 @@ impl Interest {
         })
     }
 
+    /// Everything learned over `link`: (origin, filter, path).
+    pub fn learned(&self, link: &str) -> Vec<(String, String, Vec<String>)> {
+        self.links.get(link).map_or_else(Vec::new, |table| {
+            table
+                .learned
+                .iter()
+                .map(|((origin, filter), entry)| {
+                    (origin.clone(), filter.clone(), entry.path.clone())
+                })
+                .collect()
+        })
+    }
+
     /// Advertisements learned over `link`, and sent to it.
     pub fn counts(&self, link: &str) -> (usize, usize) {
         self.links

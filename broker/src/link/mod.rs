@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -57,6 +58,18 @@ pub trait LinkHost: Send + Sync + 'static {
     fn backpressure_wait(&self) -> Duration;
     /// A hold ended.
     fn held(&self, release: Release);
+    /// Whether this node is the one of its cluster that dials links.
+    fn dials_links(&self) -> bool;
+    /// This node holds `link` now: its cluster hears of it. Returns the
+    /// claim's stamp (`None` on a node without a mesh).
+    fn claim_link(&self, link: &str) -> Option<u64>;
+    /// This node's claim to `link`, made with `stamp`, ends.
+    fn release_link(&self, link: &str, stamp: u64);
+    /// The other node of this cluster that holds `link`, if one does.
+    fn link_holder(&self, link: &str) -> Option<Arc<str>>;
+    /// Sends an encoded [`LinkOp`] to `node` of this cluster, or to every
+    /// other node; false when it could not be queued.
+    fn send_link_op(&self, node: Option<&str>, link: &str, op: Bytes) -> bool;
 }
 
 /// Why links could not start or be reconfigured.
@@ -89,6 +102,8 @@ pub struct Links {
     /// Each dialling link's task, so a link removed at runtime stops dialling.
     dialers: Mutex<BTreeMap<String, JoinHandle<()>>>,
     refused: std::sync::atomic::AtomicU64,
+    /// The other node of this cluster holding each link, as last heard.
+    holders: Mutex<BTreeMap<String, String>>,
     /// Starts a link's dialler; set by [`spawn`], used by [`Links::replace`].
     starter: std::sync::OnceLock<Starter>,
 }
@@ -122,6 +137,7 @@ impl Links {
             dialers: Mutex::new(BTreeMap::new()),
             refused: std::sync::atomic::AtomicU64::new(0),
             starter: std::sync::OnceLock::new(),
+            holders: Mutex::new(BTreeMap::new()),
         };
         links.install(configs)?;
         Ok(links)
@@ -183,7 +199,7 @@ impl Links {
             }
         }
         drop(links);
-        self.queue_ops(ops);
+        self.queue_ops(&|_| false, ops);
         Ok(added)
     }
 
@@ -200,25 +216,33 @@ impl Links {
         self.links.read().is_empty()
     }
 
-    /// A filter gained its first subscriber in this cluster.
-    pub fn own_added(&self, filter: &str) {
+    /// A filter gained its first subscriber on a node of this cluster (this
+    /// one, or a peer that advertised it over the mesh).
+    pub fn own_added(&self, host: &impl LinkHost, filter: &str) {
         let ops = self.interest.lock().own_added(filter);
-        self.queue_ops(ops);
+        self.queue_ops(&|name| host.link_holder(name).is_some(), ops);
     }
 
-    /// A filter lost its last subscriber in this cluster.
-    pub fn own_removed(&self, filter: &str) {
+    /// A filter lost its last subscriber on a node of this cluster.
+    pub fn own_removed(&self, host: &impl LinkHost, filter: &str) {
         let ops = self.interest.lock().own_removed(filter);
-        self.queue_ops(ops);
+        self.queue_ops(&|name| host.link_holder(name).is_some(), ops);
     }
 
-    fn queue_ops(&self, ops: interest::Outgoing) {
+    /// Queues advertisement changes on the links whose stream lives on this
+    /// node (the ones it holds, or held last while nobody else took them);
+    /// the others only keep their tables, and the node that holds such a
+    /// link sends the change itself.
+    fn queue_ops(&self, elsewhere: &dyn Fn(&str) -> bool, ops: interest::Outgoing) {
         if ops.is_empty() {
             return;
         }
         let links = self.links.read();
         for (name, op) in ops {
-            if let Some(link) = links.get(&name) {
+            let Some(link) = links.get(&name) else {
+                continue;
+            };
+            if link.has_stream() && !elsewhere(&name) {
                 push_op(link, &op);
             }
         }
@@ -230,6 +254,7 @@ impl Links {
     /// The message is built by `message` only when some cluster wants `topic`.
     pub fn forward(
         &self,
+        host: &impl LinkHost,
         topic: &str,
         message: impl FnOnce() -> WireMessage,
         path: &[String],
@@ -248,6 +273,7 @@ impl Links {
                 continue;
             };
             let op = LinkOp::Publish(LinkMessage {
+                id: rand::random(),
                 message: message.clone(),
                 path: path.to_vec(),
                 to,
@@ -261,16 +287,20 @@ impl Links {
                     continue;
                 }
             };
+            // Another node of this cluster holds the link: the mesh takes
+            // the message there (and its back-pressure applies on the way).
+            if let Some(holder) = host.link_holder(&name) {
+                if host.send_link_op(Some(&holder), &name, body) {
+                    forwarded.queued += 1;
+                } else {
+                    link.stats.dropped(LinkDrop::QueueFull, 1);
+                }
+                continue;
+            }
             match link.push_message(body, message.qos) {
                 Ok(backlogged) => {
                     forwarded.queued += 1;
-                    link.stats
-                        .forwarded
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    link.stats.forwarded_bytes.fetch_add(
-                        message.payload.len() as u64,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
+                    self.count_forwarded(link, &message);
                     if backlogged {
                         forwarded.pushback.congested = true;
                         if link.is_connected() && message.qos > 0 {
@@ -309,7 +339,7 @@ impl Links {
                     interest.forget_link(&link.name, &mut ops);
                 }
                 drop(interest);
-                self.queue_ops(ops);
+                self.queue_ops(&|_| false, ops);
             }
         }
     }
@@ -323,10 +353,163 @@ impl Links {
             .map(|l| (interest.counts(&l.name), l))
             .collect();
         drop(interest);
+        let holders = self.holders.lock().clone();
         counts
             .into_iter()
-            .map(|((received, sent), link)| link.status(received, sent))
+            .map(|((received, sent), link)| {
+                let holder = holders.get(&link.name).cloned();
+                link.status(received, sent, holder)
+            })
             .collect()
+    }
+
+    /// A link op from another node of this cluster: interest the holder of
+    /// `link` learned (kept here too, so this node can address messages and
+    /// take the link over), or a message for this node to send over `link`.
+    pub fn from_mesh(&self, host: &impl LinkHost, link_name: &str, body: Bytes) -> Pushback {
+        let Some(link) = self.get(link_name) else {
+            tracing::debug!(link = %link_name, "a peer sent an op for a link this node does not have");
+            return Pushback::default();
+        };
+        let op = match postcard::from_bytes::<LinkOp>(&body) {
+            Ok(op) => op,
+            Err(err) => {
+                tracing::warn!(link = %link_name, error = %err, "a peer sent a malformed link op");
+                return Pushback::default();
+            }
+        };
+        let mut pushback = Pushback::default();
+        match op {
+            LinkOp::Publish(message) => {
+                if let Some(holder) = host.link_holder(link_name) {
+                    // It moved on meanwhile: pass it on.
+                    if !host.send_link_op(Some(&holder), link_name, body) {
+                        link.stats.dropped(LinkDrop::QueueFull, 1);
+                    }
+                    return pushback;
+                }
+                match link.push_message(body, message.message.qos) {
+                    Ok(backlogged) => {
+                        self.count_forwarded(&link, &message.message);
+                        if backlogged && link.is_connected() && message.message.qos > 0 {
+                            pushback.gates.push(link.clone() as Arc<dyn Gate>);
+                        }
+                    }
+                    Err(reason) => link.stats.dropped(reason, 1),
+                }
+            }
+            other => {
+                self.learned(host, &link, other);
+            }
+        }
+        pushback
+    }
+
+    /// Applies an interest op of `link`'s remote (received here, or relayed
+    /// by the node that holds the link). Returns, for a new advertisement,
+    /// its origin and the filters messages may be sent for.
+    pub(crate) fn learned(
+        &self,
+        host: &impl LinkHost,
+        link: &Link,
+        op: LinkOp,
+    ) -> Option<(String, Vec<String>)> {
+        let mut ops = Vec::new();
+        let mut wanted = None;
+        match op {
+            LinkOp::Reset => self.interest.lock().forget_link(&link.name, &mut ops),
+            LinkOp::Interest {
+                origin,
+                filter,
+                path,
+            } => {
+                let learned = self
+                    .interest
+                    .lock()
+                    .learn(&link.name, &origin, &filter, path);
+                match learned {
+                    Ok((effective, out)) => {
+                        ops = out;
+                        wanted = Some((origin, effective));
+                    }
+                    Err(refusal) => {
+                        link.stats
+                            .interest_refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(link = %link.name, %origin, %filter, %refusal, "refused an interest advertisement");
+                    }
+                }
+            }
+            LinkOp::InterestGone { origin, filter } => {
+                ops = self.interest.lock().forget(&link.name, &origin, &filter);
+            }
+            LinkOp::Position {
+                incarnation,
+                applied,
+            } => link.position_elsewhere(incarnation, applied),
+            LinkOp::Publish(_) => {}
+        }
+        self.queue_ops(&|name| host.link_holder(name).is_some(), ops);
+        wanted
+    }
+
+    /// Another node of this cluster claimed `link`, or gave it up: when it
+    /// is another node's now, this node's connection for it ends and what
+    /// was queued here goes to the holder, in order.
+    pub fn moved(&self, host: &impl LinkHost, link_name: &str) {
+        let holder = host.link_holder(link_name);
+        match &holder {
+            Some(node) => {
+                self.holders
+                    .lock()
+                    .insert(link_name.to_owned(), node.to_string());
+            }
+            None => {
+                self.holders.lock().remove(link_name);
+            }
+        }
+        let (Some(holder), Some(link)) = (holder, self.get(link_name)) else {
+            return;
+        };
+        let messages = link.hand_over();
+        if !messages.is_empty() {
+            tracing::info!(link = %link_name, %holder, messages = messages.len(), "handing queued messages to the node that holds the link now");
+        }
+        for body in messages {
+            if !host.send_link_op(Some(&holder), link_name, body) {
+                link.stats.dropped(LinkDrop::QueueFull, 1);
+            }
+        }
+    }
+
+    /// The interest learned over every link, for a node of this cluster met
+    /// for the first time.
+    pub fn for_peer(&self) -> Vec<(String, Bytes)> {
+        let interest = self.interest.lock();
+        let mut out = Vec::new();
+        for link in self.links.read().keys() {
+            for (origin, filter, path) in interest.learned(link) {
+                let op = LinkOp::Interest {
+                    origin,
+                    filter,
+                    path,
+                };
+                if let Ok(body) = wire::encode_op(&op) {
+                    out.push((link.clone(), body));
+                }
+            }
+        }
+        out
+    }
+
+    fn count_forwarded(&self, link: &Link, message: &WireMessage) {
+        link.stats
+            .forwarded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        link.stats.forwarded_bytes.fetch_add(
+            message.payload.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The Prometheus text of every link's metrics.
@@ -510,6 +693,12 @@ async fn sweep_loop<H: LinkHost>(host: Arc<H>, links: Arc<Links>) {
     for (_, task) in std::mem::take(&mut *links.dialers.lock()) {
         task.abort();
     }
+    // The other nodes take the links over at once instead of after the peer timeout.
+    for link in links.all() {
+        if let Some(stamp) = link.claim().take() {
+            host.release_link(&link.name, stamp);
+        }
+    }
 }
 
 /// Messages a remote asked for with a new advertisement: the retained ones
@@ -527,6 +716,7 @@ fn retained_for(
     let path = [links.me.clone()];
     for message in host.retained_matching(effective) {
         let op = LinkOp::Publish(LinkMessage {
+            id: rand::random(),
             message,
             path: path.to_vec(),
             to: vec![origin.to_owned()],

@@ -34,6 +34,17 @@ pub(super) async fn dial_loop<H: LinkHost>(host: Arc<H>, links: Arc<Links>, link
     let mut shutdown = host.shutdown_signal();
     let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
+        // One node of the cluster dials: the one holding the link (it
+        // redials after a cut), or when none does, the first live node by
+        // name. The others wait, ready to take over.
+        let holds = link.claim().is_some();
+        let free = host.link_holder(&link.name).is_none();
+        if !(holds || (free && host.dials_links())) {
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT / 2) => continue,
+                _ = shutdown.recv() => return,
+            }
+        }
         let endpoints = link.config().endpoints;
         for endpoint in &endpoints {
             let started = tokio::time::Instant::now();
@@ -163,6 +174,7 @@ async fn dial<H: LinkHost>(
     let generation = link
         .attach(&links.me, endpoint.to_owned())
         .map_err(PeerError::Refused)?;
+    claim(host.as_ref(), links, link);
     tracing::info!(link = %link.name, %endpoint, "link connected (dialled)");
     let result = run(
         host,
@@ -298,6 +310,7 @@ async fn accept<H: LinkHost>(
         Ok(generation) => generation,
         Err(reason) => return send(&mut writer, &LinkFrame::Refused { reason }).await,
     };
+    claim(host.as_ref(), links, &link);
     let resume_after = link.resume_remote(incarnation);
     let ours = resume.and_then(|(ours, applied)| (ours == link.incarnation).then_some(applied));
     let welcome = LinkFrame::Welcome {
@@ -314,6 +327,17 @@ async fn accept<H: LinkHost>(
     link.detach(generation, result.as_ref().err().map(ToString::to_string));
     tracing::info!(link = %link.name, %address, "link connection lost");
     result
+}
+
+/// This node holds the link now: the rest of its cluster hears of it, and
+/// hands it the messages they queued for the link.
+fn claim(host: &impl LinkHost, links: &Links, link: &Link) {
+    links.holders.lock().remove(&link.name);
+    let mut claim = link.claim();
+    if let Some(old) = claim.take() {
+        host.release_link(&link.name, old);
+    }
+    *claim = host.claim_link(&link.name);
 }
 
 async fn send(writer: &mut Writer, frame: &LinkFrame) -> Result<(), PeerError> {
@@ -408,6 +432,16 @@ async fn read_loop<H: LinkHost>(
         }
         if let Some(seq) = applied {
             link.push_reply(&wire::encode_to_bytes(&LinkFrame::Ack { seq })?);
+            // The rest of the cluster learns the position, so a node taking
+            // the link over resumes the remote's stream there.
+            if let Some((incarnation, applied)) = link.applied_remote() {
+                if let Ok(body) = wire::encode_op(&LinkOp::Position {
+                    incarnation,
+                    applied,
+                }) {
+                    host.send_link_op(None, &link.name, body);
+                }
+            }
         }
         // Subscribers here are slower than the remote's publishers: read no
         // more until they have room; the remote's queue holds the rest.
@@ -439,8 +473,13 @@ fn handle<H: LinkHost>(
             }
             if seq > inbound.applied {
                 inbound.applied = seq;
+                let duplicate = matches!(&op, LinkOp::Publish(m) if !inbound.first_sight(m.id));
                 drop(inbound);
-                apply(host, links, link, op, pushback);
+                if duplicate {
+                    link.stats.dropped(LinkDrop::Duplicate, 1);
+                } else {
+                    apply(host, links, link, op, pushback);
+                }
             }
             *applied = Some(seq.max(applied.unwrap_or(0)));
         }
@@ -466,35 +505,6 @@ fn apply<H: LinkHost>(
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     match op {
-        LinkOp::Reset => {
-            let mut ops = Vec::new();
-            links.interest.lock().forget_link(&link.name, &mut ops);
-            links.queue_ops(ops);
-        }
-        LinkOp::Interest {
-            origin,
-            filter,
-            path,
-        } => {
-            let learned = links
-                .interest
-                .lock()
-                .learn(&link.name, &origin, &filter, path);
-            match learned {
-                Ok((effective, ops)) => {
-                    links.queue_ops(ops);
-                    retained_for(host.as_ref(), links, link, &origin, &effective);
-                }
-                Err(refusal) => {
-                    link.stats.interest_refused.fetch_add(1, Relaxed);
-                    tracing::debug!(link = %link.name, %origin, %filter, %refusal, "refused an interest advertisement");
-                }
-            }
-        }
-        LinkOp::InterestGone { origin, filter } => {
-            let ops = links.interest.lock().forget(&link.name, &origin, &filter);
-            links.queue_ops(ops);
-        }
         LinkOp::Publish(message) => {
             link.stats.received.fetch_add(1, Relaxed);
             link.stats
@@ -511,6 +521,19 @@ fn apply<H: LinkHost>(
             let from_host = host.deliver_linked(link, message);
             pushback.congested |= from_host.congested;
             pushback.gates.extend(from_host.gates);
+        }
+        LinkOp::Position { .. } => {
+            link.stats.interest_refused.fetch_add(1, Relaxed);
+            tracing::debug!(link = %link.name, "the remote sent a position op, which only a cluster's own nodes exchange");
+        }
+        interest => {
+            // The other nodes of this cluster keep the same table.
+            if let Ok(body) = wire::encode_op(&interest) {
+                host.send_link_op(None, &link.name, body);
+            }
+            if let Some((origin, effective)) = links.learned(host.as_ref(), link, interest) {
+                retained_for(host.as_ref(), links, link, &origin, &effective);
+            }
         }
     }
 }

@@ -36,16 +36,20 @@ pub enum LinkDrop {
     Loop,
     /// Could not be encoded within a frame.
     TooLarge,
+    /// Received again (its id was just seen): a resend after the sending
+    /// node changed.
+    Duplicate,
 }
 
 impl LinkDrop {
-    pub const ALL: [LinkDrop; 6] = [
+    pub const ALL: [LinkDrop; 7] = [
         LinkDrop::QueueFull,
         LinkDrop::Expired,
         LinkDrop::Qos0Offline,
         LinkDrop::OutsideImport,
         LinkDrop::Loop,
         LinkDrop::TooLarge,
+        LinkDrop::Duplicate,
     ];
 
     pub fn label(self) -> &'static str {
@@ -56,6 +60,7 @@ impl LinkDrop {
             LinkDrop::OutsideImport => "outside_import",
             LinkDrop::Loop => "loop",
             LinkDrop::TooLarge => "too_large",
+            LinkDrop::Duplicate => "duplicate",
         }
     }
 }
@@ -94,11 +99,34 @@ struct Connection {
     last_error: Option<String>,
 }
 
+/// Message ids remembered per link to drop resends: more than a sending
+/// node can have in flight when another takes over.
+const RECENT_IDS: usize = 65_536;
+
 /// What this side applied of the remote's stream.
 #[derive(Debug, Default)]
 pub struct Inbound {
     pub incarnation: Option<u64>,
     pub applied: u64,
+    /// The ids of the last messages received, oldest first.
+    recent: std::collections::VecDeque<u64>,
+    seen: std::collections::HashSet<u64>,
+}
+
+impl Inbound {
+    /// Records `id`; false when it was seen recently.
+    pub fn first_sight(&mut self, id: u64) -> bool {
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.recent.push_back(id);
+        if self.recent.len() > RECENT_IDS {
+            if let Some(old) = self.recent.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 /// A link to one remote cluster.
@@ -125,6 +153,11 @@ pub struct Link {
     secret: Option<LinkSecret>,
     salted: Mutex<Option<([u8; SALT_LEN], SaltedKeys)>>,
     revision: AtomicU64,
+    /// This node's claim to hold the link in its cluster (a directory stamp).
+    claim: Mutex<Option<u64>>,
+    /// A connection carried the link on this node at some point: its stream
+    /// to the remote exists, so interest changes are queued on it.
+    ever_connected: AtomicBool,
 }
 
 impl Link {
@@ -156,7 +189,35 @@ impl Link {
             secret,
             salted: Mutex::new(None),
             revision: AtomicU64::new(revision),
+            claim: Mutex::new(None),
+            ever_connected: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this node's stream to the remote exists (a connection carried it).
+    pub fn has_stream(&self) -> bool {
+        self.ever_connected.load(Ordering::Acquire)
+    }
+
+    /// This node's claim to hold the link: the stamp it was made with.
+    pub fn claim(&self) -> MutexGuard<'_, Option<u64>> {
+        self.claim.lock()
+    }
+
+    /// Another node holds the link now: the connection here ends, and the
+    /// messages queued here are returned, in order, for the holder.
+    pub fn hand_over(&self) -> Vec<Bytes> {
+        self.generation.send_modify(|g| *g += 1);
+        self.connected.store(false, Ordering::Release);
+        self.ever_connected.store(false, Ordering::Release);
+        *self.claim.lock() = None;
+        let messages = self.outbox.lock().take_messages();
+        // The holder counts them when it queues them.
+        self.stats
+            .forwarded
+            .fetch_sub(messages.len() as u64, Ordering::Relaxed);
+        self.room.notify_waiters();
+        messages
     }
 
     pub fn config(&self) -> LinkConfig {
@@ -275,6 +336,24 @@ impl Link {
         None
     }
 
+    /// Another node of this cluster, holding the link, applied the remote's
+    /// stream `incarnation` up to `applied`.
+    pub fn position_elsewhere(&self, incarnation: u64, applied: u64) {
+        let mut inbound = self.inbound.lock();
+        // A connection here is the authority on its own stream; a report
+        // from a node that held the link before (or holds it in a race
+        // about to be settled) must not move it.
+        if self.is_connected() {
+            return;
+        }
+        if inbound.incarnation != Some(incarnation) {
+            inbound.incarnation = Some(incarnation);
+            inbound.applied = applied;
+        } else {
+            inbound.applied = inbound.applied.max(applied);
+        }
+    }
+
     /// What this side applied of the remote's stream, for the handshake.
     pub fn applied_remote(&self) -> Option<(u64, u64)> {
         let inbound = self.inbound.lock();
@@ -307,6 +386,7 @@ impl Link {
             generation = *g;
         });
         self.connected.store(true, Ordering::Release);
+        self.ever_connected.store(true, Ordering::Release);
         Ok(generation)
     }
 
@@ -360,7 +440,12 @@ impl Link {
     }
 
     /// What `/api/v1/links` shows.
-    pub fn status(&self, routes_received: usize, routes_sent: usize) -> LinkStatus {
+    pub fn status(
+        &self,
+        routes_received: usize,
+        routes_sent: usize,
+        holder: Option<String>,
+    ) -> LinkStatus {
         let connection = self.connection.lock();
         let (queued, queued_bytes) = self.outbox.lock().messages();
         let config = self.config.read();
@@ -369,6 +454,8 @@ impl Link {
             name: self.name.clone(),
             state: if self.is_connected() {
                 "connected"
+            } else if holder.is_some() {
+                "elsewhere"
             } else if config.endpoints.is_empty() {
                 "waiting"
             } else {
@@ -399,6 +486,7 @@ impl Link {
                 .map(|(r, n)| (r.label(), *n))
                 .collect(),
             revision: self.revision.load(Ordering::Relaxed),
+            holder,
         }
     }
 }
@@ -424,8 +512,9 @@ impl Gate for Link {
 #[serde(rename_all = "camelCase")]
 pub struct LinkStatus {
     pub name: String,
-    /// `connected`, `connecting` (dialling its endpoints) or `waiting` (for
-    /// the remote to dial in).
+    /// `connected`, `connecting` (dialling its endpoints), `waiting` (for
+    /// the remote to dial in), or `elsewhere` (another node of this cluster
+    /// holds the link; `holder` names it).
     pub state: &'static str,
     /// Which cluster dialled the current (or last) connection.
     pub dialer: Option<String>,
@@ -445,4 +534,6 @@ pub struct LinkStatus {
     pub dropped: BTreeMap<&'static str, u64>,
     /// The configuration revision this link runs (bumped by each `PUT /api/v1/links`).
     pub revision: u64,
+    /// The node of this cluster that holds the link, when it is another.
+    pub holder: Option<String>,
 }

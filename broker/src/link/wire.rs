@@ -96,11 +96,20 @@ pub enum LinkOp {
     InterestGone { origin: String, filter: String },
     /// A message for the clusters in `to`.
     Publish(LinkMessage),
+    /// Between the nodes of one cluster only (a link refuses it): the node
+    /// holding the link applied the remote's stream `incarnation` up to
+    /// `applied`, so whichever node takes the link over next resumes there.
+    Position { incarnation: u64, applied: u64 },
 }
 
 /// A message crossing a link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkMessage {
+    /// Drawn at random where the message is first queued for the link, and
+    /// kept when it is handed to another node or resent: the receiver drops
+    /// a message whose id it has just seen (a resend after the sending node
+    /// changed), so none is delivered twice.
+    pub id: u64,
     pub message: WireMessage,
     /// The clusters it has been published or delivered in, origin first.
     pub path: Vec<String>,
@@ -141,6 +150,7 @@ mod tests {
     #[test]
     fn an_op_the_queue_frames_decodes_as_the_op_frame() {
         let op = LinkOp::Publish(LinkMessage {
+            id: 7,
             message: WireMessage {
                 topic: "fleet/7/gps".into(),
                 payload: Bytes::from_static(b"52.1"),

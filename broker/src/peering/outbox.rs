@@ -288,6 +288,22 @@ impl Outbox {
         }
     }
 
+    /// Hands every queued message over (to be sent by another way), in
+    /// order, and forgets the rest: the next connection resyncs.
+    pub fn take_messages(&mut self) -> Vec<Bytes> {
+        let messages = self
+            .entries
+            .drain(..)
+            .filter(|e| e.kind == Kind::Message && !e.expired)
+            .map(|e| e.body)
+            .collect();
+        self.messages = 0;
+        self.message_bytes = 0;
+        self.sent = 0;
+        self.broken = true;
+        messages
+    }
+
     /// The peer is gone for good: drop everything queued and resync if it
     /// comes back. Returns the messages lost.
     pub fn abandon(&mut self) -> u64 {
@@ -464,6 +480,20 @@ mod tests {
         assert!(outbox.is_backlogged());
         outbox.ack(2);
         assert!(!outbox.is_backlogged());
+    }
+
+    #[test]
+    fn messages_handed_over_leave_in_order_and_the_stream_resyncs() {
+        let mut outbox = outbox(10, Forgotten::KeepMessages);
+        outbox.resume(None);
+        outbox.push(body("m1"), Kind::Message, None).expect("push");
+        outbox
+            .push(body("interest"), Kind::Control, None)
+            .expect("push");
+        outbox.push(body("m2"), Kind::Message, None).expect("push");
+        assert_eq!(outbox.take_messages(), vec![body("m1"), body("m2")]);
+        assert_eq!(outbox.messages(), (0, 0));
+        assert_eq!(outbox.resume(Some(3)), Resume::Resync { lost: 0 });
     }
 
     #[test]

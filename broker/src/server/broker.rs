@@ -265,6 +265,7 @@ impl Broker {
         if !message.topic.starts_with("$SYS") {
             let path = [self.links.me().to_owned()];
             let over_links = self.links.forward(
+                self,
                 &message.topic,
                 || message.to_wire(Instant::now()),
                 &path,
@@ -638,7 +639,7 @@ impl Broker {
             if let Some(cluster) = &self.cluster {
                 cluster.route_added(filter);
             }
-            self.links.own_added(filter);
+            self.links.own_added(self, filter);
         }
     }
 
@@ -648,7 +649,7 @@ impl Broker {
             if let Some(cluster) = &self.cluster {
                 cluster.route_removed(filter);
             }
-            self.links.own_removed(filter);
+            self.links.own_removed(self, filter);
         }
     }
 
@@ -727,11 +728,14 @@ impl Host for Broker {
     fn add_peer_route(&self, peer: &Arc<Peer>, filter: &str) {
         let key = Target::Peer(PeerRef(peer.clone()));
         self.router.write().subscribe(key, filter, PEER_ROUTE, None);
+        // A peer's subscribers are this cluster's interest too.
+        self.links.own_added(self, filter);
     }
 
     fn remove_peer_route(&self, peer: &Arc<Peer>, filter: &str) {
         let key = Target::Peer(PeerRef(peer.clone()));
         self.router.write().unsubscribe(&key, filter);
+        self.links.own_removed(self, filter);
     }
 
     fn deliver_forwarded(&self, forward: Forward) -> Pushback {
@@ -820,6 +824,18 @@ impl Host for Broker {
         }
     }
 
+    fn link_op(&self, link: &str, op: bytes::Bytes) -> Pushback {
+        self.links.from_mesh(self, link, op)
+    }
+
+    fn link_moved(&self, link: &str) {
+        self.links.moved(self, link);
+    }
+
+    fn links_for_peer(&self) -> Vec<(String, bytes::Bytes)> {
+        self.links.for_peer()
+    }
+
     fn retained_for_peer(&self) -> Vec<(WireMessage, RetainedVersion)> {
         let weakest = RetainedVersion {
             stamp: 0,
@@ -844,6 +860,7 @@ impl LinkHost for Broker {
             return Pushback::default();
         }
         let LinkMessage {
+            id: _,
             message: wire,
             mut path,
             to,
@@ -855,6 +872,7 @@ impl LinkHost for Broker {
         let mut pushback = Pushback::default();
         if !onward.is_empty() {
             let forwarded = self.links.forward(
+                self,
                 &topic,
                 || wire.clone(),
                 &path,
@@ -913,6 +931,30 @@ impl LinkHost for Broker {
     fn held(&self, release: Release) {
         self.metrics
             .backpressure_hold(matches!(release, Release::TimedOut(_)));
+    }
+
+    fn dials_links(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.dials_links())
+    }
+
+    fn claim_link(&self, link: &str) -> Option<u64> {
+        self.cluster.as_ref().map(|c| c.claim_link(link))
+    }
+
+    fn release_link(&self, link: &str, stamp: u64) {
+        if let Some(cluster) = &self.cluster {
+            cluster.release_link(link, stamp);
+        }
+    }
+
+    fn link_holder(&self, link: &str) -> Option<Arc<str>> {
+        self.cluster.as_ref()?.link_holder(link)
+    }
+
+    fn send_link_op(&self, node: Option<&str>, link: &str, op: bytes::Bytes) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.send_link_op(node, link, op) != cluster::Queued::Dropped)
     }
 }
 

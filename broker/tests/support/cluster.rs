@@ -69,11 +69,12 @@ pub fn node_config(cluster: &str, name: &str, secret_dir: &tempfile::TempDir) ->
 
 /// Nodes `node-0`, `node-1`, ... of one cluster.
 pub struct TestCluster {
+    pub name: String,
     pub nodes: Vec<Option<Server>>,
     pub discovery: Arc<TestDiscovery>,
     secret: tempfile::TempDir,
     /// Applied to every node's configuration after [`node_config`].
-    adjust: fn(&mut Config),
+    adjust: Box<dyn Fn(&mut Config) + Send + Sync>,
 }
 
 impl TestCluster {
@@ -83,12 +84,25 @@ impl TestCluster {
     }
 
     /// [`TestCluster::start`], with `adjust` changing each node's configuration.
-    pub async fn start_with(size: usize, adjust: fn(&mut Config)) -> TestCluster {
+    pub async fn start_with(
+        size: usize,
+        adjust: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> TestCluster {
+        TestCluster::start_named("test", size, adjust).await
+    }
+
+    /// [`TestCluster::start_with`] for a cluster called `name`.
+    pub async fn start_named(
+        name: &str,
+        size: usize,
+        adjust: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> TestCluster {
         let mut cluster = TestCluster {
+            name: name.to_owned(),
             nodes: Vec::new(),
             discovery: Arc::new(TestDiscovery::default()),
             secret: secret_dir(TEST_SECRET),
-            adjust,
+            adjust: Box::new(adjust),
         };
         for _ in 0..size {
             cluster.add_node().await;
@@ -116,7 +130,7 @@ impl TestCluster {
 
     /// The configuration of a node of this cluster called `name`.
     pub fn config_for(&self, name: &str) -> Config {
-        let mut config = node_config("test", name, &self.secret);
+        let mut config = node_config(&self.name, name, &self.secret);
         (self.adjust)(&mut config);
         config
     }

@@ -60,7 +60,7 @@ impl Net {
                     table.forget_link(&sender, &mut out);
                     out
                 }
-                LinkOp::Publish(_) => Vec::new(),
+                LinkOp::Publish(_) | LinkOp::Position { .. } => Vec::new(),
             };
             queue.extend(more.into_iter().map(|(to, op)| (receiver.clone(), to, op)));
         }

@@ -530,3 +530,69 @@ async fn the_admin_api_shows_links_and_metrics_have_a_link_label() {
         .contains("strait_link_messages_dropped_total{link=\"west\",reason=\"queue_full\"} 0"));
     net.shutdown().await;
 }
+
+/// With persistence, what a link holds survives a restart of its broker:
+/// messages queued while the link was down are delivered once it is back,
+/// and the remote's interest is remembered, so messages published after the
+/// restart (the link still down) queue too.
+#[tokio::test]
+async fn a_restart_with_persistence_keeps_the_queue_and_the_interest() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut configured = Linked::configure(&[edge("west", "east")], |_, _| {});
+    let east_listener = configured.configs["east"]
+        .link_listener
+        .clone()
+        .expect("listener")
+        .bind;
+    let proxy = support::proxy::FaultProxy::start(east_listener).await;
+    configured.configs.get_mut("west").expect("west").links[0].endpoints =
+        vec![proxy.addr().to_string()];
+    let east_config = configured.configs.get_mut("east").expect("east");
+    east_config.persistence.data_dir = Some(data.path().to_owned());
+    east_config.listeners[0].bind =
+        std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let east_config = east_config.clone();
+    let mut net = configured.start().await;
+    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
+    west_sub.subscribe("orders/#", v4::QoS::AtLeastOnce).await;
+    net.wait_routes("east", "west", 1).await;
+
+    proxy.cut().await;
+    let east_links = net.server("east").broker().links().clone();
+    support::cluster::eventually("east to see the cut", || {
+        !east_links.get("west").expect("link").is_connected()
+    })
+    .await;
+    let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
+    for i in 0..100u32 {
+        publisher
+            .publish_acked("orders/1", false, &i.to_be_bytes())
+            .await;
+    }
+    drop(publisher);
+    net.servers.remove("east").expect("east").shutdown().await;
+    let east = strait_broker::server::Server::start(east_config)
+        .await
+        .expect("east restarts");
+    let restored = east.broker().links().status();
+    assert_eq!(restored[0].queued_messages, 100, "the queue came back");
+    assert_eq!(restored[0].routes_received, 1, "the interest came back");
+    // Still cut: new messages queue behind the restored ones.
+    let mut publisher = v4::connect(v4::options(east.mqtt_addrs()[0], "east-pub")).await;
+    for i in 100..150u32 {
+        publisher
+            .publish_acked("orders/1", false, &i.to_be_bytes())
+            .await;
+    }
+    proxy.heal();
+    for i in 0..150u32 {
+        let got = west_sub.publish_received().await;
+        assert_eq!(
+            got.payload.as_ref(),
+            i.to_be_bytes(),
+            "in order, nothing lost"
+        );
+    }
+    net.servers.insert("east".into(), east);
+    net.shutdown().await;
+}

@@ -36,6 +36,7 @@ use crate::cluster::wire::WireMessage;
 use crate::config::{LinkConfig, LinkListenerConfig};
 use crate::flow::{Gate, Pushback, Release};
 use crate::shutdown::Shutdown;
+use crate::store::{StoreOp, StoredInterest, StoredLink};
 use interest::Interest;
 use wire::{LinkMessage, LinkOp};
 
@@ -102,6 +103,8 @@ pub struct Links {
     /// Each dialling link's task, so a link removed at runtime stops dialling.
     dialers: Mutex<BTreeMap<String, JoinHandle<()>>>,
     refused: std::sync::atomic::AtomicU64,
+    /// Links removed since the store last heard: what it kept of them goes.
+    removed: Mutex<Vec<String>>,
     /// The other node of this cluster holding each link, as last heard.
     holders: Mutex<BTreeMap<String, String>>,
     /// Starts a link's dialler; set by [`spawn`], used by [`Links::replace`].
@@ -138,6 +141,7 @@ impl Links {
             refused: std::sync::atomic::AtomicU64::new(0),
             starter: std::sync::OnceLock::new(),
             holders: Mutex::new(BTreeMap::new()),
+            removed: Mutex::new(Vec::new()),
         };
         links.install(configs)?;
         Ok(links)
@@ -170,6 +174,7 @@ impl Links {
             let keep = configs.iter().any(|c| &c.name == name);
             if !keep {
                 link.abandon();
+                self.removed.lock().push(name.clone());
                 if let Some(task) = self.dialers.lock().remove(name) {
                     task.abort();
                 }
@@ -449,6 +454,7 @@ impl Links {
             } => link.position_elsewhere(incarnation, applied),
             LinkOp::Publish(_) => {}
         }
+        link.mark_dirty();
         self.queue_ops(&|name| host.link_holder(name).is_some(), ops);
         wanted
     }
@@ -500,6 +506,59 @@ impl Links {
             }
         }
         out
+    }
+
+    /// What the store must write: every link whose queue or interest
+    /// changed since the last call, and the links removed since.
+    pub fn store_ops(&self) -> Vec<StoreOp> {
+        let mut ops: Vec<StoreOp> = std::mem::take(&mut *self.removed.lock())
+            .into_iter()
+            .map(StoreOp::DeleteLink)
+            .collect();
+        for link in self.all() {
+            if !link.take_dirty() {
+                continue;
+            }
+            let interest = self
+                .interest
+                .lock()
+                .learned(&link.name)
+                .into_iter()
+                .map(|(origin, filter, path)| StoredInterest {
+                    origin,
+                    filter,
+                    path,
+                })
+                .collect();
+            ops.push(StoreOp::PutLink(StoredLink {
+                name: link.name.clone(),
+                messages: link.queued_bodies().iter().map(|b| b.to_vec()).collect(),
+                interest,
+            }));
+        }
+        ops
+    }
+
+    /// Takes back what the store kept of the links at start-up: messages
+    /// queue again, interest is known again. A link no longer configured is
+    /// dropped from the store.
+    pub fn restore(&self, stored: Vec<StoredLink>) {
+        for kept in stored {
+            let Some(link) = self.get(&kept.name) else {
+                self.removed.lock().push(kept.name);
+                continue;
+            };
+            let mut interest = self.interest.lock();
+            for entry in kept.interest {
+                // Nothing is connected yet: what it would relay is sent
+                // with each link's first snapshot.
+                let _ = interest.learn(&link.name, &entry.origin, &entry.filter, entry.path);
+            }
+            drop(interest);
+            let queued =
+                link.restore_messages(kept.messages.into_iter().map(Bytes::from).collect());
+            tracing::info!(link = %link.name, queued, "restored the link's queue and interest from the store");
+        }
     }
 
     fn count_forwarded(&self, link: &Link, message: &WireMessage) {

@@ -158,6 +158,8 @@ pub struct Link {
     /// A connection carried the link on this node at some point: its stream
     /// to the remote exists, so interest changes are queued on it.
     ever_connected: AtomicBool,
+    /// The queue or the interest changed since the store last saw them.
+    dirty: AtomicBool,
 }
 
 impl Link {
@@ -191,7 +193,33 @@ impl Link {
             revision: AtomicU64::new(revision),
             claim: Mutex::new(None),
             ever_connected: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
         }
+    }
+
+    /// Something the store keeps changed.
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Whether something the store keeps changed since the last call.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    /// The queued messages, for the store.
+    pub fn queued_bodies(&self) -> Vec<Bytes> {
+        self.outbox.lock().message_bodies()
+    }
+
+    /// Queues messages read back from the store, in order, before any
+    /// connection: they go out when the link is up.
+    pub fn restore_messages(&self, bodies: Vec<Bytes>) -> usize {
+        let mut outbox = self.outbox.lock();
+        bodies
+            .into_iter()
+            .filter(|body| outbox.push(body.clone(), Kind::Message, None).is_ok())
+            .count()
     }
 
     /// Whether this node's stream to the remote exists (a connection carried it).
@@ -212,6 +240,7 @@ impl Link {
         self.ever_connected.store(false, Ordering::Release);
         *self.claim.lock() = None;
         let messages = self.outbox.lock().take_messages();
+        self.mark_dirty();
         // The holder counts them when it queues them.
         self.stats
             .forwarded
@@ -274,6 +303,7 @@ impl Link {
             Ok(_) => {
                 let backlogged = outbox.is_backlogged();
                 drop(outbox);
+                self.mark_dirty();
                 self.wake.notify_one();
                 Ok(backlogged)
             }
@@ -312,7 +342,11 @@ impl Link {
         let drained = {
             let mut outbox = self.outbox.lock();
             let was = outbox.is_backlogged();
+            let before = outbox.messages().0;
             outbox.ack(seq);
+            if outbox.messages().0 != before {
+                self.mark_dirty();
+            }
             was && !outbox.is_backlogged()
         };
         if drained {

@@ -288,6 +288,15 @@ impl Outbox {
         }
     }
 
+    /// Every queued message still worth sending, in order (for the store).
+    pub fn message_bodies(&self) -> Vec<Bytes> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind == Kind::Message && !e.expired)
+            .map(|e| e.body.clone())
+            .collect()
+    }
+
     /// Hands every queued message over (to be sent by another way), in
     /// order, and forgets the rest: the next connection resyncs.
     pub fn take_messages(&mut self) -> Vec<Bytes> {

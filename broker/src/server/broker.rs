@@ -577,6 +577,7 @@ impl Broker {
             return Ok(());
         };
         let snapshot = persistence.load()?;
+        self.links.restore(snapshot.links);
         let now = Instant::now();
         let mut retained = self.retained.write();
         let mut restored_retained = 0;
@@ -656,7 +657,7 @@ impl Broker {
     /// Writes everything pending to the store, at shutdown.
     pub(super) async fn final_flush(&self) {
         if let Some(p) = &self.persistence {
-            p.flush(&self.registry, &self.metrics).await;
+            p.flush(&self.registry, &self.links, &self.metrics).await;
         }
     }
 }

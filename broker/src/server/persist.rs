@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use super::broker::Broker;
 use super::message::{unix_ms, Message, Outgoing};
 use super::registry::{Registry, SessionHandle, SessionState, SubscriptionRecord};
+use crate::link::Links;
 use crate::metrics::Metrics;
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::shutdown::Shutdown;
@@ -67,9 +68,10 @@ impl Persistence {
     }
 
     /// Writes every pending change in one transaction.
-    pub async fn flush(&self, registry: &Registry, metrics: &Metrics) {
+    pub async fn flush(&self, registry: &Registry, links: &Links, metrics: &Metrics) {
         let _turn = self.flushing.lock().await;
-        let ops = self.collect(registry);
+        let mut ops = self.collect(registry);
+        ops.extend(links.store_ops());
         if ops.is_empty() {
             metrics.store_flushed(true);
             return;
@@ -231,7 +233,7 @@ pub async fn flush_loop(broker: Arc<Broker>, mut shutdown: Shutdown) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => persistence.flush(broker.registry(), broker.metrics()).await,
+            _ = tick.tick() => persistence.flush(broker.registry(), broker.links(), broker.metrics()).await,
             _ = shutdown.recv() => return,
         }
     }

@@ -15,7 +15,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::records::{StoredMessage, StoredSession, StoredSessionV1};
+use super::records::{StoredLink, StoredMessage, StoredSession, StoredSessionV1};
 
 /// Version byte of records written by this build. Version 2 added the
 /// session's owner; version 1 sessions are migrated as they are read.
@@ -190,5 +190,12 @@ mod tests {
             decode::<StoredMessage>(&bytes),
             Err(CodecError::TrailingBytes(2))
         ));
+    }
+}
+
+/// Links were first stored with format version 2: nothing older to read.
+impl Migrate for StoredLink {
+    fn migrate(_version: u8, _body: &[u8]) -> Option<Result<Self, CodecError>> {
+        None
     }
 }

@@ -6,8 +6,9 @@
 //! is a well-known format inside a well-kept embedded database.
 //!
 //! On disk: one [redb] file, `strait.redb`, in the node's data directory, with
-//! a `retained` table (topic to message) and a `sessions` table (client id to
-//! session). Values are postcard behind a format-version byte (see `codec.rs`).
+//! a `retained` table (topic to message), a `sessions` table (client id to
+//! session) and a `links` table (remote cluster to queued messages and
+//! interest). Values are postcard behind a format-version byte (see `codec.rs`).
 
 mod codec;
 mod error;
@@ -21,7 +22,8 @@ use redb::{Builder, Database, DatabaseError, Durability};
 pub use codec::CodecError;
 pub use error::{Corruption, StoreError};
 pub use records::{
-    SessionOwner, Snapshot, StoreOp, StoredMessage, StoredSession, StoredSubscription,
+    SessionOwner, Snapshot, StoreOp, StoredInterest, StoredLink, StoredMessage, StoredSession,
+    StoredSubscription,
 };
 
 use error::database;
@@ -80,6 +82,8 @@ impl Store {
             .map_err(database("create the retained table"))?;
         txn.open_table(StoredSession::definition())
             .map_err(database("create the sessions table"))?;
+        txn.open_table(StoredLink::definition())
+            .map_err(database("create the links table"))?;
         txn.commit()
             .map_err(database("commit the set-up transaction"))?;
         Ok(Store { db })
@@ -98,6 +102,7 @@ impl Store {
         Ok(Snapshot {
             retained: table::read_all(&txn)?,
             sessions: table::read_all(&txn)?,
+            links: table::read_all(&txn)?,
         })
     }
 
@@ -123,12 +128,17 @@ impl Store {
             let mut sessions = txn
                 .open_table(StoredSession::definition())
                 .map_err(database("open the sessions table"))?;
+            let mut links = txn
+                .open_table(StoredLink::definition())
+                .map_err(database("open the links table"))?;
             for op in ops {
                 match op {
                     StoreOp::PutRetained(message) => table::put(&mut retained, message)?,
                     StoreOp::DeleteRetained(topic) => table::delete(&mut retained, topic)?,
                     StoreOp::PutSession(session) => table::put(&mut sessions, session)?,
                     StoreOp::DeleteSession(client_id) => table::delete(&mut sessions, client_id)?,
+                    StoreOp::PutLink(link) => table::put(&mut links, link)?,
+                    StoreOp::DeleteLink(name) => table::delete(&mut links, name)?,
                 }
             }
         }

@@ -96,6 +96,27 @@ impl From<StoredSessionV1> for StoredSession {
     }
 }
 
+/// What a link to another cluster keeps across a restart: the messages
+/// queued for the remote, and the interest it had advertised, so messages
+/// published while the link is still down keep queueing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLink {
+    /// The remote cluster's name.
+    pub name: String,
+    /// Queued messages, oldest first, each an encoded link op (the link
+    /// protocol's `LinkOp::Publish`, with its message id).
+    pub messages: Vec<Vec<u8>>,
+    pub interest: Vec<StoredInterest>,
+}
+
+/// One advertisement a link's remote made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredInterest {
+    pub origin: String,
+    pub filter: String,
+    pub path: Vec<String>,
+}
+
 /// One change, applied with others in a single transaction.
 ///
 /// Ops apply in order, so the last op for a key in a batch wins. Deleting a
@@ -110,13 +131,18 @@ pub enum StoreOp {
     PutSession(StoredSession),
     /// Removes the session of this client id.
     DeleteSession(String),
+    /// Stores a link's queue and interest, replacing what was there.
+    PutLink(StoredLink),
+    /// Removes what was kept for the link to this cluster.
+    DeleteLink(String),
 }
 
 /// Everything the store holds, read once at start-up.
 ///
-/// Both lists are sorted by key (topic, client id) in byte order.
+/// Every list is sorted by key (topic, client id, link name) in byte order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub retained: Vec<StoredMessage>,
     pub sessions: Vec<StoredSession>,
+    pub links: Vec<StoredLink>,
 }

@@ -1,4 +1,4 @@
-//! The two tables of the database and how records are filed in them.
+//! The tables of the database and how records are filed in them.
 //!
 //! Keys are stored as raw bytes (the UTF-8 of the topic or client id) rather
 //! than as redb's `&str` key type: redb decodes `&str` keys with a panicking
@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::codec;
 use super::error::{database, Corruption, StoreError};
-use super::records::{StoredMessage, StoredSession};
+use super::records::{StoredLink, StoredMessage, StoredSession};
 
 /// Key and value types of every table: UTF-8 key bytes to encoded record.
 pub(super) type Definition = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -45,6 +45,14 @@ impl Record for StoredSession {
 
     fn key(&self) -> &str {
         &self.client_id
+    }
+}
+
+impl Record for StoredLink {
+    const TABLE: &'static str = "links";
+
+    fn key(&self) -> &str {
+        &self.name
     }
 }
 

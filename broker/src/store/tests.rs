@@ -8,8 +8,8 @@ use tempfile::TempDir;
 
 use super::table::Record;
 use super::{
-    codec, Corruption, Snapshot, Store, StoreError, StoreOp, StoredMessage, StoredSession,
-    StoredSubscription, FILE_NAME,
+    codec, Corruption, Snapshot, Store, StoreError, StoreOp, StoredInterest, StoredLink,
+    StoredMessage, StoredSession, StoredSubscription, FILE_NAME,
 };
 use crate::store::SessionOwner;
 
@@ -85,12 +85,15 @@ fn puts_and_deletes_survive_drop_and_reopen() {
             StoreOp::PutSession(session("client-2", 60)),
             StoreOp::PutSession(session("client-1", 30)),
             StoreOp::PutSession(session("client-3", 10)),
+            StoreOp::PutLink(link("west")),
+            StoreOp::PutLink(link("gone")),
         ])
         .expect("first batch");
     store
         .apply(&[
             StoreOp::DeleteRetained("c/topic".to_owned()),
             StoreOp::DeleteSession("client-3".to_owned()),
+            StoreOp::DeleteLink("gone".to_owned()),
         ])
         .expect("second batch");
     drop(store);
@@ -101,8 +104,22 @@ fn puts_and_deletes_survive_drop_and_reopen() {
         Snapshot {
             retained: vec![message("a/topic", b"one"), message("b/topic", b"two")],
             sessions: vec![session("client-1", 30), session("client-2", 60)],
+            links: vec![link("west")],
         }
     );
+}
+
+/// What a link keeps: two queued messages and one advertisement.
+fn link(name: &str) -> StoredLink {
+    StoredLink {
+        name: name.to_owned(),
+        messages: vec![b"first op".to_vec(), b"second op".to_vec()],
+        interest: vec![StoredInterest {
+            origin: name.to_owned(),
+            filter: "orders/#".to_owned(),
+            path: vec![name.to_owned()],
+        }],
+    }
 }
 
 #[test]
@@ -125,6 +142,7 @@ fn last_write_wins_within_one_batch() {
         Snapshot {
             retained: vec![message("u", b"new")],
             sessions: vec![session("c", 2)],
+            links: Vec::new(),
         }
     );
 }

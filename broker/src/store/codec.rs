@@ -80,6 +80,13 @@ impl Migrate for StoredSession {
     }
 }
 
+/// Links were first stored with format version 2: nothing older to read.
+impl Migrate for StoredLink {
+    fn migrate(_version: u8, _body: &[u8]) -> Option<Result<Self, CodecError>> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,12 +197,5 @@ mod tests {
             decode::<StoredMessage>(&bytes),
             Err(CodecError::TrailingBytes(2))
         ));
-    }
-}
-
-/// Links were first stored with format version 2: nothing older to read.
-impl Migrate for StoredLink {
-    fn migrate(_version: u8, _body: &[u8]) -> Option<Result<Self, CodecError>> {
-        None
     }
 }

@@ -3,8 +3,10 @@
 # `make bench` builds release binaries, installs rumqttd once into the cache,
 # and runs the load generator, which starts each broker in turn on loopback,
 # then Strait alone and as a two-node cluster (publishers on one node,
-# subscribers on the other), and writes target/bench/report.md. Not part of
-# `make test`.
+# subscribers on the other), then Strait clusters joined by a link against
+# two mosquitto brokers joined by mosquitto's bridge (publishers on one side,
+# subscribers on the other, through a relay that counts the bytes and can add
+# a round trip), and writes target/bench/report.md. Not part of `make test`.
 # `make bench BENCH_ARGS=--quick` is a smoke test of under a minute.
 
 # Not --locked: rumqttd 0.20.0's lock file pins metrics 0.22.1, which current

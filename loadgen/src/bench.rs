@@ -11,6 +11,7 @@ use crate::broker::{
     INFLIGHT_PER_CLIENT, QUEUED_PER_CLIENT,
 };
 use crate::client::ClientError;
+use crate::cross_link::cross_link;
 use crate::cross_node::cross_node;
 use crate::delivery;
 use crate::idle::{bytes_per_connection, open_idle};
@@ -47,6 +48,18 @@ pub async fn run_bench(publishers_runtime: &Handle, brokers: &[BrokerSpec], plan
             .find(|spec| spec.kind == kind)
             .map(|spec| spec.binary.as_path())
     };
+    let cross_link = match strait {
+        Some(spec) => Some(
+            cross_link(
+                publishers_runtime,
+                &spec.binary,
+                binary_of(BrokerKind::Mosquitto),
+                plan,
+            )
+            .await,
+        ),
+        None => None,
+    };
     let contenders = delivery::contenders(
         binary_of(BrokerKind::Strait),
         |policy| strait_config_with_policy(policy).ok(),
@@ -61,6 +74,7 @@ pub async fn run_bench(publishers_runtime: &Handle, brokers: &[BrokerSpec], plan
         latency_scenarios: plan.latency.iter().map(ToString::to_string).collect(),
         brokers: results,
         cross_node,
+        cross_link,
         delivery,
         notes: notes(brokers, plan),
     }

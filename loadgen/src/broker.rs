@@ -183,6 +183,28 @@ pub fn mosquitto_config(addr: SocketAddr, max_queued: usize) -> String {
     )
 }
 
+/// A mosquitto bridge to `remote` importing everything published there, as
+/// mosquitto.conf(5) describes it: `topic # in 1` subscribes to every topic on
+/// the remote at QoS 1 (messages keep their own QoS up to 1, so none is lost
+/// on the way), `try_private` marks the bridge so the remote does not loop
+/// messages back, `cleansession true` with `notifications false` keeps no
+/// state or status topics, and the bridge may have as many QoS 1 messages in
+/// flight as any benchmark client (`max_inflight_messages` above).
+pub fn mosquitto_bridge_config(remote: SocketAddr) -> String {
+    format!(
+        "connection bench-bridge\n\
+         address {remote}\n\
+         topic # in 1\n\
+         bridge_protocol_version mqttv311\n\
+         try_private true\n\
+         cleansession true\n\
+         notifications false\n\
+         start_type automatic\n\
+         restart_timeout 1\n\
+         keepalive_interval 60\n"
+    )
+}
+
 /// The rumqttd configuration: one MQTT 3.1.1 server on a loopback port, its
 /// shipped router defaults, generous connection limits and no accept delay.
 pub fn rumqttd_config(addr: SocketAddr) -> String {
@@ -247,6 +269,26 @@ impl BrokerProcess {
         let dir = run_dir(broker)?;
         let addr = free_addr().map_err(setup)?;
         let config = mosquitto_config(addr, max_queued);
+        let path = write(dir.path(), "mosquitto.conf", &config).map_err(setup)?;
+        let mut command = Command::new(binary);
+        command.arg("-c").arg(path);
+        Self::launch(broker, command, addr, None, dir).await
+    }
+
+    /// Starts mosquitto with the benchmark configuration and a bridge to the
+    /// mosquitto at `remote` that brings every message published there
+    /// (`topic # in 1`) to this one: mosquitto's own way of joining two
+    /// brokers, with the settings its documentation gives for it (see
+    /// [`mosquitto_bridge_config`]).
+    pub async fn start_mosquitto_bridged(
+        binary: &Path,
+        remote: SocketAddr,
+    ) -> Result<BrokerProcess, BrokerError> {
+        let broker = BrokerKind::Mosquitto;
+        let setup = |source| BrokerError::Setup { broker, source };
+        let dir = run_dir(broker)?;
+        let addr = free_addr().map_err(setup)?;
+        let config = mosquitto_config(addr, QUEUED_PER_CLIENT) + &mosquitto_bridge_config(remote);
         let path = write(dir.path(), "mosquitto.conf", &config).map_err(setup)?;
         let mut command = Command::new(binary);
         command.arg("-c").arg(path);

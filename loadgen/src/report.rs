@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cross_link::CrossLinkResults;
 use crate::delivery::DeliveryResults;
 use crate::stats::LatencySummary;
 
@@ -71,6 +72,7 @@ pub struct Report {
     pub latency_scenarios: Vec<String>,
     pub brokers: Vec<BrokerResults>,
     pub cross_node: Option<CrossNodeResults>,
+    pub cross_link: Option<CrossLinkResults>,
     pub delivery: Option<DeliveryResults>,
     /// Free-form lines printed under the title (machine, durations, configuration).
     pub notes: Vec<String>,
@@ -119,7 +121,7 @@ pub fn format_mib(kib: u64) -> String {
 }
 
 /// A cell for an optional figure: the formatted value, or "failed".
-fn cell<T>(value: Option<T>, format: impl Fn(T) -> String) -> String {
+pub(crate) fn cell<T>(value: Option<T>, format: impl Fn(T) -> String) -> String {
     value.map(format).unwrap_or_else(|| "failed".to_owned())
 }
 
@@ -254,6 +256,9 @@ impl Report {
         if let Some(cross) = &self.cross_node {
             out.push_str(&cross.to_markdown());
         }
+        if let Some(cross) = &self.cross_link {
+            out.push_str(&cross.to_markdown());
+        }
         if let Some(delivery) = &self.delivery {
             out.push_str(&delivery.to_markdown());
         }
@@ -261,7 +266,12 @@ impl Report {
         let cross_errors = self
             .cross_node
             .iter()
-            .flat_map(|c| c.errors.iter().map(|e| ("strait cross-node", e)));
+            .flat_map(|c| c.errors.iter().map(|e| ("strait cross-node", e)))
+            .chain(
+                self.cross_link
+                    .iter()
+                    .flat_map(|c| c.errors.iter().map(|e| ("cross-link", e))),
+            );
         let failures: Vec<String> = self
             .brokers
             .iter()
@@ -344,7 +354,7 @@ impl CrossNodeResults {
 }
 
 /// `cross / single` with whether it meets [`CROSS_NODE_RATE_GOAL`].
-fn judged_ratio(single: f64, cross: f64) -> String {
+pub(crate) fn judged_ratio(single: f64, cross: f64) -> String {
     if single <= 0.0 || !cross.is_finite() {
         return "–".to_owned();
     }
@@ -358,7 +368,7 @@ fn judged_ratio(single: f64, cross: f64) -> String {
 }
 
 /// `cross - single` in µs, signed, with whether it meets [`CROSS_NODE_ADDED_P99_GOAL`].
-fn judged_added_p99(single: Duration, cross: Duration) -> String {
+pub(crate) fn judged_added_p99(single: Duration, cross: Duration) -> String {
     let added = cross.as_secs_f64() - single.as_secs_f64();
     let verdict = if added < CROSS_NODE_ADDED_P99_GOAL.as_secs_f64() {
         "met"
@@ -442,6 +452,7 @@ mod tests {
                 rumqttd,
             ],
             cross_node: None,
+            cross_link: None,
             delivery: None,
             notes: vec!["2 cores".to_owned()],
         };

@@ -566,7 +566,8 @@ impl Interest {
     /// Where a message on `topic` goes. `path` is where it has been (this
     /// cluster last); `to` the destinations it was addressed to when it came
     /// over a link (`None`: published here, so every interested cluster),
-    /// and `from` that link.
+    /// and `from` that link. Called for every message published here: it
+    /// allocates only for what it returns.
     pub fn route(
         &self,
         topic_name: &str,
@@ -574,46 +575,49 @@ impl Interest {
         to: Option<&[String]>,
         from: Option<&str>,
     ) -> Routes {
-        let mut best: HashMap<Origin, (usize, &str)> = HashMap::new();
+        // Per interested origin: its distance and the index of the link
+        // chosen for it (links are in name order, so the index breaks ties).
+        let mut best: Vec<(Origin, usize, usize)> = Vec::new();
         let mut matched = Vec::new();
-        for (name, table) in &self.links {
+        for (index, (name, table)) in self.links.iter().enumerate() {
             if Some(name.as_str()) == from
                 || path.contains(name)
-                || path.len() >= usize::from(table.config.max_hops).saturating_add(1)
+                || path.len() > usize::from(table.config.max_hops)
                 || !table.exports(topic_name)
             {
                 continue;
             }
-            matched.clear();
             table.router.route(topic_name, None, |_| true, &mut matched);
             for (origin, _) in matched.drain(..) {
-                if path.iter().any(|c| **c == *origin)
-                    || to.is_some_and(|to| !to.iter().any(|d| **d == *origin))
-                {
+                let unwanted = path.iter().any(|c| **c == *origin)
+                    || to.is_some_and(|to| !to.iter().any(|d| **d == *origin));
+                if unwanted {
                     continue;
                 }
                 let distance = table.distance_to(&origin).unwrap_or(usize::MAX);
-                let candidate = (distance, name.as_str());
-                best.entry(origin)
-                    .and_modify(|current| {
-                        if candidate < *current {
-                            *current = candidate;
-                        }
-                    })
-                    .or_insert(candidate);
+                match best.iter_mut().find(|(o, ..)| *o == origin) {
+                    Some(entry) if (distance, index) < (entry.1, entry.2) => {
+                        entry.1 = distance;
+                        entry.2 = index;
+                    }
+                    Some(_) => {}
+                    None => best.push((origin, distance, index)),
+                }
             }
         }
-        let mut routes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (origin, (_, link)) in best {
-            routes.entry(link).or_default().push(origin.to_string());
+        if best.is_empty() {
+            return Vec::new();
+        }
+        best.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(&b.0)));
+        let mut routes: Routes = Vec::new();
+        let names: Vec<&String> = self.links.keys().collect();
+        for (origin, _, index) in best {
+            match routes.last_mut() {
+                Some((link, to)) if link == names[index] => to.push(origin.to_string()),
+                _ => routes.push((names[index].clone(), vec![origin.to_string()])),
+            }
         }
         routes
-            .into_iter()
-            .map(|(link, mut to)| {
-                to.sort();
-                (link.to_owned(), to)
-            })
-            .collect()
     }
 
     /// Whether messages on `topic` are accepted from `link`'s remote.

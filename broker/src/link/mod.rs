@@ -96,8 +96,9 @@ pub struct Forwarded {
 pub struct Links {
     me: String,
     links: RwLock<BTreeMap<String, Arc<Link>>>,
-    /// Lock order: `interest`, then a link's queue.
-    interest: Mutex<Interest>,
+    /// Read by every publish, written when interest changes. Lock order:
+    /// `interest`, then the link map, then a link's queue.
+    interest: RwLock<Interest>,
     credentials: Option<Credentials>,
     revision: Mutex<u64>,
     /// Each dialling link's task, so a link removed at runtime stops dialling.
@@ -134,7 +135,7 @@ impl Links {
         let links = Links {
             me: me.to_owned(),
             links: RwLock::new(BTreeMap::new()),
-            interest: Mutex::new(Interest::new(me)),
+            interest: RwLock::new(Interest::new(me)),
             credentials,
             revision: Mutex::new(0),
             dialers: Mutex::new(BTreeMap::new()),
@@ -167,7 +168,7 @@ impl Links {
             *revision += 1;
             *revision
         };
-        let mut interest = self.interest.lock();
+        let mut interest = self.interest.write();
         let mut links = self.links.write();
         let mut added = Vec::new();
         links.retain(|name, link| {
@@ -224,13 +225,13 @@ impl Links {
     /// A filter gained its first subscriber on a node of this cluster (this
     /// one, or a peer that advertised it over the mesh).
     pub fn own_added(&self, host: &impl LinkHost, filter: &str) {
-        let ops = self.interest.lock().own_added(filter);
+        let ops = self.interest.write().own_added(filter);
         self.queue_ops(&|name| host.link_holder(name).is_some(), ops);
     }
 
     /// A filter lost its last subscriber on a node of this cluster.
     pub fn own_removed(&self, host: &impl LinkHost, filter: &str) {
-        let ops = self.interest.lock().own_removed(filter);
+        let ops = self.interest.write().own_removed(filter);
         self.queue_ops(&|name| host.link_holder(name).is_some(), ops);
     }
 
@@ -267,7 +268,7 @@ impl Links {
         from: Option<&str>,
     ) -> Forwarded {
         let mut forwarded = Forwarded::default();
-        let routes = self.interest.lock().route(topic, path, to, from);
+        let routes = self.interest.read().route(topic, path, to, from);
         if routes.is_empty() {
             return forwarded;
         }
@@ -324,7 +325,7 @@ impl Links {
 
     /// Whether messages on `topic` are accepted from `link`'s remote.
     pub fn imports(&self, link: &str, topic: &str) -> bool {
-        self.interest.lock().imports(link, topic)
+        self.interest.read().imports(link, topic)
     }
 
     /// Forgets the interest of links down longer than their retention.
@@ -338,7 +339,7 @@ impl Links {
                 .is_some_and(|down| down >= Duration::from_secs(retention))
             {
                 let mut ops = Vec::new();
-                let mut interest = self.interest.lock();
+                let mut interest = self.interest.write();
                 if interest.counts(&link.name).0 > 0 {
                     tracing::info!(link = %link.name, retention, "forgetting the interest of a link down longer than its retention");
                     interest.forget_link(&link.name, &mut ops);
@@ -351,7 +352,7 @@ impl Links {
 
     /// What `/api/v1/links` shows.
     pub fn status(&self) -> Vec<LinkStatus> {
-        let interest = self.interest.lock();
+        let interest = self.interest.read();
         let counts: Vec<_> = self
             .all()
             .into_iter()
@@ -422,7 +423,7 @@ impl Links {
         let mut ops = Vec::new();
         let mut wanted = None;
         match op {
-            LinkOp::Reset => self.interest.lock().forget_link(&link.name, &mut ops),
+            LinkOp::Reset => self.interest.write().forget_link(&link.name, &mut ops),
             LinkOp::Interest {
                 origin,
                 filter,
@@ -430,7 +431,7 @@ impl Links {
             } => {
                 let learned = self
                     .interest
-                    .lock()
+                    .write()
                     .learn(&link.name, &origin, &filter, path);
                 match learned {
                     Ok((effective, out)) => {
@@ -446,7 +447,7 @@ impl Links {
                 }
             }
             LinkOp::InterestGone { origin, filter } => {
-                ops = self.interest.lock().forget(&link.name, &origin, &filter);
+                ops = self.interest.write().forget(&link.name, &origin, &filter);
             }
             LinkOp::Position {
                 incarnation,
@@ -491,7 +492,7 @@ impl Links {
     /// The interest learned over every link, for a node of this cluster met
     /// for the first time.
     pub fn for_peer(&self) -> Vec<(String, Bytes)> {
-        let interest = self.interest.lock();
+        let interest = self.interest.read();
         let mut out = Vec::new();
         for link in self.links.read().keys() {
             for (origin, filter, path) in interest.learned(link) {
@@ -521,7 +522,7 @@ impl Links {
             }
             let interest = self
                 .interest
-                .lock()
+                .read()
                 .learned(&link.name)
                 .into_iter()
                 .map(|(origin, filter, path)| StoredInterest {
@@ -548,7 +549,7 @@ impl Links {
                 self.removed.lock().push(kept.name);
                 continue;
             };
-            let mut interest = self.interest.lock();
+            let mut interest = self.interest.write();
             for entry in kept.interest {
                 // Nothing is connected yet: what it would relay is sent
                 // with each link's first snapshot.

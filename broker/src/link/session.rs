@@ -359,7 +359,7 @@ async fn run<H: LinkHost>(
     buf: BytesMut,
 ) -> Result<(), PeerError> {
     if let Resume::Resync { .. } = link.resume_local(resume_after) {
-        let snapshot = links.interest.lock().snapshot(&link.name);
+        let snapshot = links.interest.read().snapshot(&link.name);
         for op in snapshot {
             super::push_op(link, &op);
         }

@@ -17,8 +17,11 @@ use crate::flow::Gate;
 use crate::peering::outbox::{Bounds, Forgotten, Kind, Outbox, PushError, Resume};
 
 /// Queued messages beyond which the remote counts as falling behind and
-/// publishers are held (as for a slow session).
-const BACKLOG: usize = 4096;
+/// publishers are held (as for a slow session), at least. The mark is half
+/// the queue's bound when that is more: a link across a long round trip
+/// holds rate × RTT messages in flight, and a small mark would act as the
+/// very inflight window that caps throughput on such links.
+const MIN_BACKLOG: usize = 4096;
 
 /// Why a message meant for a link's remote did not reach it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -171,7 +174,7 @@ impl Link {
         // The other cluster still wants what was queued for it, even when its
         // node forgot this stream (it restarted): keep the messages.
         let outbox = Outbox::new(bounds, Forgotten::KeepMessages, OP_VARIANT, MAX_FRAME)
-            .with_backlog_mark(BACKLOG);
+            .with_backlog_mark(MIN_BACKLOG.max(config.queue.max_messages / 2));
         Link {
             name: config.name.clone(),
             config: RwLock::new(config),

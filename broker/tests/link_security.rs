@@ -355,3 +355,91 @@ async fn metric(net: &Linked, name: &str) -> u64 {
         .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} in {text}"))
 }
+
+/// A CA and a server certificate for `name` it signed, written under `dir`;
+/// returns (CA file, certificate file, key file).
+fn tls_files(
+    dir: &std::path::Path,
+    label: &str,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{label} CA"));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key")).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec![name.to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("cert");
+    let path = |file: &str| dir.join(format!("{label}-{file}"));
+    std::fs::write(path("ca.pem"), ca.pem()).expect("write CA");
+    std::fs::write(path("cert.pem"), cert.pem()).expect("write cert");
+    std::fs::write(path("key.pem"), key.serialize_pem()).expect("write key");
+    (path("ca.pem"), path("cert.pem"), path("key.pem"))
+}
+
+#[tokio::test]
+async fn a_link_over_tls_carries_messages_and_a_certificate_from_another_ca_is_refused() {
+    use strait_broker::config::{LinkTlsConfig, TlsConfig};
+    let mut configured = Linked::configure(&[edge("edge", "cloud")], |_, _| {});
+    let dir = configured.dir.path().to_owned();
+    let (ca, cert, key) = tls_files(&dir, "cloud", "links.cloud.test");
+    let (other_ca, _, _) = tls_files(&dir, "impostor", "links.cloud.test");
+    let listener = configured
+        .configs
+        .get_mut("cloud")
+        .expect("cloud")
+        .link_listener
+        .as_mut()
+        .expect("listener");
+    listener.tls = Some(TlsConfig {
+        cert_file: cert,
+        key_file: key,
+        client_ca_file: None,
+        require_client_cert: false,
+        use_cert_cn_as_username: false,
+    });
+    let edge_link = &mut configured.configs.get_mut("edge").expect("edge").links[0];
+    edge_link.tls = Some(LinkTlsConfig {
+        ca_file: ca,
+        server_name: "links.cloud.test".into(),
+        cert_file: None,
+        key_file: None,
+    });
+    let mut misconfigured = configured.configs["edge"].clone();
+    let net = configured.start().await;
+    let mut subscriber = v4::connect(v4::options(net.mqtt("edge"), "edge-sub")).await;
+    subscriber.subscribe("t/#", v4::QoS::AtLeastOnce).await;
+    net.wait_routes("cloud", "edge", 1).await;
+    let mut publisher = v4::connect(v4::options(net.mqtt("cloud"), "cloud-pub")).await;
+    publisher.publish_acked("t/1", false, b"over tls").await;
+    assert_eq!(
+        subscriber.publish_received().await.payload.as_ref(),
+        b"over tls"
+    );
+
+    // An edge that trusts another CA does not link, and says why.
+    misconfigured.node.name = "edge-1".into();
+    misconfigured.links[0].tls.as_mut().expect("tls").ca_file = other_ca;
+    let impostor = strait_broker::server::Server::start(misconfigured)
+        .await
+        .expect("start");
+    let links = impostor.broker().links().clone();
+    support::cluster::eventually("the TLS handshake to fail", || {
+        links.status()[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.to_lowercase().contains("certificate"))
+    })
+    .await;
+    assert!(!links.get("cloud").expect("link").is_connected());
+    impostor.shutdown().await;
+    net.shutdown().await;
+}

@@ -596,3 +596,120 @@ async fn a_restart_with_persistence_keeps_the_queue_and_the_interest() {
     net.servers.insert("east".into(), east);
     net.shutdown().await;
 }
+
+/// `PUT /api/v1/links` replaces the link set at runtime, with the admin
+/// token; a set that names this cluster itself is refused with the reason,
+/// and nothing changes.
+#[tokio::test]
+async fn the_admin_api_replaces_links_with_the_token_and_refuses_bad_sets() {
+    let mut configured = Linked::configure(&[edge("west", "east")], |_, _| {});
+    let token_file = configured.dir.path().join("admin-token");
+    std::fs::write(&token_file, "admin-token-for-tests\n").expect("write token");
+    let west_links = configured.configs["west"].links.clone();
+    configured
+        .configs
+        .get_mut("west")
+        .expect("west")
+        .links
+        .clear();
+    configured
+        .configs
+        .get_mut("west")
+        .expect("west")
+        .admin
+        .token_file = Some(token_file);
+    let net = configured.launch().await;
+    let admin = net.server("west").admin_addr();
+    let body = serde_json::to_string(&west_links).expect("json");
+
+    let (status, _) = support::http_send(admin, "PUT", "/api/v1/links", None, &body).await;
+    assert_eq!(status, 401, "no token, no change");
+    assert!(net.server("west").broker().links().is_empty());
+
+    let mut own = west_links.clone();
+    own[0].name = "west".into();
+    let own = serde_json::to_string(&own).expect("json");
+    let (status, reason) = support::http_send(
+        admin,
+        "PUT",
+        "/api/v1/links",
+        Some("admin-token-for-tests"),
+        &own,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(reason.contains("this cluster's own name"), "{reason}");
+    let (status, reason) = support::http_send(
+        admin,
+        "PUT",
+        "/api/v1/links",
+        Some("admin-token-for-tests"),
+        "{\"not\": \"a list\"}",
+    )
+    .await;
+    assert_eq!(status, 400, "{reason}");
+
+    let (status, shown) = support::http_send(
+        admin,
+        "PUT",
+        "/api/v1/links",
+        Some("admin-token-for-tests"),
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{shown}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown[0]["name"], "east");
+    net.wait_connected().await;
+    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
+    west_sub.subscribe("t/#", v4::QoS::AtLeastOnce).await;
+    net.wait_routes("east", "west", 1).await;
+    let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
+    publisher
+        .publish_acked("t/1", false, b"added at runtime")
+        .await;
+    assert_eq!(
+        west_sub.publish_received().await.payload.as_ref(),
+        b"added at runtime"
+    );
+    net.shutdown().await;
+}
+
+/// With `interestRetentionSecs`, the remote's interest is forgotten once the
+/// link has been down that long: messages stop queueing for it.
+#[tokio::test]
+async fn interest_is_forgotten_after_the_configured_retention() {
+    let mut configured = Linked::configure(&[edge("west", "east")], |cluster, link| {
+        if cluster == "east" {
+            link.interest_retention_secs = Some(1);
+        }
+    });
+    let east_listener = configured.configs["east"]
+        .link_listener
+        .clone()
+        .expect("listener")
+        .bind;
+    let proxy = support::proxy::FaultProxy::start(east_listener).await;
+    configured.configs.get_mut("west").expect("west").links[0].endpoints =
+        vec![proxy.addr().to_string()];
+    let net = configured.start().await;
+    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
+    west_sub.subscribe("t/#", v4::QoS::AtLeastOnce).await;
+    net.wait_routes("east", "west", 1).await;
+    proxy.cut().await;
+    let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
+    publisher
+        .publish_acked("t/1", false, b"queued while remembered")
+        .await;
+    assert_eq!(net.status("east", "west").queued_messages, 1);
+    net.wait_routes("east", "west", 0).await;
+    publisher
+        .publish_acked("t/2", false, b"nobody is known to want it")
+        .await;
+    assert_eq!(
+        net.status("east", "west").queued_messages,
+        1,
+        "not queued any more"
+    );
+    net.shutdown().await;
+}

@@ -713,3 +713,74 @@ async fn interest_is_forgotten_after_the_configured_retention() {
     );
     net.shutdown().await;
 }
+
+/// Links reconfigured while a QoS 1 stream crosses: the link stays up on
+/// the same connection (a changed bound, a widened export), and the stream
+/// loses and duplicates nothing.
+#[tokio::test]
+async fn a_link_reconfigured_under_load_keeps_its_connection_and_loses_nothing() {
+    let net = Linked::configure(&[edge("west", "east")], |cluster, link| {
+        if cluster == "east" {
+            link.export = vec!["fleet/#".into()];
+        }
+    })
+    .start()
+    .await;
+    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
+    west_sub.subscribe("fleet/#", v4::QoS::AtLeastOnce).await;
+    net.wait_routes("east", "west", 1).await;
+    let connects = net.status("west", "east").connects;
+
+    let total = 2000u32;
+    let publisher_addr = net.mqtt("east");
+    let publishing = tokio::spawn(async move {
+        let mut publisher = v4::connect(v4::options(publisher_addr, "east-pub")).await;
+        for i in 0..total {
+            publisher
+                .publish_acked("fleet/1", false, &i.to_be_bytes())
+                .await;
+        }
+    });
+    let mut received = Vec::new();
+    while received.len() < 500 {
+        received.push(u32::from_be_bytes(
+            west_sub.publish_received().await.payload[..4]
+                .try_into()
+                .expect("4 bytes"),
+        ));
+    }
+    let west_links = net.server("west").broker().links().clone();
+    let mut west_config = net.configs["west"].links.clone();
+    west_config[0].queue.max_messages = 50_000;
+    west_links.replace(&west_config).expect("replace west");
+    let east_links = net.server("east").broker().links().clone();
+    let mut east_config = net.configs["east"].links.clone();
+    east_config[0].export = vec!["fleet/#".into(), "alerts/#".into()];
+    east_links.replace(&east_config).expect("replace east");
+    while received.len() < total as usize {
+        received.push(u32::from_be_bytes(
+            west_sub.publish_received().await.payload[..4]
+                .try_into()
+                .expect("4 bytes"),
+        ));
+    }
+    within_publisher(publishing).await;
+    assert_eq!(
+        received,
+        (0..total).collect::<Vec<_>>(),
+        "everything, once, in order"
+    );
+    assert_eq!(
+        net.status("west", "east").connects,
+        connects,
+        "the same connection"
+    );
+    assert_eq!(net.status("west", "east").revision, 2);
+    net.shutdown().await;
+}
+
+async fn within_publisher(task: tokio::task::JoinHandle<()>) {
+    support::within("the publisher to finish", task)
+        .await
+        .expect("publisher");
+}

@@ -591,6 +591,12 @@ impl Links {
             &|s| u64::from(s.state == "connected"),
         );
         family(
+            "strait_link_connects_total",
+            "counter",
+            "Connections that carried the link on this node.",
+            &|s| s.connects,
+        );
+        family(
             "strait_link_messages_forwarded_total",
             "counter",
             "Messages queued for the link's remote cluster.",

@@ -71,6 +71,8 @@ impl LinkDrop {
 /// A link's counters.
 #[derive(Debug, Default)]
 pub struct LinkStats {
+    /// Connections that took the link over, on this node.
+    pub connects: AtomicU64,
     pub forwarded: AtomicU64,
     pub forwarded_bytes: AtomicU64,
     pub received: AtomicU64,
@@ -424,6 +426,7 @@ impl Link {
         });
         self.connected.store(true, Ordering::Release);
         self.ever_connected.store(true, Ordering::Release);
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
         Ok(generation)
     }
 
@@ -506,6 +509,7 @@ impl Link {
                 .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_secs()),
             last_error: connection.last_error.clone(),
+            connects: load(&self.stats.connects),
             routes_received,
             routes_sent,
             queued_messages: queued,
@@ -559,6 +563,8 @@ pub struct LinkStatus {
     /// Unix seconds.
     pub connected_since: Option<u64>,
     pub last_error: Option<String>,
+    /// Connections that carried the link on this node so far.
+    pub connects: u64,
     pub routes_received: usize,
     pub routes_sent: usize,
     pub queued_messages: usize,

@@ -5,12 +5,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use support::cluster::secret_dir;
 use support::v4;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One node as a process, configured through a file with static peers.
 struct NodeProcess {
@@ -37,13 +36,7 @@ impl NodeProcess {
         );
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, config).expect("write config");
-        let child = Command::new(support::BROKER_BIN)
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn strait-broker");
+        let child = support::spawn_broker_process(&path);
         NodeProcess {
             child,
             mqtt: SocketAddr::from(([127, 0, 0, 1], ports.mqtt)),
@@ -53,12 +46,8 @@ impl NodeProcess {
 
     /// A `strait_cluster_*` metric, or `None` while the node is not up.
     async fn metric(&self, name: &str) -> Option<u64> {
-        let mut stream = tokio::net::TcpStream::connect(self.admin).await.ok()?;
-        let request = "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        response
+        support::fetch_metrics(self.admin)
+            .await?
             .lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }

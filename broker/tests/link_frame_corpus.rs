@@ -7,7 +7,11 @@
 //! `STRAIT_WRITE_CORPUS=1 cargo test -p strait-broker --test link_frame_corpus`
 //! writes the corpus afresh from [`seeds`].
 
+mod support;
+
 use std::path::PathBuf;
+
+use support::corpus::{replay, Codec};
 
 use bytes::{Bytes, BytesMut};
 use strait_broker::cluster::wire::WireMessage;
@@ -136,64 +140,22 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn the_seed_corpus_replays_as_its_names_say() {
-    if std::env::var_os("STRAIT_WRITE_CORPUS").is_some() {
-        std::fs::create_dir_all(dir()).expect("corpus directory");
-        for (name, bytes) in seeds() {
-            std::fs::write(dir().join(format!("{name}.bin")), bytes).expect("write seed");
-        }
-    }
-    let mut files: Vec<_> = std::fs::read_dir(dir())
-        .expect("corpus directory")
-        .map(|entry| entry.expect("entry").path())
-        .collect();
-    files.sort();
     let seeds = seeds();
-    assert_eq!(
-        files.len(),
-        seeds.len(),
-        "the corpus is what `seeds` writes"
-    );
-    for path in files {
-        let name = path
-            .file_stem()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        let bytes = std::fs::read(&path).expect("seed");
-        assert!(
-            seeds
-                .iter()
-                .any(|(seed, written)| *seed == name && *written == bytes),
-            "{name} differs from its seed: run with STRAIT_WRITE_CORPUS=1"
-        );
-        if name.starts_with("valid-") {
-            let mut buf = BytesMut::from(&bytes[..]);
-            let frame = decode(&mut buf, MAX_FRAME)
-                .unwrap_or_else(|e| panic!("{name}: {e}"))
-                .unwrap_or_else(|| panic!("{name}: not a whole frame"));
-            assert!(buf.is_empty(), "{name}: exactly one frame");
-            let mut again = BytesMut::new();
-            encode(&frame, &mut again).expect("re-encode");
-            assert_eq!(
-                &again[..],
-                &bytes[..],
-                "{name}: re-encodes to the same bytes"
-            );
-            // Every handshake frame fits the pre-handshake limit.
-            if !matches!(
+    let codec = Codec {
+        decode,
+        encode: |frame, out| encode(frame, out).expect("re-encode"),
+        limits: [MAX_HANDSHAKE_FRAME, MAX_FRAME],
+    };
+    replay(&dir(), &seeds, &codec);
+    // Every handshake frame fits the limit that applies before the handshake.
+    for (name, bytes) in &seeds {
+        let mut buf = BytesMut::from(&bytes[..]);
+        if let Ok(Some(frame)) = decode(&mut buf, MAX_FRAME) {
+            let handshake = !matches!(
                 frame,
                 LinkFrame::Op { .. } | LinkFrame::Ack { .. } | LinkFrame::Ping | LinkFrame::Pong
-            ) {
-                assert!(bytes.len() <= MAX_HANDSHAKE_FRAME, "{name}");
-            }
-        } else {
-            for limit in [MAX_HANDSHAKE_FRAME, MAX_FRAME] {
-                let mut buf = BytesMut::from(&bytes[..]);
-                assert!(
-                    decode(&mut buf, limit).is_err(),
-                    "{name}: refused under {limit}"
-                );
-            }
+            );
+            assert!(!handshake || bytes.len() <= MAX_HANDSHAKE_FRAME, "{name}");
         }
     }
 }

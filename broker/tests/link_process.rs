@@ -7,7 +7,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use strait_broker::link::LinkSecret;
@@ -50,13 +50,7 @@ impl EastNode {
         );
         let path = dir.join(format!("east-{index}.yaml"));
         std::fs::write(&path, config).expect("write config");
-        let child = Command::new(support::BROKER_BIN)
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn strait-broker");
+        let child = support::spawn_broker_process(&path);
         let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
         EastNode {
             child,

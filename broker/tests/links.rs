@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::linked::{edge, Linked};
+use support::linked::{edge, next_number, Linked};
 use support::{v4, v5};
 
 /// A QoS 1 message published in `from` and the marker that follows it: when
@@ -433,14 +433,7 @@ async fn a_sixty_second_cut_loses_and_duplicates_nothing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let mut configured = Linked::configure(&[edge("west", "east")], |_, _| {});
-    let east_listener = configured.configs["east"]
-        .link_listener
-        .clone()
-        .expect("listener")
-        .bind;
-    let proxy = support::proxy::FaultProxy::start(east_listener).await;
-    configured.configs.get_mut("west").expect("west").links[0].endpoints =
-        vec![proxy.addr().to_string()];
+    let proxy = configured.through_proxy("west", "east").await;
     let net = configured.start().await;
     let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
     west_sub.subscribe("stream/#", v4::QoS::AtLeastOnce).await;
@@ -463,11 +456,7 @@ async fn a_sixty_second_cut_loses_and_duplicates_nothing() {
     let mut received = Vec::new();
     // Let part of the stream through, then cut.
     while received.len() < 500 {
-        received.push(u32::from_be_bytes(
-            west_sub.publish_received().await.payload[..4]
-                .try_into()
-                .expect("4 bytes"),
-        ));
+        received.push(next_number(&mut west_sub).await);
     }
     proxy.cut().await;
     let east_links = net.server("east").broker().links().clone();
@@ -539,14 +528,7 @@ async fn the_admin_api_shows_links_and_metrics_have_a_link_label() {
 async fn a_restart_with_persistence_keeps_the_queue_and_the_interest() {
     let data = tempfile::tempdir().expect("tempdir");
     let mut configured = Linked::configure(&[edge("west", "east")], |_, _| {});
-    let east_listener = configured.configs["east"]
-        .link_listener
-        .clone()
-        .expect("listener")
-        .bind;
-    let proxy = support::proxy::FaultProxy::start(east_listener).await;
-    configured.configs.get_mut("west").expect("west").links[0].endpoints =
-        vec![proxy.addr().to_string()];
+    let proxy = configured.through_proxy("west", "east").await;
     let east_config = configured.configs.get_mut("east").expect("east");
     east_config.persistence.data_dir = Some(data.path().to_owned());
     east_config.listeners[0].bind =
@@ -684,14 +666,7 @@ async fn interest_is_forgotten_after_the_configured_retention() {
             link.interest_retention_secs = Some(1);
         }
     });
-    let east_listener = configured.configs["east"]
-        .link_listener
-        .clone()
-        .expect("listener")
-        .bind;
-    let proxy = support::proxy::FaultProxy::start(east_listener).await;
-    configured.configs.get_mut("west").expect("west").links[0].endpoints =
-        vec![proxy.addr().to_string()];
+    let proxy = configured.through_proxy("west", "east").await;
     let net = configured.start().await;
     let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
     west_sub.subscribe("t/#", v4::QoS::AtLeastOnce).await;
@@ -743,11 +718,7 @@ async fn a_link_reconfigured_under_load_keeps_its_connection_and_loses_nothing()
     });
     let mut received = Vec::new();
     while received.len() < 500 {
-        received.push(u32::from_be_bytes(
-            west_sub.publish_received().await.payload[..4]
-                .try_into()
-                .expect("4 bytes"),
-        ));
+        received.push(next_number(&mut west_sub).await);
     }
     let west_links = net.server("west").broker().links().clone();
     let mut west_config = net.configs["west"].links.clone();
@@ -758,11 +729,7 @@ async fn a_link_reconfigured_under_load_keeps_its_connection_and_loses_nothing()
     east_config[0].export = vec!["fleet/#".into(), "alerts/#".into()];
     east_links.replace(&east_config).expect("replace east");
     while received.len() < total as usize {
-        received.push(u32::from_be_bytes(
-            west_sub.publish_received().await.payload[..4]
-                .try_into()
-                .expect("4 bytes"),
-        ));
+        received.push(next_number(&mut west_sub).await);
     }
     within_publisher(publishing).await;
     assert_eq!(

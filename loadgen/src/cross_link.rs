@@ -32,7 +32,7 @@ pub const WAN_RATE_GOAL: f64 = 20_000.0;
 const WAN_ONE_WAY: Duration = Duration::from_millis(50);
 
 /// Messages of the byte-counting runs.
-const COUNTED_MESSAGES: usize = 20_000;
+pub const COUNTED_MESSAGES: usize = 20_000;
 
 /// One scenario on each target; `None` where a run failed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -181,51 +181,39 @@ pub async fn cross_link(
         .cloned();
     if let Some(scenario) = wan {
         results.wan_scenario = Some(scenario.to_string());
-        if let Some(mut pair) = start(
+        let strait_pair = start(
             &mut results,
             "strait linked, 100 ms RTT",
             LinkedPair::strait(strait, 1, WAN_ONE_WAY),
         )
-        .await
-        {
-            let endpoints = pair.endpoints();
-            results.wan.0 = measure(
-                publishers_runtime,
-                "strait linked, 100 ms RTT",
-                endpoints,
-                pair.nodes_mut(),
-                &scenario,
-                plan,
-                "wan-s",
-                &mut results.errors,
-            )
-            .await
-            .map(|m| m.rate);
-            pair.stop().await;
-        }
+        .await;
+        results.wan.0 = measure_once(
+            publishers_runtime,
+            "strait linked, 100 ms RTT",
+            strait_pair,
+            &scenario,
+            plan,
+            "wan-s",
+            &mut results.errors,
+        )
+        .await;
         if let Some(binary) = mosquitto {
-            if let Some(mut pair) = start(
+            let bridge_pair = start(
                 &mut results,
                 "mosquitto bridge, 100 ms RTT",
                 LinkedPair::mosquitto(binary, WAN_ONE_WAY),
             )
-            .await
-            {
-                let endpoints = pair.endpoints();
-                results.wan.1 = measure(
-                    publishers_runtime,
-                    "mosquitto bridge, 100 ms RTT",
-                    endpoints,
-                    pair.nodes_mut(),
-                    &scenario,
-                    plan,
-                    "wan-b",
-                    &mut results.errors,
-                )
-                .await
-                .map(|m| m.rate);
-                pair.stop().await;
-            }
+            .await;
+            results.wan.1 = measure_once(
+                publishers_runtime,
+                "mosquitto bridge, 100 ms RTT",
+                bridge_pair,
+                &scenario,
+                plan,
+                "wan-b",
+                &mut results.errors,
+            )
+            .await;
         }
     }
     results
@@ -245,6 +233,34 @@ async fn start(
             None
         }
     }
+}
+
+/// The delivered rate of one run on `pair`, which is stopped afterwards.
+#[allow(clippy::too_many_arguments)]
+async fn measure_once(
+    publishers_runtime: &Handle,
+    label: &'static str,
+    pair: Option<LinkedPair>,
+    scenario: &Scenario,
+    plan: &Plan,
+    tag: &str,
+    errors: &mut Vec<String>,
+) -> Option<f64> {
+    let mut pair = pair?;
+    let endpoints = pair.endpoints();
+    let measured = measure(
+        publishers_runtime,
+        label,
+        endpoints,
+        pair.nodes_mut(),
+        scenario,
+        plan,
+        tag,
+        errors,
+    )
+    .await;
+    pair.stop().await;
+    measured.map(|m| m.rate)
 }
 
 /// One run reduced to its rate and p99; `None` when it failed (recorded).

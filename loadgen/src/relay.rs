@@ -165,8 +165,8 @@ async fn pipe(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn without_delay_bytes_pass_straight_through_and_are_counted() {
+    /// An echo server for one connection.
+    async fn echo() -> SocketAddr {
         let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let target = echo.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -174,7 +174,14 @@ mod tests {
             let (mut r, mut w) = stream.split();
             let _ = tokio::io::copy(&mut r, &mut w).await;
         });
-        let relay = Relay::start(target, Duration::ZERO).await.expect("relay");
+        target
+    }
+
+    #[tokio::test]
+    async fn without_delay_bytes_pass_straight_through_and_are_counted() {
+        let relay = Relay::start(echo().await, Duration::ZERO)
+            .await
+            .expect("relay");
         let mut client = TcpStream::connect(relay.addr()).await.expect("connect");
         client.write_all(b"abc").await.expect("write");
         let mut back = [0u8; 3];
@@ -184,14 +191,7 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_are_relayed_counted_and_delayed() {
-        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let target = echo.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let (mut stream, _) = echo.accept().await.expect("accept");
-            let (mut r, mut w) = stream.split();
-            let _ = tokio::io::copy(&mut r, &mut w).await;
-        });
-        let relay = Relay::start(target, Duration::from_millis(30))
+        let relay = Relay::start(echo().await, Duration::from_millis(30))
             .await
             .expect("relay");
         let mut client = TcpStream::connect(relay.addr()).await.expect("connect");

@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -101,15 +102,40 @@ pub async fn serve(
     .await
 }
 
-/// The routes; anything else is axum's default 404.
+/// The routes; anything else is axum's default 404. Everything under
+/// `/api/` passes [`require_access`] first.
 fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/links", get(links).put(put_links))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_access,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/cluster", get(cluster))
-        .route("/api/v1/links", get(links).put(put_links))
+        .merge(api)
         .with_state(state)
+}
+
+/// The admin API needs the admin token (or, without one, a loopback caller).
+async fn require_access(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !state.access.allows(peer, request.headers()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "the admin API needs the admin token\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Liveness: the process is up and its runtime answers.
@@ -133,39 +159,14 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-/// The 401 every admin API call without the token gets.
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        "the admin API needs the admin token\n",
-    )
-        .into_response()
-}
-
 /// Every link: state, endpoint, counters, queue, configuration revision.
-async fn links(
-    State(state): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !state.access.allows(peer, &headers) {
-        return unauthorized();
-    }
+async fn links(State(state): State<AdminState>) -> Response {
     Json(state.source.links_status()).into_response()
 }
 
 /// Replaces the link set at runtime: links that stay keep their connections
 /// and queues. 400 with the reason when the body is not a valid link set.
-async fn put_links(
-    State(state): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !state.access.allows(peer, &headers) {
-        return unauthorized();
-    }
+async fn put_links(State(state): State<AdminState>, body: Bytes) -> Response {
     let parsed: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(err) => {
@@ -183,14 +184,7 @@ async fn put_links(
 }
 
 /// The cluster mesh: this node, its peers with their state, routes and lag.
-async fn cluster(
-    State(state): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !state.access.allows(peer, &headers) {
-        return unauthorized();
-    }
+async fn cluster(State(state): State<AdminState>) -> Response {
     match state.source.cluster_status() {
         Some(status) => Json(status).into_response(),
         None => (

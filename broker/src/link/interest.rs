@@ -298,12 +298,7 @@ impl Interest {
         out: &mut Outgoing,
     ) -> Result<Vec<String>, Refusal> {
         let table = self.links.get_mut(link).ok_or(Refusal::UnknownLink)?;
-        let effective: Vec<String> = table
-            .config
-            .export
-            .iter()
-            .filter_map(|e| topic::intersection(filter, e))
-            .collect();
+        let effective = narrowed(&table.config.export, filter);
         let key: Origin = Arc::from(origin);
         for eff in &effective {
             let count = table
@@ -436,13 +431,7 @@ impl Interest {
         let Some(table) = self.links.get_mut(link) else {
             return;
         };
-        let narrowed: Vec<String> = table
-            .config
-            .import
-            .iter()
-            .filter_map(|i| topic::intersection(filter, i))
-            .collect();
-        for advertised in narrowed {
+        for advertised in narrowed(&table.config.import, filter) {
             let sources = table
                 .adverts
                 .entry((origin.to_owned(), advertised.clone()))
@@ -477,13 +466,7 @@ impl Interest {
         let Some(table) = self.links.get_mut(link) else {
             return;
         };
-        let narrowed: Vec<String> = table
-            .config
-            .import
-            .iter()
-            .filter_map(|i| topic::intersection(filter, i))
-            .collect();
-        for advertised in narrowed {
+        for advertised in narrowed(&table.config.import, filter) {
             let key = (origin.to_owned(), advertised.clone());
             let Some(sources) = table.adverts.get_mut(&key) else {
                 continue;
@@ -649,6 +632,15 @@ impl Interest {
             .get(link)
             .map_or((0, 0), |t| (t.learned.len(), t.adverts.len()))
     }
+}
+
+/// `filter` narrowed to each of `filters` (the topics both match), where
+/// they overlap.
+fn narrowed(filters: &[String], filter: &str) -> Vec<String> {
+    filters
+        .iter()
+        .filter_map(|f| topic::intersection(filter, f))
+        .collect()
 }
 
 /// A shared subscription's filter, as plain interest.

@@ -577,79 +577,12 @@ impl Links {
         use std::fmt::Write;
         let statuses = self.status();
         let mut out = String::new();
-        let mut family =
-            |name: &str, kind: &str, help: &str, value: &dyn Fn(&LinkStatus) -> u64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for status in &statuses {
-                    let _ = writeln!(out, "{name}{{link=\"{}\"}} {}", status.name, value(status));
-                }
-            };
-        family(
-            "strait_link_up",
-            "gauge",
-            "Whether the link's connection is up.",
-            &|s| u64::from(s.state == "connected"),
-        );
-        family(
-            "strait_link_connects_total",
-            "counter",
-            "Connections that carried the link on this node.",
-            &|s| s.connects,
-        );
-        family(
-            "strait_link_messages_forwarded_total",
-            "counter",
-            "Messages queued for the link's remote cluster.",
-            &|s| s.forwarded_messages,
-        );
-        family(
-            "strait_link_bytes_forwarded_total",
-            "counter",
-            "Payload bytes queued for the link's remote cluster.",
-            &|s| s.forwarded_bytes,
-        );
-        family(
-            "strait_link_messages_received_total",
-            "counter",
-            "Messages received over the link.",
-            &|s| s.received_messages,
-        );
-        family(
-            "strait_link_bytes_received_total",
-            "counter",
-            "Payload bytes received over the link.",
-            &|s| s.received_bytes,
-        );
-        family(
-            "strait_link_queue_messages",
-            "gauge",
-            "Messages queued for the remote and not yet acknowledged.",
-            &|s| s.queued_messages as u64,
-        );
-        family(
-            "strait_link_queue_bytes",
-            "gauge",
-            "Bytes of the messages queued for the remote.",
-            &|s| s.queued_bytes as u64,
-        );
-        family(
-            "strait_link_routes_received",
-            "gauge",
-            "Interest advertisements learned from the remote.",
-            &|s| s.routes_received as u64,
-        );
-        family(
-            "strait_link_routes_sent",
-            "gauge",
-            "Interest advertisements made to the remote.",
-            &|s| s.routes_sent as u64,
-        );
-        family(
-            "strait_link_interest_refused_total",
-            "counter",
-            "Advertisements refused (loops, hop limit, bad paths or filters).",
-            &|s| s.interest_refused,
-        );
+        for (name, kind, help, value) in FAMILIES {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for status in &statuses {
+                let _ = writeln!(out, "{name}{{link=\"{}\"}} {}", status.name, value(status));
+            }
+        }
         let _ = writeln!(out, "# HELP strait_link_messages_dropped_total Messages for or from a link that were dropped, by reason.\n# TYPE strait_link_messages_dropped_total counter");
         for status in &statuses {
             for reason in LinkDrop::ALL {
@@ -675,6 +608,84 @@ impl Links {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A per-link metric family: name, type, help, and its value in a status.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LinkStatus) -> u64,
+);
+
+/// Every per-link family except the drops (which have a reason label too).
+const FAMILIES: [Family; 11] = [
+    (
+        "strait_link_up",
+        "gauge",
+        "Whether the link's connection is up on this node.",
+        |s| u64::from(s.state == "connected"),
+    ),
+    (
+        "strait_link_connects_total",
+        "counter",
+        "Connections that carried the link on this node.",
+        |s| s.connects,
+    ),
+    (
+        "strait_link_messages_forwarded_total",
+        "counter",
+        "Messages queued for the link's remote cluster.",
+        |s| s.forwarded_messages,
+    ),
+    (
+        "strait_link_bytes_forwarded_total",
+        "counter",
+        "Payload bytes queued for the link's remote cluster.",
+        |s| s.forwarded_bytes,
+    ),
+    (
+        "strait_link_messages_received_total",
+        "counter",
+        "Messages received over the link.",
+        |s| s.received_messages,
+    ),
+    (
+        "strait_link_bytes_received_total",
+        "counter",
+        "Payload bytes received over the link.",
+        |s| s.received_bytes,
+    ),
+    (
+        "strait_link_queue_messages",
+        "gauge",
+        "Messages queued for the remote and not yet acknowledged.",
+        |s| s.queued_messages as u64,
+    ),
+    (
+        "strait_link_queue_bytes",
+        "gauge",
+        "Bytes of the messages queued for the remote.",
+        |s| s.queued_bytes as u64,
+    ),
+    (
+        "strait_link_routes_received",
+        "gauge",
+        "Interest advertisements learned from the remote.",
+        |s| s.routes_received as u64,
+    ),
+    (
+        "strait_link_routes_sent",
+        "gauge",
+        "Interest advertisements made to the remote.",
+        |s| s.routes_sent as u64,
+    ),
+    (
+        "strait_link_interest_refused_total",
+        "counter",
+        "Advertisements refused (loops, hop limit, bad paths or filters).",
+        |s| s.interest_refused,
+    ),
+];
 
 /// Queues an interest op (never refused: it is small and unbounded by count).
 fn push_op(link: &Link, op: &LinkOp) {

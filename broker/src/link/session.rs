@@ -390,6 +390,22 @@ async fn write_loop(link: &Link, writer: &mut Writer) -> Result<(), PeerError> {
     }
 }
 
+/// What one connection applies the remote's stream for.
+struct Applier<'a, H> {
+    host: &'a Arc<H>,
+    links: &'a Links,
+    link: &'a Arc<Link>,
+    generation: u64,
+}
+
+/// What a run of frames left to do: acknowledge up to `applied`, and hold
+/// the stream for `pushback`.
+#[derive(Default)]
+struct Batch {
+    pushback: Pushback,
+    applied: Option<u64>,
+}
+
 /// Applies the remote's stream in order and acknowledges it in bulk.
 async fn read_loop<H: LinkHost>(
     host: &Arc<H>,
@@ -399,38 +415,27 @@ async fn read_loop<H: LinkHost>(
     reader: &mut Reader,
     mut buf: BytesMut,
 ) -> Result<(), PeerError> {
+    let applier = Applier {
+        host,
+        links,
+        link,
+        generation,
+    };
     loop {
         let frame = read_frame(reader, &mut buf, TIMEOUT, MAX_FRAME).await?;
-        let mut pushback = Pushback::default();
-        let mut applied = None;
-        handle(
-            host,
-            links,
-            link,
-            generation,
-            frame,
-            &mut pushback,
-            &mut applied,
-        )?;
+        let mut batch = Batch::default();
+        applier.handle(frame, &mut batch)?;
         let mut handled = 1;
         loop {
             while let Some(frame) = wire::decode(&mut buf, MAX_FRAME)? {
-                handle(
-                    host,
-                    links,
-                    link,
-                    generation,
-                    frame,
-                    &mut pushback,
-                    &mut applied,
-                )?;
+                applier.handle(frame, &mut batch)?;
                 handled += 1;
             }
             if handled >= ACK_EVERY || !read_available(reader, &mut buf)? {
                 break;
             }
         }
-        if let Some(seq) = applied {
+        if let Some(seq) = batch.applied {
             link.push_reply(&wire::encode_to_bytes(&LinkFrame::Ack { seq })?);
             // The rest of the cluster learns the position, so a node taking
             // the link over resumes the remote's stream there.
@@ -445,6 +450,7 @@ async fn read_loop<H: LinkHost>(
         }
         // Subscribers here are slower than the remote's publishers: read no
         // more until they have room; the remote's queue holds the rest.
+        let pushback = batch.pushback;
         if !pushback.gates.is_empty() {
             let hold = Hold::new(pushback.gates, host.backpressure_wait());
             host.held(hold.released().await);
@@ -454,45 +460,40 @@ async fn read_loop<H: LinkHost>(
     }
 }
 
-fn handle<H: LinkHost>(
-    host: &Arc<H>,
-    links: &Links,
-    link: &Arc<Link>,
-    generation: u64,
-    frame: LinkFrame,
-    pushback: &mut Pushback,
-    applied: &mut Option<u64>,
-) -> Result<(), PeerError> {
-    match frame {
-        LinkFrame::Op { seq, op } => {
-            let mut inbound = link.inbound();
-            if !link.is_current(generation) {
-                return Err(PeerError::Refused(
-                    "another connection took the link over".into(),
-                ));
-            }
-            if seq > inbound.applied {
-                inbound.applied = seq;
-                let duplicate = matches!(&op, LinkOp::Publish(m) if !inbound.first_sight(m.id));
-                drop(inbound);
-                if duplicate {
-                    link.stats.dropped(LinkDrop::Duplicate, 1);
-                } else {
-                    apply(host, links, link, op, pushback);
+impl<H: LinkHost> Applier<'_, H> {
+    fn handle(&self, frame: LinkFrame, batch: &mut Batch) -> Result<(), PeerError> {
+        let link = self.link;
+        match frame {
+            LinkFrame::Op { seq, op } => {
+                let mut inbound = link.inbound();
+                if !link.is_current(self.generation) {
+                    return Err(PeerError::Refused(
+                        "another connection took the link over".into(),
+                    ));
                 }
+                if seq > inbound.applied {
+                    inbound.applied = seq;
+                    let duplicate = matches!(&op, LinkOp::Publish(m) if !inbound.first_sight(m.id));
+                    drop(inbound);
+                    if duplicate {
+                        link.stats.dropped(LinkDrop::Duplicate, 1);
+                    } else {
+                        apply(self.host, self.links, link, op, &mut batch.pushback);
+                    }
+                }
+                batch.applied = Some(seq.max(batch.applied.unwrap_or(0)));
             }
-            *applied = Some(seq.max(applied.unwrap_or(0)));
+            LinkFrame::Ack { seq } => link.acknowledged(seq),
+            LinkFrame::Ping => link.push_reply(&wire::encode_to_bytes(&LinkFrame::Pong)?),
+            LinkFrame::Pong => {}
+            _ => {
+                return Err(PeerError::Unexpected(
+                    "after the handshake only ops, acks and heartbeats flow",
+                ))
+            }
         }
-        LinkFrame::Ack { seq } => link.acknowledged(seq),
-        LinkFrame::Ping => link.push_reply(&wire::encode_to_bytes(&LinkFrame::Pong)?),
-        LinkFrame::Pong => {}
-        _ => {
-            return Err(PeerError::Unexpected(
-                "after the handshake only ops, acks and heartbeats flow",
-            ))
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// One op of the remote's stream.

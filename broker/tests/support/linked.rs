@@ -112,6 +112,30 @@ impl Linked {
         }
     }
 
+    /// Puts a fault proxy between `dialer` and `acceptor`'s link listener:
+    /// the dialler's endpoint becomes the proxy.
+    pub async fn through_proxy(
+        &mut self,
+        dialer: &str,
+        acceptor: &str,
+    ) -> super::proxy::FaultProxy {
+        let listener = self.configs[acceptor]
+            .link_listener
+            .as_ref()
+            .expect("a link listener")
+            .bind;
+        let proxy = super::proxy::FaultProxy::start(listener).await;
+        let link = self
+            .configs
+            .get_mut(dialer)
+            .expect("dialer")
+            .links
+            .iter_mut()
+            .find(|l| l.name == acceptor);
+        link.expect("the dialler's link").endpoints = vec![proxy.addr().to_string()];
+        proxy
+    }
+
     /// Starts every cluster and waits until every link is connected.
     pub async fn start(self) -> Linked {
         let linked = self.launch().await;
@@ -188,4 +212,10 @@ pub fn link(name: &str) -> LinkConfig {
     config.export = vec!["#".into()];
     config.import = vec!["#".into()];
     config
+}
+
+/// The number a stream message carries (4 bytes, big-endian).
+pub async fn next_number(client: &mut super::v4::Client) -> u32 {
+    let payload = client.publish_received().await.payload;
+    u32::from_be_bytes(payload[..4].try_into().expect("4 bytes"))
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
 pub mod cluster;
+pub mod corpus;
 pub mod linked;
 pub mod mosquitto;
 pub mod proxy;
@@ -45,6 +46,29 @@ pub async fn start_broker(adjust: impl FnOnce(&mut Config)) -> Server {
     config.sys.interval_secs = 0;
     adjust(&mut config);
     Server::start(config).await.expect("broker starts")
+}
+
+/// Starts the broker binary with the configuration file at `config`, its
+/// output discarded (a test killing it mid-stream needs a real process).
+pub fn spawn_broker_process(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(BROKER_BIN)
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn strait-broker")
+}
+
+/// The Prometheus text of the admin endpoint at `admin`; `None` while it
+/// does not answer (another process, still starting or gone).
+pub async fn fetch_metrics(admin: SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect(admin).await.ok()?;
+    let request = "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
 }
 
 /// One HTTP/1.1 GET to an admin endpoint, which must answer 200; returns the body.

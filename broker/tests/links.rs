@@ -751,3 +751,73 @@ async fn within_publisher(task: tokio::task::JoinHandle<()>) {
         .await
         .expect("publisher");
 }
+
+/// A full link queue drops by its policy and counts it; so does a message
+/// that waited longer than the queue's TTL. What was kept arrives in order.
+#[tokio::test]
+async fn a_full_queue_and_an_expired_ttl_drop_by_policy_and_are_counted() {
+    for (when_full, kept) in [("dropNew", 0..10u32), ("dropOldest", 10..20u32)] {
+        let mut configured = Linked::configure(&[edge("west", "east")], |cluster, link| {
+            if cluster == "east" {
+                link.queue.max_messages = 10;
+                link.queue.when_full = serde_yaml::from_str(when_full).expect("policy");
+            }
+        });
+        let proxy = configured.through_proxy("west", "east").await;
+        let net = configured.start().await;
+        let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
+        west_sub.subscribe("t/#", v4::QoS::AtLeastOnce).await;
+        net.wait_routes("east", "west", 1).await;
+        proxy.cut().await;
+        let east_links = net.server("east").broker().links().clone();
+        support::cluster::eventually("east to see the cut", || {
+            !east_links.get("west").expect("link").is_connected()
+        })
+        .await;
+        let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
+        for i in 0..20u32 {
+            publisher
+                .publish_acked("t/1", false, &i.to_be_bytes())
+                .await;
+        }
+        let status = net.status("east", "west");
+        assert_eq!(
+            (status.queued_messages, status.dropped.get("queue_full")),
+            (10, Some(&10)),
+            "{when_full}"
+        );
+        proxy.heal();
+        for i in kept {
+            assert_eq!(next_number(&mut west_sub).await, i, "{when_full}");
+        }
+        net.shutdown().await;
+    }
+
+    let mut configured = Linked::configure(&[edge("west", "east")], |cluster, link| {
+        if cluster == "east" {
+            link.queue.message_ttl_secs = Some(1);
+        }
+    });
+    let proxy = configured.through_proxy("west", "east").await;
+    let net = configured.start().await;
+    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
+    west_sub.subscribe("t/#", v4::QoS::AtLeastOnce).await;
+    net.wait_routes("east", "west", 1).await;
+    proxy.cut().await;
+    let east_links = net.server("east").broker().links().clone();
+    support::cluster::eventually("east to see the cut", || {
+        !east_links.get("west").expect("link").is_connected()
+    })
+    .await;
+    let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
+    publisher
+        .publish_acked("t/1", false, b"too old by then")
+        .await;
+    // The TTL is the thing under test: time has to pass.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    publisher.publish_acked("t/1", false, b"fresh").await;
+    proxy.heal();
+    assert_eq!(west_sub.publish_received().await.payload.as_ref(), b"fresh");
+    assert_eq!(net.status("east", "west").dropped.get("expired"), Some(&1));
+    net.shutdown().await;
+}

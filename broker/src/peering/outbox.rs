@@ -264,11 +264,13 @@ impl Outbox {
         }
     }
 
-    /// Starts the numbering over: control ops go (a snapshot replaces
-    /// them), messages go or stay by the policy. Returns the messages dropped.
+    /// Starts the stream over: control ops go (a snapshot replaces them),
+    /// messages go or stay by the policy; what stays is numbered afresh,
+    /// after everything numbered before, so a peer that still remembers how
+    /// far it applied the stream never takes a new op for one it already
+    /// has. Returns the messages dropped.
     fn restart(&mut self) -> u64 {
         self.sent = 0;
-        self.next_seq = 1;
         match self.forgotten {
             Forgotten::DropMessages => {
                 let lost = self.messages as u64;
@@ -407,10 +409,27 @@ mod tests {
         assert_eq!(keeping.resume(None), Resume::Resync { lost: 0 });
         assert_eq!(
             unsent(&mut keeping),
-            vec![(1, b"m1".to_vec()), (2, b"m2".to_vec())],
-            "kept in order, renumbered from 1"
+            vec![(4, b"m1".to_vec()), (5, b"m2".to_vec())],
+            "kept in order, numbered after everything before"
         );
-        assert_eq!(keeping.push(body("snapshot"), Kind::Control, None), Ok(3));
+        assert_eq!(keeping.push(body("snapshot"), Kind::Control, None), Ok(6));
+    }
+
+    #[test]
+    fn a_restarted_stream_never_reuses_a_number_the_peer_applied() {
+        let mut outbox = outbox(3, Forgotten::KeepMessages);
+        outbox.resume(None);
+        for m in ["m1", "m2", "m3"] {
+            outbox.push(body(m), Kind::Message, None).expect("push");
+        }
+        outbox.ack(1);
+        // m2 is dropped to make room: the peer, having applied 1, would miss it.
+        assert!(outbox.drop_oldest_unsent());
+        outbox.push(body("m4"), Kind::Message, None).expect("push");
+        assert_eq!(outbox.resume(Some(1)), Resume::Resync { lost: 0 });
+        let resent = unsent(&mut outbox);
+        assert!(resent.iter().all(|(seq, _)| *seq > 1), "{resent:?}");
+        assert_eq!(resent.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(), vec![b"m3".to_vec(), b"m4".to_vec()]);
     }
 
     #[test]

@@ -134,8 +134,17 @@ impl Directory {
     }
 
     /// Forgets every claim of `node` (it restarted or is gone).
-    pub fn forget_node(&mut self, node: &str) {
-        self.owners.retain(|_, claim| &*claim.node != node);
+    /// Returns the keys it held.
+    pub fn forget_node(&mut self, node: &str) -> Vec<String> {
+        let mut forgotten = Vec::new();
+        self.owners.retain(|key, claim| {
+            let keep = &*claim.node != node;
+            if !keep {
+                forgotten.push(key.clone());
+            }
+            keep
+        });
+        forgotten
     }
 
     /// This node's own claims, for a peer's full resync.

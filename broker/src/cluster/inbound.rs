@@ -474,7 +474,11 @@ fn forget_routes<H: Host>(host: &MeshHost<H>, peer: &Arc<Peer>, routes: &mut Has
     for filter in routes.drain() {
         host.remove_peer_route(peer, &filter);
     }
-    host.mesh().forget_claims(peer);
+    // The links it held have no holder now: their messages queue here
+    // until another node claims them.
+    for link in host.mesh().forget_claims(peer) {
+        host.link_moved(&link);
+    }
 }
 
 /// Declares dead the peers this node has neither heard from nor reached for

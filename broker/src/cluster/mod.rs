@@ -291,8 +291,13 @@ impl Cluster {
     }
 
     /// Forgets what `peer` claimed (it reset its stream, restarted or died).
-    pub(crate) fn forget_claims(&self, peer: &Peer) {
-        self.directory.lock().forget_node(&peer.name);
+    /// Returns the links it held.
+    pub(crate) fn forget_claims(&self, peer: &Peer) -> Vec<String> {
+        let forgotten = self.directory.lock().forget_node(&peer.name);
+        forgotten
+            .iter()
+            .filter_map(|key| link_of(key).map(str::to_owned))
+            .collect()
     }
 
     /// The version a retained message set or cleared here now gets.

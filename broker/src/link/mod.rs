@@ -106,8 +106,6 @@ pub struct Links {
     refused: std::sync::atomic::AtomicU64,
     /// Links removed since the store last heard: what it kept of them goes.
     removed: Mutex<Vec<String>>,
-    /// The other node of this cluster holding each link, as last heard.
-    holders: Mutex<BTreeMap<String, String>>,
     /// Starts a link's dialler; set by [`spawn`], used by [`Links::replace`].
     starter: std::sync::OnceLock<Starter>,
 }
@@ -141,7 +139,6 @@ impl Links {
             dialers: Mutex::new(BTreeMap::new()),
             refused: std::sync::atomic::AtomicU64::new(0),
             starter: std::sync::OnceLock::new(),
-            holders: Mutex::new(BTreeMap::new()),
             removed: Mutex::new(Vec::new()),
         };
         links.install(configs)?;
@@ -205,7 +202,7 @@ impl Links {
             }
         }
         drop(links);
-        self.queue_ops(&|_| false, ops);
+        self.queue_ops(ops);
         Ok(added)
     }
 
@@ -224,22 +221,22 @@ impl Links {
 
     /// A filter gained its first subscriber on a node of this cluster (this
     /// one, or a peer that advertised it over the mesh).
-    pub fn own_added(&self, host: &impl LinkHost, filter: &str) {
+    pub fn own_added(&self, filter: &str) {
         let ops = self.interest.write().own_added(filter);
-        self.queue_ops(&|name| host.link_holder(name).is_some(), ops);
+        self.queue_ops(ops);
     }
 
     /// A filter lost its last subscriber on a node of this cluster.
-    pub fn own_removed(&self, host: &impl LinkHost, filter: &str) {
+    pub fn own_removed(&self, filter: &str) {
         let ops = self.interest.write().own_removed(filter);
-        self.queue_ops(&|name| host.link_holder(name).is_some(), ops);
+        self.queue_ops(ops);
     }
 
     /// Queues advertisement changes on the links whose stream lives on this
     /// node (the ones it holds, or held last while nobody else took them);
     /// the others only keep their tables, and the node that holds such a
     /// link sends the change itself.
-    fn queue_ops(&self, elsewhere: &dyn Fn(&str) -> bool, ops: interest::Outgoing) {
+    fn queue_ops(&self, ops: interest::Outgoing) {
         if ops.is_empty() {
             return;
         }
@@ -248,7 +245,7 @@ impl Links {
             let Some(link) = links.get(&name) else {
                 continue;
             };
-            if link.has_stream() && !elsewhere(&name) {
+            if link.has_stream() && link.holder().is_none() {
                 push_op(link, &op);
             }
         }
@@ -295,7 +292,7 @@ impl Links {
             };
             // Another node of this cluster holds the link: the mesh takes
             // the message there (and its back-pressure applies on the way).
-            if let Some(holder) = host.link_holder(&name) {
+            if let Some(holder) = link.holder() {
                 if host.send_link_op(Some(&holder), &name, body) {
                     forwarded.queued += 1;
                 } else {
@@ -345,7 +342,7 @@ impl Links {
                     interest.forget_link(&link.name, &mut ops);
                 }
                 drop(interest);
-                self.queue_ops(&|_| false, ops);
+                self.queue_ops(ops);
             }
         }
     }
@@ -359,11 +356,10 @@ impl Links {
             .map(|l| (interest.counts(&l.name), l))
             .collect();
         drop(interest);
-        let holders = self.holders.lock().clone();
         counts
             .into_iter()
             .map(|((received, sent), link)| {
-                let holder = holders.get(&link.name).cloned();
+                let holder = link.holder().map(|h| h.to_string());
                 link.status(received, sent, holder)
             })
             .collect()
@@ -387,7 +383,7 @@ impl Links {
         let mut pushback = Pushback::default();
         match op {
             LinkOp::Publish(message) => {
-                if let Some(holder) = host.link_holder(link_name) {
+                if let Some(holder) = link.holder() {
                     // It moved on meanwhile: pass it on.
                     if !host.send_link_op(Some(&holder), link_name, body) {
                         link.stats.dropped(LinkDrop::QueueFull, 1);
@@ -405,7 +401,7 @@ impl Links {
                 }
             }
             other => {
-                self.learned(host, &link, other);
+                self.learned(&link, other);
             }
         }
         pushback
@@ -414,12 +410,7 @@ impl Links {
     /// Applies an interest op of `link`'s remote (received here, or relayed
     /// by the node that holds the link). Returns, for a new advertisement,
     /// its origin and the filters messages may be sent for.
-    pub(crate) fn learned(
-        &self,
-        host: &impl LinkHost,
-        link: &Link,
-        op: LinkOp,
-    ) -> Option<(String, Vec<String>)> {
+    pub(crate) fn learned(&self, link: &Link, op: LinkOp) -> Option<(String, Vec<String>)> {
         let mut ops = Vec::new();
         let mut wanted = None;
         match op {
@@ -456,7 +447,7 @@ impl Links {
             LinkOp::Publish(_) => {}
         }
         link.mark_dirty();
-        self.queue_ops(&|name| host.link_holder(name).is_some(), ops);
+        self.queue_ops(ops);
         wanted
     }
 
@@ -465,15 +456,8 @@ impl Links {
     /// was queued here goes to the holder, in order.
     pub fn moved(&self, host: &impl LinkHost, link_name: &str) {
         let holder = host.link_holder(link_name);
-        match &holder {
-            Some(node) => {
-                self.holders
-                    .lock()
-                    .insert(link_name.to_owned(), node.to_string());
-            }
-            None => {
-                self.holders.lock().remove(link_name);
-            }
+        if let Some(link) = self.get(link_name) {
+            link.set_holder(holder.clone());
         }
         let (Some(holder), Some(link)) = (holder, self.get(link_name)) else {
             return;

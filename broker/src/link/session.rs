@@ -38,7 +38,7 @@ pub(super) async fn dial_loop<H: LinkHost>(host: Arc<H>, links: Arc<Links>, link
         // redials after a cut), or when none does, the first live node by
         // name. The others wait, ready to take over.
         let holds = link.claim().is_some();
-        let free = host.link_holder(&link.name).is_none();
+        let free = link.holder().is_none();
         if !(holds || (free && host.dials_links())) {
             tokio::select! {
                 _ = tokio::time::sleep(HEARTBEAT / 2) => continue,
@@ -174,7 +174,7 @@ async fn dial<H: LinkHost>(
     let generation = link
         .attach(&links.me, endpoint.to_owned())
         .map_err(PeerError::Refused)?;
-    claim(host.as_ref(), links, link);
+    claim(host.as_ref(), link);
     tracing::info!(link = %link.name, %endpoint, "link connected (dialled)");
     let result = run(
         host,
@@ -310,7 +310,7 @@ async fn accept<H: LinkHost>(
         Ok(generation) => generation,
         Err(reason) => return send(&mut writer, &LinkFrame::Refused { reason }).await,
     };
-    claim(host.as_ref(), links, &link);
+    claim(host.as_ref(), &link);
     let resume_after = link.resume_remote(incarnation);
     let ours = resume.and_then(|(ours, applied)| (ours == link.incarnation).then_some(applied));
     let welcome = LinkFrame::Welcome {
@@ -331,8 +331,8 @@ async fn accept<H: LinkHost>(
 
 /// This node holds the link now: the rest of its cluster hears of it, and
 /// hands it the messages they queued for the link.
-fn claim(host: &impl LinkHost, links: &Links, link: &Link) {
-    links.holders.lock().remove(&link.name);
+fn claim(host: &impl LinkHost, link: &Link) {
+    link.set_holder(None);
     let mut claim = link.claim();
     if let Some(old) = claim.take() {
         host.release_link(&link.name, old);
@@ -532,7 +532,7 @@ fn apply<H: LinkHost>(
             if let Ok(body) = wire::encode_op(&interest) {
                 host.send_link_op(None, &link.name, body);
             }
-            if let Some((origin, effective)) = links.learned(host.as_ref(), link, interest) {
+            if let Some((origin, effective)) = links.learned(link, interest) {
                 retained_for(host.as_ref(), links, link, &origin, &effective);
             }
         }

@@ -165,6 +165,9 @@ pub struct Link {
     ever_connected: AtomicBool,
     /// The queue or the interest changed since the store last saw them.
     dirty: AtomicBool,
+    /// The other node of this cluster that holds the link, as the claims
+    /// last said (kept here so that routing a message takes no directory lock).
+    holder: RwLock<Option<std::sync::Arc<str>>>,
 }
 
 impl Link {
@@ -199,7 +202,19 @@ impl Link {
             claim: Mutex::new(None),
             ever_connected: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
+            holder: RwLock::new(None),
         }
+    }
+
+    /// The other node of this cluster that holds the link, if one does.
+    pub fn holder(&self) -> Option<std::sync::Arc<str>> {
+        self.holder.read().clone()
+    }
+
+    /// The claims changed: `holder` holds the link now (`None`: this node
+    /// or nobody).
+    pub fn set_holder(&self, holder: Option<std::sync::Arc<str>>) {
+        *self.holder.write() = holder;
     }
 
     /// Something the store keeps changed.

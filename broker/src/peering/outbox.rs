@@ -429,7 +429,10 @@ mod tests {
         assert_eq!(outbox.resume(Some(1)), Resume::Resync { lost: 0 });
         let resent = unsent(&mut outbox);
         assert!(resent.iter().all(|(seq, _)| *seq > 1), "{resent:?}");
-        assert_eq!(resent.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(), vec![b"m3".to_vec(), b"m4".to_vec()]);
+        assert_eq!(
+            resent.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+            vec![b"m3".to_vec(), b"m4".to_vec()]
+        );
     }
 
     #[test]

@@ -640,7 +640,7 @@ impl Broker {
             if let Some(cluster) = &self.cluster {
                 cluster.route_added(filter);
             }
-            self.links.own_added(self, filter);
+            self.links.own_added(filter);
         }
     }
 
@@ -650,7 +650,7 @@ impl Broker {
             if let Some(cluster) = &self.cluster {
                 cluster.route_removed(filter);
             }
-            self.links.own_removed(self, filter);
+            self.links.own_removed(filter);
         }
     }
 
@@ -730,13 +730,13 @@ impl Host for Broker {
         let key = Target::Peer(PeerRef(peer.clone()));
         self.router.write().subscribe(key, filter, PEER_ROUTE, None);
         // A peer's subscribers are this cluster's interest too.
-        self.links.own_added(self, filter);
+        self.links.own_added(filter);
     }
 
     fn remove_peer_route(&self, peer: &Arc<Peer>, filter: &str) {
         let key = Target::Peer(PeerRef(peer.clone()));
         self.router.write().unsubscribe(&key, filter);
-        self.links.own_removed(self, filter);
+        self.links.own_removed(filter);
     }
 
     fn deliver_forwarded(&self, forward: Forward) -> Pushback {

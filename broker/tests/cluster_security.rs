@@ -5,53 +5,19 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use strait_broker::cluster::wire::{self, Frame, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION};
 use strait_broker::cluster::ClusterMetrics;
 use strait_broker::server::Server;
 use support::cluster::{eventually, node_config, secret_dir, TestCluster};
+use support::logs::Logs;
 use support::{v4, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const OTHER_SECRET: &str = "not-the-cluster-secret-but-long-enough";
-
-/// Everything logged on this test's thread. `#[tokio::test]` runs the test
-/// and every task it spawns (the nodes included) on one thread, so a
-/// thread-local subscriber sees exactly this test's nodes.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let sink = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || sink.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn mesh(server: &Server) -> &ClusterMetrics {
     server.broker().cluster().expect("clustered").metrics()

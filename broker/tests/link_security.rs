@@ -443,3 +443,31 @@ async fn a_link_over_tls_carries_messages_and_a_certificate_from_another_ca_is_r
     impostor.shutdown().await;
     net.shutdown().await;
 }
+
+/// Secrets never reach the logs: not on a link that works, not when a
+/// wrong one is tried (debug level, both ends).
+#[tokio::test]
+async fn link_secrets_never_reach_the_logs() {
+    let logs = support::logs::Logs::default();
+    let _capture = logs.capture();
+    let net = Linked::configure(&[edge("edge", "cloud")], |_, _| {})
+        .start()
+        .await;
+    let listener = net.configs["cloud"]
+        .link_listener
+        .as_ref()
+        .expect("listener")
+        .bind;
+    let wrong = "a-wrong-secret-for-the-edge-0123";
+    let (_, answer) = Rogue::handshake(listener, "edge", "cloud", wrong).await;
+    assert!(refusal(answer).contains("failed authentication"));
+    net.shutdown().await;
+    let text = logs.text();
+    assert!(
+        text.contains("refused a link connection"),
+        "the refusal is logged"
+    );
+    for secret in [secret("edge", "cloud"), wrong.to_owned()] {
+        assert!(!text.contains(&secret), "a secret leaked into the logs");
+    }
+}

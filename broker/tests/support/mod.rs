@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod corpus;
 pub mod linked;
+pub mod logs;
 pub mod mosquitto;
 pub mod proxy;
 

@@ -150,6 +150,11 @@ impl Links {
         &self.me
     }
 
+    /// The path of a message published here: this cluster alone.
+    pub fn path_here(&self) -> &[String] {
+        std::slice::from_ref(&self.me)
+    }
+
     /// Makes `configs` the link set: links that stay keep their connection,
     /// queue and what they learned; new ones start empty; removed ones are
     /// dropped with their queues. Returns the links that are new.
@@ -774,7 +779,7 @@ fn retained_for(
     if effective.is_empty() {
         return;
     }
-    let path = [links.me.clone()];
+    let path = links.path_here();
     for message in host.retained_matching(effective) {
         let op = LinkOp::Publish(LinkMessage {
             id: rand::random(),

@@ -115,7 +115,7 @@ pub struct Inbound {
     pub applied: u64,
     /// The ids of the last messages received, oldest first.
     recent: std::collections::VecDeque<u64>,
-    seen: std::collections::HashSet<u64>,
+    seen: hashbrown::HashSet<u64>,
 }
 
 impl Inbound {
@@ -273,6 +273,11 @@ impl Link {
         self.config.read().clone()
     }
 
+    /// The hop limit (read for every message received: no clone).
+    pub fn max_hops(&self) -> u8 {
+        self.config.read().max_hops
+    }
+
     /// A new configuration for the same remote; the queue and connection stay.
     pub fn reconfigure(&self, config: LinkConfig, revision: u64) {
         *self.config.write() = config;
@@ -305,14 +310,15 @@ impl Link {
         if qos == 0 && !self.is_connected() {
             return Err(LinkDrop::Qos0Offline);
         }
-        let queue = self.config.read().queue.clone();
-        let expires = queue
-            .message_ttl_secs
-            .map(|ttl| Instant::now() + Duration::from_secs(ttl));
+        let (ttl, when_full) = {
+            let config = self.config.read();
+            (config.queue.message_ttl_secs, config.queue.when_full)
+        };
+        let expires = ttl.map(|ttl| Instant::now() + Duration::from_secs(ttl));
         let mut outbox = self.outbox.lock();
         let pushed = match outbox.push(body.clone(), Kind::Message, expires) {
             Err(PushError::Full)
-                if queue.when_full == WhenFull::DropOldest && outbox.drop_oldest_unsent() =>
+                if when_full == WhenFull::DropOldest && outbox.drop_oldest_unsent() =>
             {
                 self.stats.dropped(LinkDrop::QueueFull, 1);
                 outbox.push(body, Kind::Message, expires)

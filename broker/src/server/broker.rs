@@ -263,12 +263,11 @@ impl Broker {
         let mut routed =
             self.publish_here(&message, publisher, policy, scratch, Retain::AsPublished);
         if !message.topic.starts_with("$SYS") {
-            let path = [self.links.me().to_owned()];
             let over_links = self.links.forward(
                 self,
                 &message.topic,
                 || message.to_wire(Instant::now()),
-                &path,
+                self.links.path_here(),
                 None,
                 None,
             );
@@ -856,7 +855,7 @@ impl LinkHost for Broker {
 
     fn deliver_linked(&self, link: &Link, linked: LinkMessage) -> Pushback {
         let me = self.links.me().to_owned();
-        if linked.path.len() > usize::from(link.config().max_hops) {
+        if linked.path.len() > usize::from(link.max_hops()) {
             link.stats.dropped(crate::link::LinkDrop::Loop, 1);
             return Pushback::default();
         }

@@ -821,3 +821,41 @@ async fn a_full_queue_and_an_expired_ttl_drop_by_policy_and_are_counted() {
     assert_eq!(net.status("east", "west").dropped.get("expired"), Some(&1));
     net.shutdown().await;
 }
+
+/// A retained message cleared in east while west had no interest in it: the
+/// copy west kept is cleared when west's interest returns (east sends its
+/// recent clearings with the retained messages a new interest asks for).
+#[tokio::test]
+async fn a_clearing_made_while_nobody_listened_reaches_the_other_cluster_with_new_interest() {
+    let net = Linked::configure(&[edge("west", "east")], |_, _| {})
+        .start()
+        .await;
+    let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
+    publisher.publish_acked("config/a", true, b"v1").await;
+    let mut first = v4::connect(v4::options(net.mqtt("west"), "west-first")).await;
+    first.subscribe("config/#", v4::QoS::AtLeastOnce).await;
+    assert_eq!(first.publish_received().await.payload.as_ref(), b"v1");
+    drop(first);
+    net.wait_routes("east", "west", 0).await;
+    publisher.publish_acked("config/a", true, b"").await;
+
+    // Interest returns: the clearing crosses ahead of the marker.
+    let mut second = v4::connect(v4::options(net.mqtt("west"), "west-second")).await;
+    second.subscribe("config/#", v4::QoS::AtLeastOnce).await;
+    net.wait_routes("east", "west", 1).await;
+    publisher
+        .publish_acked("config/marker", false, b"marker")
+        .await;
+    while second.publish_received().await.topic != "config/marker" {}
+    let mut third = v4::connect(v4::options(net.mqtt("west"), "west-third")).await;
+    third.subscribe("config/#", v4::QoS::AtLeastOnce).await;
+    publisher
+        .publish_acked("config/marker", false, b"marker")
+        .await;
+    assert_eq!(
+        third.publish_received().await.topic,
+        "config/marker",
+        "nothing retained is left in west"
+    );
+    net.shutdown().await;
+}

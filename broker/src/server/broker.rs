@@ -887,6 +887,13 @@ impl LinkHost for Broker {
                 return pushback;
             };
             let policy = self.config.limits.queue_full_policy;
+            let message = Arc::new(message);
+            if replay && message.payload.is_empty() {
+                // A clearing sent with a new interest only clears what was
+                // kept here; there is nothing to deliver.
+                self.retain(&message, None);
+                return pushback;
+            }
             // A retained message sent because a subscriber here just gained
             // interest in it is delivered as at subscribe time: retain set.
             let retain_flag = if replay {
@@ -894,34 +901,40 @@ impl LinkHost for Broker {
             } else {
                 Retain::AsPublished
             };
-            let routed = self.publish_here(
-                &Arc::new(message),
-                None,
-                policy,
-                &mut Vec::new(),
-                retain_flag,
-            );
+            let routed = self.publish_here(&message, None, policy, &mut Vec::new(), retain_flag);
             merge_pushback(&mut pushback, routed.pushback);
         }
         pushback
     }
 
     fn retained_matching(&self, filters: &[String]) -> Vec<WireMessage> {
+        let now = Instant::now();
         let mut matching = Vec::new();
+        let mut cleared = Vec::new();
         let retained = self.retained.read();
         for filter in filters {
             retained.matching(filter, &mut matching);
+            cleared.extend(retained.cleared_matching(filter, now));
         }
         drop(retained);
-        let now = Instant::now();
         let mut seen = std::collections::HashSet::new();
-        matching
+        let set = matching
             .into_iter()
             .filter(|m| {
                 !m.is_expired(now) && !m.topic.starts_with('$') && seen.insert(m.topic.clone())
             })
             .map(|m| m.to_wire(now))
-            .collect()
+            .collect::<Vec<_>>();
+        // Recent clearings too: the other cluster may hold an older copy.
+        let clearings = cleared
+            .into_iter()
+            .filter(|topic| !topic.starts_with('$') && seen.insert(topic.clone()))
+            .map(|topic| WireMessage {
+                topic,
+                retain: true,
+                ..WireMessage::default()
+            });
+        set.into_iter().chain(clearings).collect()
     }
 
     fn backpressure_wait(&self) -> Duration {

@@ -27,6 +27,10 @@ pub struct Retained {
     versions: HashMap<String, RetainedVersion>,
     /// Cleared topics by age, with the version that cleared them.
     tombstones: VecDeque<(Instant, String, RetainedVersion)>,
+    /// Every topic cleared in the last [`TOMBSTONE_TTL`], versioned or not,
+    /// by age: a linked cluster that gains interest in one is told, so a
+    /// copy it kept from before is cleared too.
+    cleared: VecDeque<(Instant, String)>,
 }
 
 impl Retained {
@@ -58,6 +62,7 @@ impl Retained {
         }
         if message.payload.is_empty() {
             self.store.remove(&topic);
+            self.cleared.push_back((now, topic));
         } else {
             self.store.insert(&topic, message);
         }
@@ -72,6 +77,24 @@ impl Retained {
 
     pub fn matching(&self, filter: &str, out: &mut Vec<Arc<Message>>) {
         self.store.matching(filter, out);
+    }
+
+    /// Topics matching `filter` that were cleared recently and hold no
+    /// retained message now.
+    pub fn cleared_matching(&self, filter: &str, now: Instant) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .cleared
+            .iter()
+            .filter(|(at, topic)| {
+                now.duration_since(*at) < TOMBSTONE_TTL
+                    && crate::protocol::topic::matches(filter, topic)
+                    && !self.store.contains(topic)
+            })
+            .map(|(_, topic)| topic.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Topics with a retained message.
@@ -111,6 +134,13 @@ impl Retained {
     }
 
     fn expire_tombstones(&mut self, now: Instant) {
+        while self
+            .cleared
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) >= TOMBSTONE_TTL)
+        {
+            self.cleared.pop_front();
+        }
         while let Some((at, topic, version)) = self.tombstones.front() {
             if now.duration_since(*at) < TOMBSTONE_TTL {
                 return;

@@ -859,3 +859,22 @@ async fn a_clearing_made_while_nobody_listened_reaches_the_other_cluster_with_ne
     );
     net.shutdown().await;
 }
+
+/// A retained message two clusters away reaches a new subscriber as a
+/// retained message (the replay keeps its kind on every hop).
+#[tokio::test]
+async fn a_retained_message_two_clusters_away_arrives_as_retained() {
+    let net = Linked::configure(&[edge("a", "b"), edge("c", "b")], |_, _| {})
+        .start()
+        .await;
+    let mut publisher = v4::connect(v4::options(net.mqtt("a"), "a-pub")).await;
+    publisher.publish_acked("config/site", true, b"v1").await;
+    let mut subscriber = v4::connect(v4::options(net.mqtt("c"), "c-sub")).await;
+    subscriber.subscribe("config/#", v4::QoS::AtLeastOnce).await;
+    let got = subscriber.publish_received().await;
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_ref(), got.retain),
+        ("config/site", &b"v1"[..], true)
+    );
+    net.shutdown().await;
+}

@@ -82,6 +82,21 @@ pub enum LinkError {
     Invalid(String),
 }
 
+/// How a message reaches [`Links::forward`]: where it has been, and, when
+/// it came over a link, what it was addressed to and by which link.
+#[derive(Debug, Clone, Copy)]
+pub struct Via<'a> {
+    /// The clusters it has been in, its origin first and this one last.
+    pub path: &'a [String],
+    /// The clusters it was addressed to (`None`: published here, so every
+    /// interested cluster).
+    pub to: Option<&'a [String]>,
+    /// The link it came over.
+    pub from: Option<&'a str>,
+    /// A retained message sent for a new interest, passed on as such.
+    pub replay: bool,
+}
+
 /// What routing one message over links did.
 #[derive(Debug, Default)]
 pub struct Forwarded {
@@ -153,6 +168,16 @@ impl Links {
     /// The path of a message published here: this cluster alone.
     pub fn path_here(&self) -> &[String] {
         std::slice::from_ref(&self.me)
+    }
+
+    /// How a message published here reaches [`Links::forward`].
+    pub fn published_here(&self) -> Via<'_> {
+        Via {
+            path: self.path_here(),
+            to: None,
+            from: None,
+            replay: false,
+        }
     }
 
     /// Makes `configs` the link set: links that stay keep their connection,
@@ -265,12 +290,13 @@ impl Links {
         host: &impl LinkHost,
         topic: &str,
         message: impl FnOnce() -> WireMessage,
-        path: &[String],
-        to: Option<&[String]>,
-        from: Option<&str>,
+        via: Via<'_>,
     ) -> Forwarded {
         let mut forwarded = Forwarded::default();
-        let routes = self.interest.read().route(topic, path, to, from);
+        let routes = self
+            .interest
+            .read()
+            .route(topic, via.path, via.to, via.from);
         if routes.is_empty() {
             return forwarded;
         }
@@ -283,9 +309,9 @@ impl Links {
             let op = LinkOp::Publish(LinkMessage {
                 id: rand::random(),
                 message: message.clone(),
-                path: path.to_vec(),
+                path: via.path.to_vec(),
                 to,
-                replay: false,
+                replay: via.replay,
             });
             let body = match wire::encode_op(&op) {
                 Ok(body) => body,

@@ -24,7 +24,7 @@ use crate::cluster::{self, Cluster, Host, NotOwner, Peer, PeerRef};
 use crate::config::{Config, QueueFullPolicy};
 use crate::flow::{Pushback, Release};
 use crate::link::wire::LinkMessage;
-use crate::link::{Link, LinkHost, Links};
+use crate::link::{Link, LinkHost, Links, Via};
 use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::router::{Delivery, Router, Scope, SubscribeOutcome};
@@ -267,9 +267,7 @@ impl Broker {
                 self,
                 &message.topic,
                 || message.to_wire(Instant::now()),
-                self.links.path_here(),
-                None,
-                None,
+                self.links.published_here(),
             );
             routed.queued += over_links.queued;
             merge_pushback(&mut routed.pushback, over_links.pushback);
@@ -875,9 +873,12 @@ impl LinkHost for Broker {
                 self,
                 &topic,
                 || wire.clone(),
-                &path,
-                Some(&onward),
-                Some(&link.name),
+                Via {
+                    path: &path,
+                    to: Some(&onward),
+                    from: Some(&link.name),
+                    replay,
+                },
             );
             merge_pushback(&mut pushback, forwarded.pushback);
         }

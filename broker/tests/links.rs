@@ -786,6 +786,11 @@ async fn a_full_queue_and_an_expired_ttl_drop_by_policy_and_are_counted() {
             (10, Some(&10)),
             "{when_full}"
         );
+        assert_eq!(
+            status.dropped_bytes.get("queue_full"),
+            Some(&40),
+            "10 payloads of 4 bytes"
+        );
         proxy.heal();
         for i in kept {
             assert_eq!(next_number(&mut west_sub).await, i, "{when_full}");

@@ -316,7 +316,8 @@ impl Links {
             let body = match wire::encode_op(&op) {
                 Ok(body) => body,
                 Err(err) => {
-                    link.stats.dropped(LinkDrop::TooLarge, 1);
+                    link.stats
+                        .dropped(LinkDrop::TooLarge, 1, message.payload.len());
                     tracing::warn!(link = %name, error = %err, "cannot encode a message for a link; dropped");
                     continue;
                 }
@@ -327,11 +328,12 @@ impl Links {
                 if host.send_link_op(Some(&holder), &name, body) {
                     forwarded.queued += 1;
                 } else {
-                    link.stats.dropped(LinkDrop::QueueFull, 1);
+                    link.stats
+                        .dropped(LinkDrop::QueueFull, 1, message.payload.len());
                 }
                 continue;
             }
-            match link.push_message(body, message.qos) {
+            match link.push_message(body, message.qos, message.payload.len()) {
                 Ok(backlogged) => {
                     forwarded.queued += 1;
                     self.count_forwarded(link, &message);
@@ -343,7 +345,7 @@ impl Links {
                     }
                 }
                 Err(reason) => {
-                    link.stats.dropped(reason, 1);
+                    link.stats.dropped(reason, 1, message.payload.len());
                     forwarded.pushback.congested = true;
                 }
             }
@@ -417,18 +419,19 @@ impl Links {
                 if let Some(holder) = link.holder() {
                     // It moved on meanwhile: pass it on.
                     if !host.send_link_op(Some(&holder), link_name, body) {
-                        link.stats.dropped(LinkDrop::QueueFull, 1);
+                        link.stats
+                            .dropped(LinkDrop::QueueFull, 1, message.message.payload.len());
                     }
                     return pushback;
                 }
-                match link.push_message(body, message.message.qos) {
+                match link.push_message(body, message.message.qos, message.message.payload.len()) {
                     Ok(backlogged) => {
                         self.count_forwarded(&link, &message.message);
                         if backlogged && link.is_connected() && message.message.qos > 0 {
                             pushback.gates.push(link.clone() as Arc<dyn Gate>);
                         }
                     }
-                    Err(reason) => link.stats.dropped(reason, 1),
+                    Err(reason) => link.stats.dropped(reason, 1, message.message.payload.len()),
                 }
             }
             other => {
@@ -498,8 +501,9 @@ impl Links {
             tracing::info!(link = %link_name, %holder, messages = messages.len(), "handing queued messages to the node that holds the link now");
         }
         for body in messages {
+            let body_len = body.len();
             if !host.send_link_op(Some(&holder), link_name, body) {
-                link.stats.dropped(LinkDrop::QueueFull, 1);
+                link.stats.dropped(LinkDrop::QueueFull, 1, body_len);
             }
         }
     }
@@ -598,16 +602,30 @@ impl Links {
                 let _ = writeln!(out, "{name}{{link=\"{}\"}} {}", status.name, value(status));
             }
         }
-        let _ = writeln!(out, "# HELP strait_link_messages_dropped_total Messages for or from a link that were dropped, by reason.\n# TYPE strait_link_messages_dropped_total counter");
-        for status in &statuses {
-            for reason in LinkDrop::ALL {
-                let count = status.dropped.get(reason.label()).copied().unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "strait_link_messages_dropped_total{{link=\"{}\",reason=\"{}\"}} {count}",
-                    status.name,
-                    reason.label()
-                );
+        let by_reason: [(&str, &str, fn(&LinkStatus) -> &BTreeMap<&'static str, u64>); 2] = [
+            (
+                "strait_link_messages_dropped_total",
+                "Messages for or from a link that were dropped, by reason.",
+                |s| &s.dropped,
+            ),
+            (
+                "strait_link_bytes_dropped_total",
+                "Payload bytes of the messages dropped, by reason.",
+                |s| &s.dropped_bytes,
+            ),
+        ];
+        for (name, help, counts) in by_reason {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for status in &statuses {
+                for reason in LinkDrop::ALL {
+                    let count = counts(status).get(reason.label()).copied().unwrap_or(0);
+                    let _ = writeln!(
+                        out,
+                        "{name}{{link=\"{}\",reason=\"{}\"}} {count}",
+                        status.name,
+                        reason.label()
+                    );
+                }
             }
         }
         let _ = writeln!(
@@ -816,17 +834,17 @@ fn retained_for(
         });
         if let Ok(body) = wire::encode_op(&op) {
             // Counted like any message for the remote.
-            let qos = match &op {
-                LinkOp::Publish(m) => m.message.qos,
-                _ => 0,
+            let (qos, payload) = match &op {
+                LinkOp::Publish(m) => (m.message.qos, m.message.payload.len()),
+                _ => (0, 0),
             };
-            match link.push_message(body, qos) {
+            match link.push_message(body, qos, payload) {
                 Ok(_) => {
                     link.stats
                         .forwarded
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                Err(reason) => link.stats.dropped(reason, 1),
+                Err(reason) => link.stats.dropped(reason, 1, payload),
             }
         }
     }

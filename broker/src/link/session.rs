@@ -473,10 +473,15 @@ impl<H: LinkHost> Applier<'_, H> {
                 }
                 if seq > inbound.applied {
                     inbound.applied = seq;
-                    let duplicate = matches!(&op, LinkOp::Publish(m) if !inbound.first_sight(m.id));
+                    let duplicate = match &op {
+                        LinkOp::Publish(m) if !inbound.first_sight(m.id) => {
+                            Some(m.message.payload.len())
+                        }
+                        _ => None,
+                    };
                     drop(inbound);
-                    if duplicate {
-                        link.stats.dropped(LinkDrop::Duplicate, 1);
+                    if let Some(bytes) = duplicate {
+                        link.stats.dropped(LinkDrop::Duplicate, 1, bytes);
                     } else {
                         apply(self.host, self.links, link, op, &mut batch.pushback);
                     }
@@ -512,11 +517,13 @@ fn apply<H: LinkHost>(
                 .received_bytes
                 .fetch_add(message.message.payload.len() as u64, Relaxed);
             if message.path.contains(&links.me) {
-                link.stats.dropped(LinkDrop::Loop, 1);
+                link.stats
+                    .dropped(LinkDrop::Loop, 1, message.message.payload.len());
                 return;
             }
             if !links.imports(&link.name, &message.message.topic) {
-                link.stats.dropped(LinkDrop::OutsideImport, 1);
+                link.stats
+                    .dropped(LinkDrop::OutsideImport, 1, message.message.payload.len());
                 return;
             }
             let from_host = host.deliver_linked(link, message);

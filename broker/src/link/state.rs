@@ -78,18 +78,19 @@ pub struct LinkStats {
     pub received: AtomicU64,
     pub received_bytes: AtomicU64,
     pub interest_refused: AtomicU64,
-    dropped: Mutex<BTreeMap<LinkDrop, u64>>,
+    /// Messages and their payload bytes dropped, by reason.
+    dropped: Mutex<BTreeMap<LinkDrop, (u64, u64)>>,
 }
 
 impl LinkStats {
-    pub fn dropped(&self, reason: LinkDrop, count: u64) {
+    /// `count` messages of `bytes` payload bytes in all were dropped for `reason`.
+    pub fn dropped(&self, reason: LinkDrop, count: u64, bytes: usize) {
         if count > 0 {
-            *self.dropped.lock().entry(reason).or_insert(0) += count;
+            let mut dropped = self.dropped.lock();
+            let entry = dropped.entry(reason).or_insert((0, 0));
+            entry.0 += count;
+            entry.1 += bytes as u64;
         }
-    }
-
-    pub fn dropped_by(&self, reason: LinkDrop) -> u64 {
-        self.dropped.lock().get(&reason).copied().unwrap_or(0)
     }
 }
 
@@ -305,8 +306,9 @@ impl Link {
         Some(keys)
     }
 
-    /// Queues a message for the remote, by the queue's policy; says why not.
-    pub fn push_message(&self, body: Bytes, qos: u8) -> Result<bool, LinkDrop> {
+    /// Queues a message (`payload` bytes of it) for the remote, by the
+    /// queue's policy; says why not.
+    pub fn push_message(&self, body: Bytes, qos: u8, payload: usize) -> Result<bool, LinkDrop> {
         if qos == 0 && !self.is_connected() {
             return Err(LinkDrop::Qos0Offline);
         }
@@ -316,12 +318,15 @@ impl Link {
         };
         let expires = ttl.map(|ttl| Instant::now() + Duration::from_secs(ttl));
         let mut outbox = self.outbox.lock();
-        let pushed = match outbox.push(body.clone(), Kind::Message, expires) {
-            Err(PushError::Full)
-                if when_full == WhenFull::DropOldest && outbox.drop_oldest_unsent() =>
-            {
-                self.stats.dropped(LinkDrop::QueueFull, 1);
-                outbox.push(body, Kind::Message, expires)
+        let pushed = match outbox.push_weighted(body.clone(), Kind::Message, expires, payload) {
+            Err(PushError::Full) if when_full == WhenFull::DropOldest => {
+                match outbox.drop_oldest_unsent() {
+                    Some(dropped) => {
+                        self.stats.dropped(LinkDrop::QueueFull, 1, dropped);
+                        outbox.push_weighted(body, Kind::Message, expires, payload)
+                    }
+                    None => Err(PushError::Full),
+                }
             }
             other => other,
         };
@@ -359,7 +364,8 @@ impl Link {
         let before = out.len();
         out.extend_from_slice(&self.control.lock().split());
         let written = self.outbox.lock().write_unsent(Instant::now(), out);
-        self.stats.dropped(LinkDrop::Expired, written.expired);
+        self.stats
+            .dropped(LinkDrop::Expired, written.expired, written.expired_weight);
         out.len() > before
     }
 
@@ -511,6 +517,7 @@ impl Link {
         let (queued, queued_bytes) = self.outbox.lock().messages();
         let config = self.config.read();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let dropped = self.stats.dropped.lock().clone();
         LinkStatus {
             name: self.name.clone(),
             state: if self.is_connected() {
@@ -540,13 +547,8 @@ impl Link {
             received_messages: load(&self.stats.received),
             received_bytes: load(&self.stats.received_bytes),
             interest_refused: load(&self.stats.interest_refused),
-            dropped: self
-                .stats
-                .dropped
-                .lock()
-                .iter()
-                .map(|(r, n)| (r.label(), *n))
-                .collect(),
+            dropped: dropped.iter().map(|(r, (n, _))| (r.label(), *n)).collect(),
+            dropped_bytes: dropped.iter().map(|(r, (_, b))| (r.label(), *b)).collect(),
             revision: self.revision.load(Ordering::Relaxed),
             holder,
         }
@@ -595,7 +597,10 @@ pub struct LinkStatus {
     pub received_messages: u64,
     pub received_bytes: u64,
     pub interest_refused: u64,
+    /// Messages dropped, by reason.
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Their payload bytes, by reason.
+    pub dropped_bytes: BTreeMap<&'static str, u64>,
     /// The configuration revision this link runs (bumped by each `PUT /api/v1/links`).
     pub revision: u64,
     /// The node of this cluster that holds the link, when it is another.

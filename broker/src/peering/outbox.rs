@@ -73,14 +73,18 @@ struct Entry {
     expires: Option<Instant>,
     /// Found expired when due to be written: skipped from then on.
     expired: bool,
+    /// What the owner counts the op as when it is dropped (a link: its
+    /// message's payload bytes).
+    weight: usize,
 }
 
 /// What writing the unsent ops did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
     pub ops: usize,
-    /// Messages skipped because their time on the queue ran out.
+    /// Messages skipped because their time on the queue ran out, and their weight.
     pub expired: u64,
+    pub expired_weight: usize,
 }
 
 /// The sequenced, bounded queue of one stream to one peer.
@@ -136,6 +140,18 @@ impl Outbox {
         kind: Kind,
         expires: Option<Instant>,
     ) -> Result<u64, PushError> {
+        self.push_weighted(body, kind, expires, 0)
+    }
+
+    /// [`Outbox::push`], with the weight the op counts as when it is
+    /// dropped (expired, or to make room).
+    pub fn push_weighted(
+        &mut self,
+        body: Bytes,
+        kind: Kind,
+        expires: Option<Instant>,
+        weight: usize,
+    ) -> Result<u64, PushError> {
         if body.len() + 12 > self.max_frame {
             return Err(PushError::TooLarge);
         }
@@ -156,24 +172,21 @@ impl Outbox {
             kind,
             expires,
             expired: false,
+            weight,
         });
         Ok(seq)
     }
 
     /// Removes the oldest message not yet written, to make room for a newer
-    /// one (a drop-oldest policy); false when every message is in flight.
-    pub fn drop_oldest_unsent(&mut self) -> bool {
-        let Some(at) =
-            (self.sent..self.entries.len()).find(|&i| self.entries[i].kind == Kind::Message)
-        else {
-            return false;
-        };
-        if let Some(entry) = self.entries.remove(at) {
-            self.forget(&entry);
-        }
-        // A hole in the numbering is fine (the peer applies any later op),
-        // but a resume can no longer vouch for what the peer missed.
-        true
+    /// one (a drop-oldest policy), and returns its weight; `None` when every
+    /// message is in flight. A hole in the numbering is fine: the peer
+    /// applies any later op.
+    pub fn drop_oldest_unsent(&mut self) -> Option<usize> {
+        let at =
+            (self.sent..self.entries.len()).find(|&i| self.entries[i].kind == Kind::Message)?;
+        let entry = self.entries.remove(at)?;
+        self.forget(&entry);
+        Some(entry.weight)
     }
 
     /// Appends every op not yet written on this connection to `out`, framed,
@@ -185,6 +198,7 @@ impl Outbox {
                 if !entry.expired {
                     entry.expired = true;
                     written.expired += 1;
+                    written.expired_weight += entry.weight;
                 }
                 continue;
             }
@@ -424,7 +438,7 @@ mod tests {
         }
         outbox.ack(1);
         // m2 is dropped to make room: the peer, having applied 1, would miss it.
-        assert!(outbox.drop_oldest_unsent());
+        assert!(outbox.drop_oldest_unsent().is_some());
         outbox.push(body("m4"), Kind::Message, None).expect("push");
         assert_eq!(outbox.resume(Some(1)), Resume::Resync { lost: 0 });
         let resent = unsent(&mut outbox);
@@ -481,7 +495,7 @@ mod tests {
             .expect("room made");
         let sent: Vec<_> = unsent(&mut outbox).into_iter().map(|(_, b)| b).collect();
         assert_eq!(sent, vec![b"cd".to_vec(), b"route".to_vec(), b"e".to_vec()]);
-        assert!(!outbox.drop_oldest_unsent(), "everything is in flight");
+        assert_eq!(outbox.drop_oldest_unsent(), None, "everything is in flight");
     }
 
     #[test]

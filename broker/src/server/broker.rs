@@ -854,7 +854,8 @@ impl LinkHost for Broker {
     fn deliver_linked(&self, link: &Link, linked: LinkMessage) -> Pushback {
         let me = self.links.me().to_owned();
         if linked.path.len() > usize::from(link.max_hops()) {
-            link.stats.dropped(crate::link::LinkDrop::Loop, 1);
+            link.stats
+                .dropped(crate::link::LinkDrop::Loop, 1, linked.message.payload.len());
             return Pushback::default();
         }
         let LinkMessage {

@@ -489,7 +489,7 @@ mod tests {
             .push(body("route"), Kind::Control, None)
             .expect("a control op is never refused");
         assert_eq!(outbox.messages(), (2, 4));
-        assert!(outbox.drop_oldest_unsent());
+        assert_eq!(outbox.drop_oldest_unsent(), Some(0));
         outbox
             .push(body("e"), Kind::Message, None)
             .expect("room made");
@@ -504,15 +504,29 @@ mod tests {
         outbox.resume(None);
         let past = Instant::now();
         outbox
-            .push(body("old"), Kind::Message, Some(past))
+            .push_weighted(body("old"), Kind::Message, Some(past), 3)
             .expect("push");
         outbox.push(body("new"), Kind::Message, None).expect("push");
         let mut out = Vec::new();
         let written = outbox.write_unsent(Instant::now(), &mut out);
-        assert_eq!(written, Written { ops: 1, expired: 1 });
+        assert_eq!(
+            written,
+            Written {
+                ops: 1,
+                expired: 1,
+                expired_weight: 3
+            }
+        );
         outbox.disconnected();
         let again = outbox.write_unsent(Instant::now(), &mut Vec::new());
-        assert_eq!(again, Written { ops: 1, expired: 0 });
+        assert_eq!(
+            again,
+            Written {
+                ops: 1,
+                expired: 0,
+                expired_weight: 0
+            }
+        );
     }
 
     #[test]

@@ -602,7 +602,7 @@ impl Links {
                 let _ = writeln!(out, "{name}{{link=\"{}\"}} {}", status.name, value(status));
             }
         }
-        let by_reason: [(&str, &str, fn(&LinkStatus) -> &BTreeMap<&'static str, u64>); 2] = [
+        let by_reason: [ByReason; 2] = [
             (
                 "strait_link_messages_dropped_total",
                 "Messages for or from a link that were dropped, by reason.",
@@ -641,6 +641,13 @@ impl Links {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A per-link family counted by reason: name, help, and its counts in a status.
+type ByReason = (
+    &'static str,
+    &'static str,
+    fn(&LinkStatus) -> &BTreeMap<&'static str, u64>,
+);
 
 /// A per-link metric family: name, type, help, and its value in a status.
 type Family = (

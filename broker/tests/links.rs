@@ -423,8 +423,8 @@ async fn links_are_added_changed_and_removed_at_runtime_keeping_what_stays() {
     net.shutdown().await;
 }
 
-/// A 60 s partition under a QoS 1 stream: nothing lost, nothing duplicated,
-/// order kept. The proxy closes the live connection and refuses new ones
+/// A 60 s partition under a QoS 2 stream (to a QoS 1 and a QoS 2
+/// subscriber): nothing lost, nothing duplicated, order kept. The proxy closes the live connection and refuses new ones
 /// until healed, as a network partition that resets connections would.
 #[tokio::test]
 async fn a_sixty_second_cut_loses_and_duplicates_nothing() {
@@ -437,6 +437,11 @@ async fn a_sixty_second_cut_loses_and_duplicates_nothing() {
     let net = configured.start().await;
     let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
     west_sub.subscribe("stream/#", v4::QoS::AtLeastOnce).await;
+    // A QoS 2 subscriber too: exactly once means no duplicate after the reconnect.
+    let mut exactly_once = v4::connect(v4::options(net.mqtt("west"), "west-qos2")).await;
+    exactly_once
+        .subscribe("stream/#", v4::QoS::ExactlyOnce)
+        .await;
     net.wait_routes("east", "west", 1).await;
 
     let total = 3000u32;
@@ -445,7 +450,19 @@ async fn a_sixty_second_cut_loses_and_duplicates_nothing() {
         let mut publisher = v4::connect(v4::options(publisher_addr, "east-pub")).await;
         for i in 0..total {
             publisher
-                .publish_acked("stream/1", false, &i.to_be_bytes())
+                .client
+                .publish(
+                    "stream/1",
+                    v4::QoS::ExactlyOnce,
+                    false,
+                    i.to_be_bytes().to_vec(),
+                )
+                .await
+                .expect("publish");
+            publisher
+                .next("PUBCOMP", |p| {
+                    matches!(p, v4::Packet::PubComp(_)).then_some(())
+                })
                 .await;
             if i % 100 == 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -488,6 +505,21 @@ async fn a_sixty_second_cut_loses_and_duplicates_nothing() {
         received,
         (0..total).collect::<Vec<_>>(),
         "everything, once, in order"
+    );
+    let mut at_qos2 = Vec::new();
+    while at_qos2.len() < total as usize {
+        let publish = tokio::time::timeout_at(deadline, exactly_once.publish_received())
+            .await
+            .expect("the QoS 2 subscriber's stream");
+        assert_eq!(publish.qos, v4::QoS::ExactlyOnce);
+        at_qos2.push(u32::from_be_bytes(
+            publish.payload[..4].try_into().expect("4 bytes"),
+        ));
+    }
+    assert_eq!(
+        at_qos2,
+        (0..total).collect::<Vec<_>>(),
+        "exactly once, in order"
     );
     let status = net.status("east", "west");
     assert!(

@@ -380,9 +380,7 @@ async fn links_are_added_changed_and_removed_at_runtime_keeping_what_stays() {
     let net = Linked::configure(&[edge("west", "east")], |_, _| {})
         .start()
         .await;
-    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
-    west_sub.subscribe("#", v4::QoS::AtLeastOnce).await;
-    net.wait_routes("east", "west", 1).await;
+    let mut west_sub = net.subscriber("west", "#", "east").await;
     let west_links = net.server("west").broker().links().clone();
     let before = west_links.get("east").expect("link").incarnation;
 
@@ -475,15 +473,10 @@ async fn a_sixty_second_cut_loses_and_duplicates_nothing() {
     while received.len() < 500 {
         received.push(next_number(&mut west_sub).await);
     }
-    proxy.cut().await;
-    let east_links = net.server("east").broker().links().clone();
-    support::cluster::eventually("east to see the cut", || {
-        !east_links.get("west").expect("link").is_connected()
-    })
-    .await;
-    let queued_before = east_links.status()[0].queued_messages;
+    net.cut(&proxy, "east", "west").await;
+    let queued_before = net.status("east", "west").queued_messages;
     tokio::time::sleep(Duration::from_secs(cut_for)).await;
-    let queued_during = east_links.status()[0].queued_messages;
+    let queued_during = net.status("east", "west").queued_messages;
     assert!(
         queued_during > queued_before,
         "messages queued during the cut ({queued_before} -> {queued_during})"
@@ -567,22 +560,10 @@ async fn a_restart_with_persistence_keeps_the_queue_and_the_interest() {
         std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let east_config = east_config.clone();
     let mut net = configured.start().await;
-    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
-    west_sub.subscribe("orders/#", v4::QoS::AtLeastOnce).await;
-    net.wait_routes("east", "west", 1).await;
+    let mut west_sub = net.subscriber("west", "orders/#", "east").await;
 
-    proxy.cut().await;
-    let east_links = net.server("east").broker().links().clone();
-    support::cluster::eventually("east to see the cut", || {
-        !east_links.get("west").expect("link").is_connected()
-    })
-    .await;
-    let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
-    for i in 0..100u32 {
-        publisher
-            .publish_acked("orders/1", false, &i.to_be_bytes())
-            .await;
-    }
+    net.cut(&proxy, "east", "west").await;
+    let publisher = net.publish_numbers("east", "orders/1", 0..100).await;
     drop(publisher);
     net.servers.remove("east").expect("east").shutdown().await;
     let east = strait_broker::server::Server::start(east_config)
@@ -675,9 +656,7 @@ async fn the_admin_api_replaces_links_with_the_token_and_refuses_bad_sets() {
     let shown: serde_json::Value = serde_json::from_str(&shown).expect("json");
     assert_eq!(shown[0]["name"], "east");
     net.wait_connected().await;
-    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
-    west_sub.subscribe("t/#", v4::QoS::AtLeastOnce).await;
-    net.wait_routes("east", "west", 1).await;
+    let mut west_sub = net.subscriber("west", "t/#", "east").await;
     let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
     publisher
         .publish_acked("t/1", false, b"added at runtime")
@@ -700,10 +679,9 @@ async fn interest_is_forgotten_after_the_configured_retention() {
     });
     let proxy = configured.through_proxy("west", "east").await;
     let net = configured.start().await;
-    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
-    west_sub.subscribe("t/#", v4::QoS::AtLeastOnce).await;
-    net.wait_routes("east", "west", 1).await;
-    proxy.cut().await;
+    // Kept alive: its interest is what east remembers.
+    let _west_sub = net.subscriber("west", "t/#", "east").await;
+    net.cut(&proxy, "east", "west").await;
     let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
     publisher
         .publish_acked("t/1", false, b"queued while remembered")
@@ -733,9 +711,7 @@ async fn a_link_reconfigured_under_load_keeps_its_connection_and_loses_nothing()
     })
     .start()
     .await;
-    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
-    west_sub.subscribe("fleet/#", v4::QoS::AtLeastOnce).await;
-    net.wait_routes("east", "west", 1).await;
+    let mut west_sub = net.subscriber("west", "fleet/#", "east").await;
     let connects = net.status("west", "east").connects;
 
     let total = 2000u32;
@@ -797,21 +773,9 @@ async fn a_full_queue_and_an_expired_ttl_drop_by_policy_and_are_counted() {
         });
         let proxy = configured.through_proxy("west", "east").await;
         let net = configured.start().await;
-        let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
-        west_sub.subscribe("t/#", v4::QoS::AtLeastOnce).await;
-        net.wait_routes("east", "west", 1).await;
-        proxy.cut().await;
-        let east_links = net.server("east").broker().links().clone();
-        support::cluster::eventually("east to see the cut", || {
-            !east_links.get("west").expect("link").is_connected()
-        })
-        .await;
-        let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
-        for i in 0..20u32 {
-            publisher
-                .publish_acked("t/1", false, &i.to_be_bytes())
-                .await;
-        }
+        let mut west_sub = net.subscriber("west", "t/#", "east").await;
+        net.cut(&proxy, "east", "west").await;
+        net.publish_numbers("east", "t/1", 0..20).await;
         let status = net.status("east", "west");
         assert_eq!(
             (status.queued_messages, status.dropped.get("queue_full")),
@@ -837,15 +801,8 @@ async fn a_full_queue_and_an_expired_ttl_drop_by_policy_and_are_counted() {
     });
     let proxy = configured.through_proxy("west", "east").await;
     let net = configured.start().await;
-    let mut west_sub = v4::connect(v4::options(net.mqtt("west"), "west-sub")).await;
-    west_sub.subscribe("t/#", v4::QoS::AtLeastOnce).await;
-    net.wait_routes("east", "west", 1).await;
-    proxy.cut().await;
-    let east_links = net.server("east").broker().links().clone();
-    support::cluster::eventually("east to see the cut", || {
-        !east_links.get("west").expect("link").is_connected()
-    })
-    .await;
+    let mut west_sub = net.subscriber("west", "t/#", "east").await;
+    net.cut(&proxy, "east", "west").await;
     let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
     publisher
         .publish_acked("t/1", false, b"too old by then")

@@ -199,6 +199,50 @@ impl Linked {
         .await;
     }
 
+    /// A subscriber to `filter` in `cluster`, once `remote` has learned its
+    /// interest (the first one it learns from `cluster`).
+    pub async fn subscriber(&self, cluster: &str, filter: &str, remote: &str) -> super::v4::Client {
+        let mut client = super::v4::connect(super::v4::options(
+            self.mqtt(cluster),
+            &format!("{cluster}-sub"),
+        ))
+        .await;
+        client.subscribe(filter, super::v4::QoS::AtLeastOnce).await;
+        self.wait_routes(remote, cluster, 1).await;
+        client
+    }
+
+    /// Cuts `proxy` and waits until `cluster` sees its link to `remote` down.
+    pub async fn cut(&self, proxy: &super::proxy::FaultProxy, cluster: &str, remote: &str) {
+        proxy.cut().await;
+        let links = self.servers[cluster].broker().links().clone();
+        eventually(&format!("{cluster} to see the cut"), || {
+            !links.get(remote).expect("link").is_connected()
+        })
+        .await;
+    }
+
+    /// Publishes `numbers` on `topic` in `cluster`, each acknowledged (QoS 1),
+    /// and returns the publisher.
+    pub async fn publish_numbers(
+        &self,
+        cluster: &str,
+        topic: &str,
+        numbers: std::ops::Range<u32>,
+    ) -> super::v4::Client {
+        let mut publisher = super::v4::connect(super::v4::options(
+            self.mqtt(cluster),
+            &format!("{cluster}-pub"),
+        ))
+        .await;
+        for i in numbers {
+            publisher
+                .publish_acked(topic, false, &i.to_be_bytes())
+                .await;
+        }
+        publisher
+    }
+
     pub async fn shutdown(self) {
         for (_, server) in self.servers {
             server.shutdown().await;

@@ -39,6 +39,29 @@ pub struct Pushback {
     pub gates: Vec<Arc<dyn Gate>>,
 }
 
+impl Pushback {
+    /// Adds what another receiver of the same messages asks.
+    pub fn merge(&mut self, other: Pushback) {
+        self.congested |= other.congested;
+        self.gates.extend(other.gates);
+    }
+
+    /// What a reader of a stream of messages (a peer's, a link's) does about
+    /// its receivers: read nothing more until the gates open (at most
+    /// `max_wait`), returning how that ended, or only yield to them when they
+    /// are congested without gates.
+    pub async fn hold_reader(self, max_wait: Duration) -> Option<Release> {
+        if !self.gates.is_empty() {
+            Some(Hold::new(self.gates, max_wait).released().await)
+        } else {
+            if self.congested {
+                tokio::task::yield_now().await;
+            }
+            None
+        }
+    }
+}
+
 /// How a [`Hold`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
@@ -155,6 +178,30 @@ mod tests {
         assert_eq!(hold.released().await, Release::TimedOut(1));
         assert_eq!(a.stalls.load(Ordering::Acquire), 0);
         assert_eq!(b.stalls.load(Ordering::Acquire), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_is_held_only_for_gates_and_merged_pushback_keeps_both() {
+        let closed = Arc::new(Valve::default());
+        let mut pushback = Pushback::default();
+        pushback.merge(Pushback {
+            congested: true,
+            gates: Vec::new(),
+        });
+        assert_eq!(
+            Pushback::default()
+                .hold_reader(Duration::from_secs(1))
+                .await,
+            None
+        );
+        pushback.merge(Pushback {
+            congested: false,
+            gates: vec![closed.clone() as Arc<dyn Gate>],
+        });
+        assert!(pushback.congested && pushback.gates.len() == 1);
+        let held = pushback.hold_reader(Duration::from_millis(100)).await;
+        assert_eq!(held, Some(Release::TimedOut(1)));
+        assert_eq!(closed.stalls.load(Ordering::Acquire), 1);
     }
 
     #[tokio::test(start_paused = true)]

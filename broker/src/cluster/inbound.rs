@@ -19,7 +19,7 @@ use super::peer::{InboundState, Peer};
 use super::stream::{self, read_frame, read_handshake_frame, PeerError, PeerTls, Reader, Writer};
 use super::wire::{self, Forward, Frame, Op, PROTOCOL_VERSION};
 use super::MeshHost;
-use crate::flow::{Hold, Pushback};
+use crate::flow::Pushback;
 use crate::peering::io::read_available;
 
 /// Accepts peer connections until shutdown.
@@ -252,11 +252,8 @@ async fn apply_stream<H: Host>(
         // peer's queue fills up meanwhile, and a backlog there holds its
         // publishers in turn.
         let pushback = std::mem::take(&mut batch.pushback);
-        if !pushback.gates.is_empty() {
-            let hold = Hold::new(pushback.gates, host.backpressure_wait());
-            host.held(hold.released().await);
-        } else if pushback.congested {
-            tokio::task::yield_now().await;
+        if let Some(release) = pushback.hold_reader(host.backpressure_wait()).await {
+            host.held(release);
         }
     }
 }
@@ -326,7 +323,7 @@ async fn deliver_publishes<H: Host>(
         let mut pushback = deliver_lane(host, first);
         for joined in futures::future::join_all(others).await {
             match joined {
-                Ok(lane) => merge(&mut pushback, lane),
+                Ok(lane) => pushback.merge(lane),
                 Err(err) => {
                     tracing::error!(peer = %peer.name, error = %err, "a delivery lane failed")
                 }
@@ -334,7 +331,7 @@ async fn deliver_publishes<H: Host>(
         }
         pushback
     };
-    merge(&mut batch.pushback, pushback);
+    batch.pushback.merge(pushback);
     let mut inbound = peer.inbound();
     if inbound.incarnation == Some(incarnation) && upto > inbound.applied {
         inbound.applied = upto;
@@ -361,14 +358,9 @@ fn deliver_lane<H: Host>(host: &MeshHost<H>, lane: Vec<Forward>) -> Pushback {
         host.mesh()
             .metrics()
             .received(forward.message.payload.len());
-        merge(&mut pushback, host.deliver_forwarded(forward));
+        pushback.merge(host.deliver_forwarded(forward));
     }
     pushback
-}
-
-fn merge(into: &mut Pushback, from: Pushback) {
-    into.congested |= from.congested;
-    into.gates.extend(from.gates);
 }
 
 /// Applies a frame other than a forwarded message.
@@ -384,7 +376,7 @@ fn handle<H: Host>(
             let mut inbound = current_stream(peer, incarnation)?;
             if seq > inbound.applied {
                 let pushback = apply(host, peer, &mut inbound.routes, op);
-                merge(&mut batch.pushback, pushback);
+                batch.pushback.merge(pushback);
                 inbound.applied = seq;
             }
             batch.applied = Some(inbound.applied);

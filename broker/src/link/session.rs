@@ -18,7 +18,7 @@ use super::credential::Transcript;
 use super::state::{Link, LinkDrop};
 use super::wire::{self, LinkFrame, LinkOp, MAX_FRAME, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION};
 use super::{retained_for, LinkHost, Links, HEARTBEAT, TIMEOUT};
-use crate::flow::{Hold, Pushback};
+use crate::flow::Pushback;
 use crate::peering::io::{read_available, read_frame};
 use crate::peering::proof;
 use crate::peering::{Backoff, PeerError, PeerIo, Reader, Resume, Writer};
@@ -450,12 +450,8 @@ async fn read_loop<H: LinkHost>(
         }
         // Subscribers here are slower than the remote's publishers: read no
         // more until they have room; the remote's queue holds the rest.
-        let pushback = batch.pushback;
-        if !pushback.gates.is_empty() {
-            let hold = Hold::new(pushback.gates, host.backpressure_wait());
-            host.held(hold.released().await);
-        } else if pushback.congested {
-            tokio::task::yield_now().await;
+        if let Some(release) = batch.pushback.hold_reader(host.backpressure_wait()).await {
+            host.held(release);
         }
     }
 }
@@ -526,9 +522,7 @@ fn apply<H: LinkHost>(
                     .dropped(LinkDrop::OutsideImport, 1, message.message.payload.len());
                 return;
             }
-            let from_host = host.deliver_linked(link, message);
-            pushback.congested |= from_host.congested;
-            pushback.gates.extend(from_host.gates);
+            pushback.merge(host.deliver_linked(link, message));
         }
         LinkOp::Position { .. } => {
             link.stats.interest_refused.fetch_add(1, Relaxed);

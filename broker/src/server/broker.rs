@@ -270,7 +270,7 @@ impl Broker {
                 self.links.published_here(),
             );
             routed.queued += over_links.queued;
-            merge_pushback(&mut routed.pushback, over_links.pushback);
+            routed.pushback.merge(over_links.pushback);
         }
         routed
     }
@@ -659,11 +659,6 @@ impl Broker {
     }
 }
 
-fn merge_pushback(into: &mut Pushback, from: Pushback) {
-    into.congested |= from.congested;
-    into.gates.extend(from.gates);
-}
-
 /// What `forwards` holds for `peer`, added (bound for none of its
 /// subscribers yet) on the peer's first mention: one forward per peer.
 fn forward_to<'f>(
@@ -881,7 +876,7 @@ impl LinkHost for Broker {
                     replay,
                 },
             );
-            merge_pushback(&mut pushback, forwarded.pushback);
+            pushback.merge(forwarded.pushback);
         }
         if to.contains(&me) {
             let Some(message) = Message::from_wire(wire, Instant::now()) else {
@@ -904,7 +899,7 @@ impl LinkHost for Broker {
                 Retain::AsPublished
             };
             let routed = self.publish_here(&message, None, policy, &mut Vec::new(), retain_flag);
-            merge_pushback(&mut pushback, routed.pushback);
+            pushback.merge(routed.pushback);
         }
         pushback
     }

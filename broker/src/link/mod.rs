@@ -48,7 +48,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// What links need from the broker node they run in.
 pub trait LinkHost: Send + Sync + 'static {
     fn shutdown_signal(&self) -> Shutdown;
-    /// Delivers a message that came over `link` into this cluster (if it is
+    /// Delivers a message that came over `link` (admitted: within the hop
+    /// limit, not looping, imported) into this cluster (if it is
     /// addressed here) and on over other links; says whether (and for whom)
     /// the link's stream should be held.
     fn deliver_linked(&self, link: &Link, message: LinkMessage) -> Pushback;
@@ -78,8 +79,6 @@ pub trait LinkHost: Send + Sync + 'static {
 pub enum LinkError {
     #[error(transparent)]
     Credential(#[from] CredentialError),
-    #[error("invalid link configuration: {0}")]
-    Invalid(String),
 }
 
 /// How a message reaches [`Links::forward`]: where it has been, and, when
@@ -115,7 +114,8 @@ pub struct Links {
     /// `interest`, then the link map, then a link's queue.
     interest: RwLock<Interest>,
     credentials: Option<Credentials>,
-    revision: Mutex<u64>,
+    /// Bumped by every installed link set.
+    revision: std::sync::atomic::AtomicU64,
     /// Each dialling link's task, so a link removed at runtime stops dialling.
     dialers: Mutex<BTreeMap<String, JoinHandle<()>>>,
     refused: std::sync::atomic::AtomicU64,
@@ -150,7 +150,7 @@ impl Links {
             links: RwLock::new(BTreeMap::new()),
             interest: RwLock::new(Interest::new(me)),
             credentials,
-            revision: Mutex::new(0),
+            revision: std::sync::atomic::AtomicU64::new(0),
             dialers: Mutex::new(BTreeMap::new()),
             refused: std::sync::atomic::AtomicU64::new(0),
             starter: std::sync::OnceLock::new(),
@@ -190,11 +190,10 @@ impl Links {
                 secrets.insert(config.name.clone(), LinkSecret::load(path)?);
             }
         }
-        let revision = {
-            let mut revision = self.revision.lock();
-            *revision += 1;
-            *revision
-        };
+        let revision = self
+            .revision
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let mut interest = self.interest.write();
         let mut links = self.links.write();
         let mut added = Vec::new();
@@ -224,8 +223,9 @@ impl Links {
             }
         }
         let (resend, ops) = interest.set_links(configs);
+        // A link whose stream is not here gets its snapshot when it connects.
         for name in resend {
-            if let Some(link) = links.get(&name) {
+            if let Some(link) = links.get(&name).filter(|l| l.streams_here()) {
                 for op in interest.snapshot(&name) {
                     push_op(link, &op);
                 }
@@ -275,7 +275,7 @@ impl Links {
             let Some(link) = links.get(&name) else {
                 continue;
             };
-            if link.has_stream() && link.holder().is_none() {
+            if link.streams_here() {
                 push_op(link, &op);
             }
         }
@@ -322,32 +322,16 @@ impl Links {
                     continue;
                 }
             };
-            // Another node of this cluster holds the link: the mesh takes
-            // the message there (and its back-pressure applies on the way).
-            if let Some(holder) = link.holder() {
-                if host.send_link_op(Some(&holder), &name, body) {
+            match self.queue_message(host, link, body, &message) {
+                Queued::Handed => forwarded.queued += 1,
+                Queued::Here { backlogged } => {
                     forwarded.queued += 1;
-                } else {
-                    link.stats
-                        .dropped(LinkDrop::QueueFull, 1, message.payload.len());
-                }
-                continue;
-            }
-            match link.push_message(body, message.qos, message.payload.len()) {
-                Ok(backlogged) => {
-                    forwarded.queued += 1;
-                    self.count_forwarded(link, &message);
                     if backlogged {
                         forwarded.pushback.congested = true;
-                        if link.is_connected() && message.qos > 0 {
-                            forwarded.pushback.gates.push(link.clone() as Arc<dyn Gate>);
-                        }
+                        hold_for(link, &message, &mut forwarded.pushback);
                     }
                 }
-                Err(reason) => {
-                    link.stats.dropped(reason, 1, message.payload.len());
-                    forwarded.pushback.congested = true;
-                }
+                Queued::Dropped => forwarded.pushback.congested = true,
             }
         }
         forwarded
@@ -416,22 +400,11 @@ impl Links {
         let mut pushback = Pushback::default();
         match op {
             LinkOp::Publish(message) => {
-                if let Some(holder) = link.holder() {
-                    // It moved on meanwhile: pass it on.
-                    if !host.send_link_op(Some(&holder), link_name, body) {
-                        link.stats
-                            .dropped(LinkDrop::QueueFull, 1, message.message.payload.len());
-                    }
-                    return pushback;
-                }
-                match link.push_message(body, message.message.qos, message.message.payload.len()) {
-                    Ok(backlogged) => {
-                        self.count_forwarded(&link, &message.message);
-                        if backlogged && link.is_connected() && message.message.qos > 0 {
-                            pushback.gates.push(link.clone() as Arc<dyn Gate>);
-                        }
-                    }
-                    Err(reason) => link.stats.dropped(reason, 1, message.message.payload.len()),
+                // Passed on again when the link moved on meanwhile.
+                if let Queued::Here { backlogged: true } =
+                    self.queue_message(host, &link, body, &message.message)
+                {
+                    hold_for(&link, &message.message, &mut pushback);
                 }
             }
             other => {
@@ -489,11 +462,12 @@ impl Links {
     /// is another node's now, this node's connection for it ends and what
     /// was queued here goes to the holder, in order.
     pub fn moved(&self, host: &impl LinkHost, link_name: &str) {
+        let Some(link) = self.get(link_name) else {
+            return;
+        };
         let holder = host.link_holder(link_name);
-        if let Some(link) = self.get(link_name) {
-            link.set_holder(holder.clone());
-        }
-        let (Some(holder), Some(link)) = (holder, self.get(link_name)) else {
+        link.set_holder(holder.clone());
+        let Some(holder) = holder else {
             return;
         };
         let messages = link.hand_over();
@@ -578,6 +552,36 @@ impl Links {
             let queued =
                 link.restore_messages(kept.messages.into_iter().map(Bytes::from).collect());
             tracing::info!(link = %link.name, queued, "restored the link's queue and interest from the store");
+        }
+    }
+
+    /// Queues an encoded message for `link`'s remote: handed to the node of
+    /// this cluster that holds the link, or on this node's queue. Counts it,
+    /// or the drop and its reason.
+    fn queue_message(
+        &self,
+        host: &impl LinkHost,
+        link: &Link,
+        body: Bytes,
+        message: &WireMessage,
+    ) -> Queued {
+        let payload = message.payload.len();
+        if let Some(holder) = link.holder() {
+            if host.send_link_op(Some(&holder), &link.name, body) {
+                return Queued::Handed;
+            }
+            link.stats.dropped(LinkDrop::QueueFull, 1, payload);
+            return Queued::Dropped;
+        }
+        match link.push_message(body, message.qos, payload) {
+            Ok(backlogged) => {
+                self.count_forwarded(link, message);
+                Queued::Here { backlogged }
+            }
+            Err(reason) => {
+                link.stats.dropped(reason, 1, payload);
+                Queued::Dropped
+            }
         }
     }
 
@@ -727,6 +731,24 @@ const FAMILIES: [Family; 11] = [
     ),
 ];
 
+/// Where [`Links::queue_message`] put a message.
+enum Queued {
+    /// To the node of this cluster that holds the link.
+    Handed,
+    /// On this node's queue, which is `backlogged` or not.
+    Here { backlogged: bool },
+    /// Nowhere: dropped and counted.
+    Dropped,
+}
+
+/// A backlogged link holds the publisher of a QoS 1/2 message while its
+/// connection is up (while it is down, its bound and policy rule).
+fn hold_for(link: &Arc<Link>, message: &WireMessage, pushback: &mut Pushback) {
+    if link.is_connected() && message.qos > 0 {
+        pushback.gates.push(link.clone() as Arc<dyn Gate>);
+    }
+}
+
 /// Queues an interest op (never refused: it is small and unbounded by count).
 fn push_op(link: &Link, op: &LinkOp) {
     match wire::encode_op(op) {
@@ -830,29 +852,17 @@ fn retained_for(
     if effective.is_empty() {
         return;
     }
-    let path = links.path_here();
     for message in host.retained_matching(effective) {
         let op = LinkOp::Publish(LinkMessage {
             id: rand::random(),
             message,
-            path: path.to_vec(),
+            path: links.path_here().to_vec(),
             to: vec![origin.to_owned()],
             replay: true,
         });
-        if let Ok(body) = wire::encode_op(&op) {
-            // Counted like any message for the remote.
-            let (qos, payload) = match &op {
-                LinkOp::Publish(m) => (m.message.qos, m.message.payload.len()),
-                _ => (0, 0),
-            };
-            match link.push_message(body, qos, payload) {
-                Ok(_) => {
-                    link.stats
-                        .forwarded
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(reason) => link.stats.dropped(reason, 1, payload),
-            }
+        // Queued and counted like any message for the remote.
+        if let (Ok(body), LinkOp::Publish(linked)) = (wire::encode_op(&op), &op) {
+            links.queue_message(host, link, body, &linked.message);
         }
     }
 }

@@ -512,7 +512,9 @@ fn apply<H: LinkHost>(
             link.stats
                 .received_bytes
                 .fetch_add(message.message.payload.len() as u64, Relaxed);
-            if message.path.contains(&links.me) {
+            // Back where it has been, or further than the hop limit allows.
+            if message.path.contains(&links.me) || message.path.len() > usize::from(link.max_hops())
+            {
                 link.stats
                     .dropped(LinkDrop::Loop, 1, message.message.payload.len());
                 return;

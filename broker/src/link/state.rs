@@ -243,9 +243,12 @@ impl Link {
             .count()
     }
 
-    /// Whether this node's stream to the remote exists (a connection carried it).
-    pub fn has_stream(&self) -> bool {
-        self.ever_connected.load(Ordering::Acquire)
+    /// Whether this node's stream to the remote is the link's: a connection
+    /// carried it here, and no other node holds the link since. Changes of
+    /// interest are queued on such a stream; any other gets a snapshot when
+    /// it connects.
+    pub fn streams_here(&self) -> bool {
+        self.ever_connected.load(Ordering::Acquire) && self.holder().is_none()
     }
 
     /// This node's claim to hold the link: the stamp it was made with.

@@ -847,12 +847,7 @@ impl LinkHost for Broker {
     }
 
     fn deliver_linked(&self, link: &Link, linked: LinkMessage) -> Pushback {
-        let me = self.links.me().to_owned();
-        if linked.path.len() > usize::from(link.max_hops()) {
-            link.stats
-                .dropped(crate::link::LinkDrop::Loop, 1, linked.message.payload.len());
-            return Pushback::default();
-        }
+        let me = self.links.me();
         let LinkMessage {
             id: _,
             message: wire,
@@ -860,14 +855,13 @@ impl LinkHost for Broker {
             to,
             replay,
         } = linked;
-        path.push(me.clone());
-        let onward: Vec<String> = to.iter().filter(|c| **c != me).cloned().collect();
-        let topic = wire.topic.clone();
+        path.push(me.to_owned());
+        let onward: Vec<String> = to.iter().filter(|c| *c != me).cloned().collect();
         let mut pushback = Pushback::default();
         if !onward.is_empty() {
             let forwarded = self.links.forward(
                 self,
-                &topic,
+                &wire.topic,
                 || wire.clone(),
                 Via {
                     path: &path,
@@ -878,7 +872,7 @@ impl LinkHost for Broker {
             );
             pushback.merge(forwarded.pushback);
         }
-        if to.contains(&me) {
+        if to.iter().any(|c| c == me) {
             let Some(message) = Message::from_wire(wire, Instant::now()) else {
                 tracing::warn!(link = %link.name, "a linked cluster sent a message with an invalid QoS; dropped");
                 return pushback;

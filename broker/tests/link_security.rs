@@ -125,11 +125,7 @@ async fn strangers_wrong_secrets_borrowed_credentials_and_wrong_targets_are_refu
     )
     .start()
     .await;
-    let listener = net.configs["cloud"]
-        .link_listener
-        .as_ref()
-        .expect("listener")
-        .bind;
+    let listener = net.link_listener("cloud");
     let refused_before = metric(&net, "strait_link_handshakes_refused_total").await;
 
     let (_, answer) =
@@ -186,11 +182,7 @@ async fn an_authenticated_remote_gets_only_what_is_exported_and_sends_only_what_
     });
     configured.configs.remove("edge");
     let net = configured.launch().await;
-    let listener = net.configs["cloud"]
-        .link_listener
-        .as_ref()
-        .expect("listener")
-        .bind;
+    let listener = net.link_listener("cloud");
     let (mut rogue, welcome) =
         Rogue::handshake(listener, "edge", "cloud", &secret("edge", "cloud")).await;
     assert!(
@@ -453,11 +445,7 @@ async fn link_secrets_never_reach_the_logs() {
     let net = Linked::configure(&[edge("edge", "cloud")], |_, _| {})
         .start()
         .await;
-    let listener = net.configs["cloud"]
-        .link_listener
-        .as_ref()
-        .expect("listener")
-        .bind;
+    let listener = net.link_listener("cloud");
     let wrong = "a-wrong-secret-for-the-edge-0123";
     let (_, answer) = Rogue::handshake(listener, "edge", "cloud", wrong).await;
     assert!(refusal(answer).contains("failed authentication"));

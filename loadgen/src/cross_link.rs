@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strait_broker::protocol::{Packet, Publish, PublishProperties, QoS};
+use strait_broker::protocol::{Packet, QoS};
 use tokio::runtime::Handle;
 
 use crate::bench::{one_run, Step, Target};
@@ -19,6 +19,7 @@ use crate::linked::LinkedPair;
 use crate::report::{
     cell, format_count, format_micros, judged_added_p99, judged_ratio, markdown_table, Measured,
 };
+use crate::routes::qos0;
 use crate::run::Endpoints;
 use crate::scenario::{Load, Plan, Scenario, Topology};
 
@@ -348,21 +349,10 @@ async fn count_bytes(pair: &LinkedPair, wanted: bool, prefix: &str) -> Result<u6
         &ConnectOptions::new(format!("{prefix}-pub")),
     )
     .await?;
-    let publish = |topic: &str, payload: Bytes| {
-        Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: topic.to_owned(),
-            packet_id: None,
-            payload,
-            properties: PublishProperties::default(),
-        })
-    };
     // Markers until one arrives: the marker's route is known on side `a`.
     loop {
         publisher
-            .send(&publish(&marker, Bytes::from_static(b"probe")))
+            .send(&qos0(&marker, Bytes::from_static(b"probe")))
             .await?;
         if tokio::time::timeout(Duration::from_millis(200), subscriber.receive())
             .await
@@ -373,7 +363,7 @@ async fn count_bytes(pair: &LinkedPair, wanted: bool, prefix: &str) -> Result<u6
     }
     // Let late probes arrive before counting.
     publisher
-        .send(&publish(&marker, Bytes::from_static(b"start")))
+        .send(&qos0(&marker, Bytes::from_static(b"start")))
         .await?;
     loop {
         if let Packet::Publish(p) = subscriber.receive().await? {
@@ -386,7 +376,7 @@ async fn count_bytes(pair: &LinkedPair, wanted: bool, prefix: &str) -> Result<u6
     let payload = Bytes::from(vec![b'x'; 64]);
     for _ in 0..COUNTED_MESSAGES / BATCH {
         for _ in 0..BATCH {
-            publisher.send(&publish(&data, payload.clone())).await?;
+            publisher.send(&qos0(&data, payload.clone())).await?;
         }
         if wanted {
             // Paced by the subscriber, so no queue on the way overflows (QoS 0
@@ -400,7 +390,7 @@ async fn count_bytes(pair: &LinkedPair, wanted: bool, prefix: &str) -> Result<u6
         }
     }
     publisher
-        .send(&publish(&marker, Bytes::from_static(b"end")))
+        .send(&qos0(&marker, Bytes::from_static(b"end")))
         .await?;
     expect_publish(&mut subscriber, &marker).await?;
     Ok(pair.link_bytes() - before)

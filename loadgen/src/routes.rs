@@ -40,13 +40,18 @@ pub enum RouteError {
 /// A probe: QoS 0 with an empty payload, too short to hold a send stamp, so
 /// the measuring loops can tell probes from load and never count them.
 pub fn probe(topic: &str) -> Packet {
+    qos0(topic, Bytes::new())
+}
+
+/// A plain QoS 0 PUBLISH of `payload` on `topic`.
+pub fn qos0(topic: &str, payload: Bytes) -> Packet {
     Packet::Publish(Publish {
         dup: false,
         qos: QoS::AtMostOnce,
         retain: false,
         topic: topic.to_owned(),
         packet_id: None,
-        payload: Bytes::new(),
+        payload,
         properties: PublishProperties::default(),
     })
 }

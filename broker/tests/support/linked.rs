@@ -112,6 +112,15 @@ impl Linked {
         }
     }
 
+    /// Where `cluster` accepts links.
+    pub fn link_listener(&self, cluster: &str) -> SocketAddr {
+        self.configs[cluster]
+            .link_listener
+            .as_ref()
+            .expect("a link listener")
+            .bind
+    }
+
     /// Puts a fault proxy between `dialer` and `acceptor`'s link listener:
     /// the dialler's endpoint becomes the proxy.
     pub async fn through_proxy(
@@ -119,12 +128,7 @@ impl Linked {
         dialer: &str,
         acceptor: &str,
     ) -> super::proxy::FaultProxy {
-        let listener = self.configs[acceptor]
-            .link_listener
-            .as_ref()
-            .expect("a link listener")
-            .bind;
-        let proxy = super::proxy::FaultProxy::start(listener).await;
+        let proxy = super::proxy::FaultProxy::start(self.link_listener(acceptor)).await;
         let link = self
             .configs
             .get_mut(dialer)

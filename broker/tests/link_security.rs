@@ -459,3 +459,69 @@ async fn link_secrets_never_reach_the_logs() {
         assert!(!text.contains(&secret), "a secret leaked into the logs");
     }
 }
+
+/// A dialler reads its secret file at every dial and an acceptor reads its
+/// credentials file again when it changes (a Secret the kubelet updates in
+/// place): a link whose secret is missing reports it and connects once the
+/// file appears, and a secret rotated on both ends is used from the next
+/// connection on, with what was queued meanwhile delivered.
+#[tokio::test]
+async fn a_missing_secret_is_reported_and_a_rotated_one_is_used_without_a_restart() {
+    let mut configured = Linked::configure(&[edge("west", "east")], |_, _| {});
+    let proxy = configured.through_proxy("west", "east").await;
+    let secret_file = configured.configs["west"].links[0]
+        .secret_file
+        .clone()
+        .expect("west dials with a secret");
+    let credentials_file = configured.configs["east"]
+        .link_listener
+        .as_ref()
+        .expect("east accepts")
+        .credentials_file
+        .clone();
+    let original = std::fs::read(&secret_file).expect("read secret");
+    std::fs::remove_file(&secret_file).expect("remove secret");
+    let net = configured.launch().await;
+    support::cluster::eventually("west to report its missing secret", || {
+        net.status("west", "east")
+            .last_error
+            .is_some_and(|e| e.contains("link secret") && e.contains("cannot read"))
+    })
+    .await;
+    std::fs::write(&secret_file, original).expect("restore secret");
+    net.wait_connected().await;
+
+    let mut subscriber = net.subscriber("west", "t/#", "east").await;
+    let rotated = "a-rotated-link-secret-0123456789";
+    let hashed = LinkSecret::new(rotated.as_bytes())
+        .expect("long enough")
+        .hash()
+        .expect("hash");
+    std::fs::write(&secret_file, rotated).expect("rotate the secret");
+    std::fs::write(&credentials_file, format!("west:{}\n", hashed.encode()))
+        .expect("rotate the credential");
+    assert!(
+        net.server("west")
+            .broker()
+            .links()
+            .get("east")
+            .expect("link")
+            .is_connected(),
+        "a rotation alone drops nothing"
+    );
+    net.cut(&proxy, "east", "west").await;
+    let connects = net.status("west", "east").connects;
+    let _publisher = net.publish_numbers("east", "t/n", 0..20).await;
+    proxy.heal();
+    for expected in 0..20 {
+        assert_eq!(
+            support::linked::next_number(&mut subscriber).await,
+            expected
+        );
+    }
+    assert!(
+        net.status("west", "east").connects > connects,
+        "it reconnected with the rotated secret"
+    );
+    net.shutdown().await;
+}

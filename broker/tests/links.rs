@@ -388,7 +388,7 @@ async fn links_are_added_changed_and_removed_at_runtime_keeping_what_stays() {
     // and east learns the narrower interest.
     let mut narrowed = net.configs["west"].links.clone();
     narrowed[0].import = vec!["fleet/#".into(), "end".into()];
-    west_links.replace(&narrowed).expect("replace");
+    west_links.replace(&narrowed, None);
     assert_eq!(
         west_links.get("east").expect("link").incarnation,
         before,
@@ -408,7 +408,7 @@ async fn links_are_added_changed_and_removed_at_runtime_keeping_what_stays() {
     assert_eq!(topics, vec!["fleet/1", "end"]);
 
     // Removed: the link goes, and nothing more crosses.
-    west_links.replace(&[]).expect("replace");
+    west_links.replace(&[], None);
     assert!(west_links.get("east").is_none());
     let east_links = net.server("east").broker().links().clone();
     support::cluster::eventually("east to see the link down", || {
@@ -530,7 +530,13 @@ async fn the_admin_api_shows_links_and_metrics_have_a_link_label() {
         .await;
     let admin = net.server("east").admin_addr();
     let body = support::http_get(admin, "/api/v1/links").await;
-    let links: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let shown: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        shown["revision"],
+        serde_json::Value::Null,
+        "nothing was put"
+    );
+    let links = &shown["links"];
     assert_eq!(links[0]["name"], "west");
     assert_eq!(links[0]["state"], "connected");
     assert_eq!(links[0]["dialer"], "west");
@@ -615,7 +621,7 @@ async fn the_admin_api_replaces_links_with_the_token_and_refuses_bad_sets() {
         .token_file = Some(token_file);
     let net = configured.launch().await;
     let admin = net.server("west").admin_addr();
-    let body = serde_json::to_string(&west_links).expect("json");
+    let body = serde_json::json!({"revision": "r1", "links": west_links}).to_string();
 
     let (status, _) = support::http_send(admin, "PUT", "/api/v1/links", None, &body).await;
     assert_eq!(status, 401, "no token, no change");
@@ -643,6 +649,7 @@ async fn the_admin_api_replaces_links_with_the_token_and_refuses_bad_sets() {
     )
     .await;
     assert_eq!(status, 400, "{reason}");
+    assert!(reason.contains("unknown field `not`"), "{reason}");
 
     let (status, shown) = support::http_send(
         admin,
@@ -654,7 +661,8 @@ async fn the_admin_api_replaces_links_with_the_token_and_refuses_bad_sets() {
     .await;
     assert_eq!(status, 200, "{shown}");
     let shown: serde_json::Value = serde_json::from_str(&shown).expect("json");
-    assert_eq!(shown[0]["name"], "east");
+    assert_eq!(shown["revision"], "r1", "{shown}");
+    assert_eq!(shown["links"][0]["name"], "east");
     net.wait_connected().await;
     let mut west_sub = net.subscriber("west", "t/#", "east").await;
     let mut publisher = v4::connect(v4::options(net.mqtt("east"), "east-pub")).await;
@@ -731,11 +739,11 @@ async fn a_link_reconfigured_under_load_keeps_its_connection_and_loses_nothing()
     let west_links = net.server("west").broker().links().clone();
     let mut west_config = net.configs["west"].links.clone();
     west_config[0].queue.max_messages = 50_000;
-    west_links.replace(&west_config).expect("replace west");
+    west_links.replace(&west_config, None);
     let east_links = net.server("east").broker().links().clone();
     let mut east_config = net.configs["east"].links.clone();
     east_config[0].export = vec!["fleet/#".into(), "alerts/#".into()];
-    east_links.replace(&east_config).expect("replace east");
+    east_links.replace(&east_config, None);
     while received.len() < total as usize {
         received.push(next_number(&mut west_sub).await);
     }

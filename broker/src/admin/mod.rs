@@ -29,11 +29,11 @@ pub trait AdminSource: Send + Sync + 'static {
     fn cluster_status(&self) -> Option<serde_json::Value> {
         None
     }
-    /// Every link's state and counters.
+    /// The revision of the link set put last, and every link's state and counters.
     fn links_status(&self) -> serde_json::Value {
-        serde_json::Value::Array(Vec::new())
+        serde_json::json!({"revision": null, "links": []})
     }
-    /// Replaces the link set (a JSON array of link configurations); the
+    /// Replaces the link set (a [`crate::config::LinkSet`] as JSON); the
     /// error says what is wrong with it.
     fn replace_links(&self, _links: serde_json::Value) -> Result<(), String> {
         Err("this node does not run links".into())

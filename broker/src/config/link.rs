@@ -61,6 +61,36 @@ pub struct LinkConfig {
     pub interest_retention_secs: Option<u64>,
 }
 
+/// What `PUT /api/v1/links` takes: the links, and the revision its sender
+/// calls them (the operator's hash of the set), which `GET /api/v1/links`
+/// then shows so the sender can tell which nodes run what. A bare list of
+/// links is taken too, without a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    pub links: Vec<LinkConfig>,
+}
+
+impl LinkSet {
+    /// Reads a link set from JSON; the error says what is wrong.
+    pub fn from_json(body: serde_json::Value) -> Result<LinkSet, String> {
+        if body.is_array() {
+            let links =
+                serde_json::from_value(body).map_err(|e| format!("not a list of links: {e}"))?;
+            return Ok(LinkSet {
+                revision: None,
+                links,
+            });
+        }
+        if !body.is_object() {
+            return Err("expected {\"revision\": ..., \"links\": [...]} or a list of links".into());
+        }
+        serde_json::from_value(body).map_err(|e| format!("not a link set: {e}"))
+    }
+}
+
 fn default_max_hops() -> u8 {
     8
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod link;
-pub use link::{LinkConfig, LinkListenerConfig, LinkQueueConfig, LinkTlsConfig, WhenFull};
+pub use link::{LinkConfig, LinkListenerConfig, LinkQueueConfig, LinkSet, LinkTlsConfig, WhenFull};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]

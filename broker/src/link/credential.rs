@@ -27,7 +27,7 @@ const SCHEME: &str = "strait-link-v1";
 pub const SALT_LEN: usize = 16;
 
 /// A secret this side proves when it dials. `Debug` never shows it.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LinkSecret(Vec<u8>);
 
 impl fmt::Debug for LinkSecret {
@@ -115,7 +115,16 @@ impl LinkSecret {
 
     /// The hashed form the accepting side stores, with a fresh salt.
     pub fn hash(&self) -> Result<HashedCredential, CredentialError> {
-        let salt: [u8; SALT_LEN] = rand::random();
+        self.hash_with_salt(rand::random())
+    }
+
+    /// The hashed form with a given salt: the operator derives the salt from
+    /// a per-cluster key, so that hashing the same secret again gives the
+    /// same line and a reconcile rewrites nothing.
+    pub fn hash_with_salt(
+        &self,
+        salt: [u8; SALT_LEN],
+    ) -> Result<HashedCredential, CredentialError> {
         let keys = self.salted(&salt)?;
         Ok(HashedCredential {
             salt,
@@ -262,6 +271,62 @@ impl Credentials {
             Some(credential) => (credential.clone(), true),
             None => (HashedCredential::decoy(cluster), false),
         }
+    }
+}
+
+/// The link listener's credentials file, read again whenever it changes
+/// (its modification time or length), so that a credential added or
+/// rotated by the operator (a Secret the kubelet updates in place) admits
+/// the remote without a restart.
+#[derive(Debug)]
+pub struct CredentialsFile {
+    path: std::path::PathBuf,
+    cached: parking_lot::Mutex<(Option<FileStamp>, std::sync::Arc<Credentials>)>,
+}
+
+/// What tells a changed file from an unchanged one.
+type FileStamp = (Option<std::time::SystemTime>, u64);
+
+impl CredentialsFile {
+    /// Reads `path` now. A file that cannot be read (yet) admits nobody and
+    /// is tried again at the next handshake.
+    pub fn open(path: &Path) -> CredentialsFile {
+        let file = CredentialsFile {
+            path: path.to_owned(),
+            cached: parking_lot::Mutex::new((None, std::sync::Arc::default())),
+        };
+        if file.current().0.is_empty() {
+            tracing::warn!(path = %path.display(), "the link credentials file is missing or empty: no remote cluster is admitted until it lists one");
+        }
+        file
+    }
+
+    /// The credentials as the file holds them now; the last good ones when
+    /// it has become unreadable or malformed (logged).
+    pub fn current(&self) -> std::sync::Arc<Credentials> {
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()));
+        let mut cached = self.cached.lock();
+        if stamp.is_some() && cached.0 == stamp {
+            return cached.1.clone();
+        }
+        match Credentials::load(&self.path) {
+            Ok(credentials) => {
+                if cached.0.is_some() {
+                    tracing::info!(path = %self.path.display(), clusters = credentials.0.len(), "link credentials reloaded");
+                }
+                *cached = (stamp, std::sync::Arc::new(credentials));
+            }
+            Err(error) => {
+                if cached.0.is_some() || stamp.is_some() {
+                    tracing::warn!(%error, "keeping the link credentials read before");
+                }
+                // Tried again next time, unless the file stays as it is.
+                cached.0 = stamp.filter(|_| matches!(error, CredentialError::Malformed { .. }));
+            }
+        }
+        cached.1.clone()
     }
 }
 

@@ -29,7 +29,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use credential::{CredentialError, Credentials, LinkSecret};
+pub use credential::{CredentialError, Credentials, CredentialsFile, LinkSecret};
 pub use state::{Link, LinkDrop, LinkStatus};
 
 use crate::cluster::wire::WireMessage;
@@ -74,13 +74,6 @@ pub trait LinkHost: Send + Sync + 'static {
     fn send_link_op(&self, node: Option<&str>, link: &str, op: Bytes) -> bool;
 }
 
-/// Why links could not start or be reconfigured.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error(transparent)]
-    Credential(#[from] CredentialError),
-}
-
 /// How a message reaches [`Links::forward`]: where it has been, and, when
 /// it came over a link, what it was addressed to and by which link.
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +106,11 @@ pub struct Links {
     /// Read by every publish, written when interest changes. Lock order:
     /// `interest`, then the link map, then a link's queue.
     interest: RwLock<Interest>,
-    credentials: Option<Credentials>,
+    /// The link listener's credentials (`None`: no listener).
+    credentials: Option<CredentialsFile>,
+    /// The revision the last `PUT /api/v1/links` named (the operator's hash
+    /// of the link set), shown by `GET` so it can tell which nodes run what.
+    applied: RwLock<Option<String>>,
     /// Bumped by every installed link set.
     revision: std::sync::atomic::AtomicU64,
     /// Each dialling link's task, so a link removed at runtime stops dialling.
@@ -137,27 +134,22 @@ impl std::fmt::Debug for Starter {
 
 impl Links {
     /// The links of cluster `me`, as configured (nothing runs before [`spawn`]).
-    pub fn new(
-        me: &str,
-        listener: Option<&LinkListenerConfig>,
-        configs: &[LinkConfig],
-    ) -> Result<Links, LinkError> {
-        let credentials = listener
-            .map(|l| Credentials::load(&l.credentials_file))
-            .transpose()?;
+    pub fn new(me: &str, listener: Option<&LinkListenerConfig>, configs: &[LinkConfig]) -> Links {
+        let credentials = listener.map(|l| CredentialsFile::open(&l.credentials_file));
         let links = Links {
             me: me.to_owned(),
             links: RwLock::new(BTreeMap::new()),
             interest: RwLock::new(Interest::new(me)),
             credentials,
+            applied: RwLock::new(None),
             revision: std::sync::atomic::AtomicU64::new(0),
             dialers: Mutex::new(BTreeMap::new()),
             refused: std::sync::atomic::AtomicU64::new(0),
             starter: std::sync::OnceLock::new(),
             removed: Mutex::new(Vec::new()),
         };
-        links.install(configs)?;
-        Ok(links)
+        links.install(configs);
+        links
     }
 
     /// This cluster's name.
@@ -183,13 +175,7 @@ impl Links {
     /// Makes `configs` the link set: links that stay keep their connection,
     /// queue and what they learned; new ones start empty; removed ones are
     /// dropped with their queues. Returns the links that are new.
-    fn install(&self, configs: &[LinkConfig]) -> Result<Vec<Arc<Link>>, LinkError> {
-        let mut secrets = BTreeMap::new();
-        for config in configs {
-            if let Some(path) = &config.secret_file {
-                secrets.insert(config.name.clone(), LinkSecret::load(path)?);
-            }
-        }
+    fn install(&self, configs: &[LinkConfig]) -> Vec<Arc<Link>> {
         let revision = self
             .revision
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -212,11 +198,7 @@ impl Links {
             match links.get(&config.name) {
                 Some(link) => link.reconfigure(config.clone(), revision),
                 None => {
-                    let link = Arc::new(Link::new(
-                        config.clone(),
-                        secrets.remove(&config.name),
-                        revision,
-                    ));
+                    let link = Arc::new(Link::new(config.clone(), revision));
                     links.insert(config.name.clone(), link.clone());
                     added.push(link);
                 }
@@ -233,7 +215,7 @@ impl Links {
         }
         drop(links);
         self.queue_ops(ops);
-        Ok(added)
+        added
     }
 
     /// The link to `name`, if configured.
@@ -364,7 +346,12 @@ impl Links {
         }
     }
 
-    /// What `/api/v1/links` shows.
+    /// The revision named by the last link set put at runtime.
+    pub fn applied_revision(&self) -> Option<String> {
+        self.applied.read().clone()
+    }
+
+    /// Each link's state and counters, as `/api/v1/links` shows them.
     pub fn status(&self) -> Vec<LinkStatus> {
         let interest = self.interest.read();
         let counts: Vec<_> = self
@@ -789,8 +776,9 @@ pub fn spawn<H: LinkHost>(
 impl Links {
     /// Replaces the link set at runtime (`PUT /api/v1/links`): links that
     /// stay keep their connections and queues.
-    pub fn replace(&self, configs: &[LinkConfig]) -> Result<(), LinkError> {
-        for link in self.install(configs)? {
+    pub fn replace(&self, configs: &[LinkConfig], revision: Option<String>) {
+        *self.applied.write() = revision;
+        for link in self.install(configs) {
             self.start_dialer(link);
         }
         // A link whose endpoints were added or removed dials, or stops dialling.
@@ -805,7 +793,6 @@ impl Links {
                 }
             }
         }
-        Ok(())
     }
 
     fn start_dialer(&self, link: Arc<Link>) {

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::credential::Transcript;
+use super::credential::{CredentialsFile, Transcript};
 use super::state::{Link, LinkDrop};
 use super::wire::{self, LinkFrame, LinkOp, MAX_FRAME, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION};
 use super::{retained_for, LinkHost, Links, HEARTBEAT, TIMEOUT};
@@ -134,12 +134,7 @@ async fn dial<H: LinkHost>(
             LinkFrame::Refused { reason } => return Err(PeerError::Refused(reason)),
             _ => return Err(PeerError::Unexpected("expected a challenge")),
         };
-    let keys = link
-        .salted_keys(salt)
-        .await
-        .ok_or(PeerError::Unauthenticated(
-            "this side has no usable secret for the link",
-        ))?;
+    let keys = link.salted_keys(salt).await.map_err(PeerError::Secret)?;
     let transcript = Transcript {
         acceptor_nonce: &acceptor_nonce,
         dialer_nonce: &nonce,
@@ -269,7 +264,7 @@ async fn accept<H: LinkHost>(
         let reason = format!("this is cluster {:?}, not {to:?}", links.me);
         return send(&mut writer, &refuse(reason)).await;
     }
-    let Some(credentials) = &links.credentials else {
+    let Some(credentials) = links.credentials.as_ref().map(CredentialsFile::current) else {
         return send(&mut writer, &refuse("this node accepts no links".into())).await;
     };
     let (credential, known) = credentials.for_cluster(&cluster);

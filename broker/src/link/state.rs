@@ -155,9 +155,10 @@ pub struct Link {
     generation: watch::Sender<u64>,
     inbound: Mutex<Inbound>,
     pub stats: LinkStats,
-    /// The secret this side proves when dialling, and its derived keys per salt.
-    secret: Option<LinkSecret>,
-    salted: Mutex<Option<([u8; SALT_LEN], SaltedKeys)>>,
+    /// The keys last derived from this side's secret, with the salt and
+    /// the secret they were derived for (the secret file is read at every
+    /// dial, so a rotated secret is used from the next connection on).
+    salted: Mutex<Option<([u8; SALT_LEN], LinkSecret, SaltedKeys)>>,
     revision: AtomicU64,
     /// This node's claim to hold the link in its cluster (a directory stamp).
     claim: Mutex<Option<u64>>,
@@ -172,7 +173,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(config: LinkConfig, secret: Option<LinkSecret>, revision: u64) -> Link {
+    pub fn new(config: LinkConfig, revision: u64) -> Link {
         let bounds = Bounds {
             messages: config.queue.max_messages,
             bytes: config.queue.max_bytes,
@@ -197,7 +198,6 @@ impl Link {
             generation: watch::channel(0).0,
             inbound: Mutex::new(Inbound::default()),
             stats: LinkStats::default(),
-            secret,
             salted: Mutex::new(None),
             revision: AtomicU64::new(revision),
             claim: Mutex::new(None),
@@ -292,21 +292,33 @@ impl Link {
         self.connected.load(Ordering::Acquire)
     }
 
-    /// The keys to prove this side's secret for `salt`, derived once per salt
-    /// (Argon2 is slow on purpose) off the async threads.
-    pub async fn salted_keys(&self, salt: [u8; SALT_LEN]) -> Option<SaltedKeys> {
-        if let Some((cached, keys)) = &*self.salted.lock() {
-            if *cached == salt {
-                return Some(keys.clone());
+    /// The keys to prove this side's secret for `salt`. The secret file is
+    /// read each time (it is small, and a dial is rare); the keys are
+    /// derived again only for a new salt or secret (Argon2 is slow on
+    /// purpose), off the async threads.
+    pub async fn salted_keys(&self, salt: [u8; SALT_LEN]) -> Result<SaltedKeys, String> {
+        let path = self
+            .config
+            .read()
+            .secret_file
+            .clone()
+            .ok_or("no secretFile is configured to dial with")?;
+        let secret = tokio::task::spawn_blocking(move || LinkSecret::load(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if let Some((cached, cached_secret, keys)) = &*self.salted.lock() {
+            if *cached == salt && *cached_secret == secret {
+                return Ok(keys.clone());
             }
         }
-        let secret = self.secret.clone()?;
-        let keys = tokio::task::spawn_blocking(move || secret.salted(&salt))
+        let for_keys = secret.clone();
+        let keys = tokio::task::spawn_blocking(move || for_keys.salted(&salt))
             .await
-            .ok()?
-            .ok()?;
-        *self.salted.lock() = Some((salt, keys.clone()));
-        Some(keys)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        *self.salted.lock() = Some((salt, secret, keys.clone()));
+        Ok(keys)
     }
 
     /// Queues a message (`payload` bytes of it) for the remote, by the

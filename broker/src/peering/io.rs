@@ -36,6 +36,10 @@ pub enum PeerError {
     Version { theirs: u16, ours: u16 },
     #[error("the peer failed authentication: {0}")]
     Unauthenticated(&'static str),
+    /// This side's own secret is missing or unusable (a configuration
+    /// problem here, not the peer's fault).
+    #[error("this side's link secret: {0}")]
+    Secret(String),
 }
 
 impl PeerError {

@@ -97,7 +97,7 @@ impl Broker {
             &config.node.cluster,
             config.link_listener.as_ref(),
             &config.links,
-        )?;
+        );
         Ok(Broker {
             cluster,
             links: Arc::new(links),
@@ -984,17 +984,18 @@ impl AdminSource for Broker {
     }
 
     fn links_status(&self) -> serde_json::Value {
-        serde_json::to_value(self.links.status()).unwrap_or_default()
+        serde_json::json!({
+            "revision": self.links.applied_revision(),
+            "links": self.links.status(),
+        })
     }
 
-    fn replace_links(&self, links: serde_json::Value) -> Result<(), String> {
-        let configs: Vec<crate::config::LinkConfig> =
-            serde_json::from_value(links).map_err(|e| format!("not a list of links: {e}"))?;
+    fn replace_links(&self, body: serde_json::Value) -> Result<(), String> {
+        let set = crate::config::LinkSet::from_json(body)?;
         let mut candidate = self.config.clone();
-        candidate.links = configs;
+        candidate.links = set.links;
         candidate.validate().map_err(|e| e.to_string())?;
-        self.links
-            .replace(&candidate.links)
-            .map_err(|e| e.to_string())
+        self.links.replace(&candidate.links, set.revision);
+        Ok(())
     }
 }

@@ -47,8 +47,6 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     ClusterSecret(#[from] crate::cluster::SecretError),
-    #[error(transparent)]
-    Link(#[from] crate::link::LinkError),
     #[error("cannot bind the link listener {addr}: {source}")]
     LinkBind {
         addr: SocketAddr,

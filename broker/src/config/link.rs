@@ -260,3 +260,48 @@ mod tests {
         check(&format!("{listener}links: [{{name: w}}]")).expect("accept-only with a listener");
     }
 }
+
+#[cfg(test)]
+mod links_file_tests {
+    use crate::config::Config;
+
+    /// The operator keeps a cluster's links in a file of their own: they are
+    /// read at start with their revision, a missing file adds none, and a
+    /// file the broker cannot parse is an error naming it.
+    #[test]
+    fn a_links_file_adds_its_links_and_revision_and_a_missing_one_adds_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let links = dir.path().join("links.yaml");
+        let config = dir.path().join("strait.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "node: {{cluster: east, name: east-0}}\nlinksFile: {}\n\
+                 linkListener: {{bind: 127.0.0.1:0, credentialsFile: {}}}\n",
+                links.display(),
+                dir.path().join("credentials").display()
+            ),
+        )
+        .expect("write config");
+        let loaded = Config::load(&config).expect("no links file yet is fine");
+        assert!(loaded.links.is_empty());
+        assert_eq!(loaded.links_revision, None);
+
+        std::fs::write(
+            &links,
+            "revision: abc\nlinks:\n  - name: west\n    export: ['#']\n",
+        )
+        .expect("write links");
+        let loaded = Config::load(&config).expect("load");
+        assert_eq!(loaded.links.len(), 1);
+        assert_eq!(loaded.links[0].name, "west");
+        assert_eq!(loaded.links_revision.as_deref(), Some("abc"));
+
+        std::fs::write(&links, "links: [{name: east}]\n").expect("write links");
+        let refused = Config::load(&config).expect_err("a link to itself");
+        assert!(refused.to_string().contains("own name"), "{refused}");
+        std::fs::write(&links, "links: {}\n").expect("write links");
+        let refused = Config::load(&config).expect_err("not a list");
+        assert!(refused.to_string().contains("links.yaml"), "{refused}");
+    }
+}

@@ -52,6 +52,16 @@ pub struct Config {
     /// Links to other clusters (see `link/`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkConfig>,
+    /// A file holding more links as a link set (`{revision, links}`, the
+    /// body of `PUT /api/v1/links`), read at start. The operator keeps a
+    /// cluster's link set there, apart from the static configuration, so
+    /// that a link coming or going never rolls the pods; a file that does
+    /// not exist (yet) adds no links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links_file: Option<PathBuf>,
+    /// The revision the links file names, shown by `GET /api/v1/links`.
+    #[serde(skip)]
+    pub links_revision: Option<String>,
 }
 
 impl Default for Config {
@@ -67,6 +77,8 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             link_listener: None,
             links: Vec::new(),
+            links_file: None,
+            links_revision: None,
         }
     }
 }
@@ -412,8 +424,35 @@ impl Config {
         if let Some(Ok(name)) = config.node.name_from_env.as_deref().map(std::env::var) {
             config.node.name = name;
         }
+        if let Some(file) = config.links_file.clone() {
+            config.add_links_file(&file)?;
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Adds the links of the link-set file at `path`, when it exists.
+    fn add_links_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no links file yet: no links from it");
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        let set: LinkSet = serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.links.extend(set.links);
+        self.links_revision = set.revision;
+        Ok(())
     }
 
     /// Whether clients without credentials are let in.

@@ -134,14 +134,19 @@ impl std::fmt::Debug for Starter {
 
 impl Links {
     /// The links of cluster `me`, as configured (nothing runs before [`spawn`]).
-    pub fn new(me: &str, listener: Option<&LinkListenerConfig>, configs: &[LinkConfig]) -> Links {
+    pub fn new(
+        me: &str,
+        listener: Option<&LinkListenerConfig>,
+        configs: &[LinkConfig],
+        revision: Option<String>,
+    ) -> Links {
         let credentials = listener.map(|l| CredentialsFile::open(&l.credentials_file));
         let links = Links {
             me: me.to_owned(),
             links: RwLock::new(BTreeMap::new()),
             interest: RwLock::new(Interest::new(me)),
             credentials,
-            applied: RwLock::new(None),
+            applied: RwLock::new(revision),
             revision: std::sync::atomic::AtomicU64::new(0),
             dialers: Mutex::new(BTreeMap::new()),
             refused: std::sync::atomic::AtomicU64::new(0),

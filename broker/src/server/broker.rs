@@ -97,6 +97,7 @@ impl Broker {
             &config.node.cluster,
             config.link_listener.as_ref(),
             &config.links,
+            config.links_revision.clone(),
         );
         Ok(Broker {
             cluster,

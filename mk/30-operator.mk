@@ -12,17 +12,16 @@ DEPS_TARGETS += deps-k8s
 TEST_TARGETS += chart-lint
 BENCH_TARGETS += bench-operator
 
-CRD_FILE := crds/strait.dev_mqttclusters.yaml
-CHART_CRD_FILE := charts/strait-operator/crds/strait.dev_mqttclusters.yaml
 
 .PHONY: deps-k8s crds chart-lint bench-operator operator-test
 
 deps-k8s:
 	@CACHE_DIR="$(CACHE_DIR)" scripts/k8s-control-plane.sh >/dev/null
 
+# One file per CRD, in crds/ and in the chart (a test fails when they drift).
 crds:
-	$(CARGO) run -q -p strait-operator -- crd > $(CRD_FILE)
-	cp $(CRD_FILE) $(CHART_CRD_FILE)
+	$(CARGO) run -q -p strait-operator -- crd --out-dir crds
+	$(CARGO) run -q -p strait-operator -- crd --out-dir charts/strait-operator/crds
 
 # Helm lint (strict) plus checks of the rendered chart, via helm-python-sdk.
 chart-lint:

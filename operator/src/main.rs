@@ -20,8 +20,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the CustomResourceDefinitions as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML, or write one file each.
+    Crd {
+        /// Write `strait.dev_<plural>.yaml` files into this folder instead.
+        #[arg(long)]
+        out_dir: Option<std::path::PathBuf>,
+    },
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
     Run(RunArgs),
 }
@@ -66,7 +70,14 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => print!("{}", strait_operator::crd::crds_yaml()?),
+        Command::Crd { out_dir: None } => print!("{}", strait_operator::crd::crds_yaml()?),
+        Command::Crd { out_dir: Some(dir) } => {
+            for crd in strait_operator::crd::crds() {
+                let path = dir.join(strait_operator::crd::crd_file_name(&crd));
+                std::fs::write(&path, strait_operator::crd::crd_yaml(&crd)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -1,6 +1,7 @@
 //! The custom resources the operator serves, and their CRD manifests.
 
 mod cluster;
+mod link;
 mod status;
 
 pub use cluster::{
@@ -9,6 +10,10 @@ pub use cluster::{
     SchedulingSpec, TlsListenerSpec, TlsSpec, UsersSecretRef, WebSocketListenerSpec, IMAGE_PATTERN,
     NAME_PATTERN, QUANTITY_PATTERN,
 };
+pub use link::{
+    ClusterLink, ClusterLinkSpec, ClusterLinkStatus, ClusterRef, LinkQueueSpec, NodeLinkStatus,
+    PeerSpec, RemoteSpec, RemoteTlsSpec, WhenFullSpec, ENDPOINT_PATTERN, LINK_FILTER_PATTERN,
+};
 pub use status::MqttClusterStatus;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -16,15 +21,24 @@ use kube::CustomResourceExt;
 
 /// Every CRD the operator needs installed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![MqttCluster::crd()]
+    vec![MqttCluster::crd(), ClusterLink::crd()]
 }
 
-/// The CRDs as one multi-document YAML stream, as committed under `crds/`.
+/// One CRD as a YAML document, as committed under `crds/`.
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
+    Ok(format!("---\n{}", serde_yaml::to_string(crd)?))
+}
+
+/// The file each CRD is committed as: `strait.dev_<plural>.yaml`.
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
+}
+
+/// The CRDs as one multi-document YAML stream.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for crd in crds() {
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&crd_yaml(&crd)?);
     }
     Ok(out)
 }

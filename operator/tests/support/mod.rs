@@ -41,11 +41,15 @@ pub async fn client_from(path: &std::path::Path) -> Client {
 
 /// Installs the committed CRDs (the files users apply) and waits until they are served.
 async fn install_crds(client: &Client) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../crds/strait.dev_mqttclusters.yaml"
-    );
-    let text = std::fs::read_to_string(path).expect("read crds/");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
+    let mut text = String::new();
+    for file in [
+        "strait.dev_mqttclusters.yaml",
+        "strait.dev_clusterlinks.yaml",
+    ] {
+        let path = std::path::Path::new(dir).join(file);
+        text.push_str(&std::fs::read_to_string(path).expect("read crds/"));
+    }
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let crd: CustomResourceDefinition =

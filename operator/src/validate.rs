@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::crd::{MqttClusterSpec, TlsSpec};
+use crate::crd::{LinkServiceType, MqttClusterSpec, TlsSpec};
 use crate::resources::{ADMIN_PORT, CLUSTER_PORT, INTERNAL_USER};
 
 /// Why a spec was refused: the field at fault and what is wrong with it.
@@ -131,6 +131,32 @@ fn listeners(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
             "spec.listeners.websocket.path",
             format!("{:?} must start with '/'", l.websocket.path),
         ));
+    }
+    let service = &l.link.service;
+    if let Some(port) = service.node_port {
+        if service.type_ == LinkServiceType::ClusterIP {
+            return Err(InvalidSpec::new(
+                "spec.listeners.link.service.nodePort",
+                "only a NodePort or LoadBalancer Service has a node port",
+            ));
+        }
+        if !(30000..=32767).contains(&port) {
+            return Err(InvalidSpec::new(
+                "spec.listeners.link.service.nodePort",
+                format!("must be between 30000 and 32767, got {port}"),
+            ));
+        }
+    }
+    for range in &service.load_balancer_source_ranges {
+        let valid = range.split_once('/').is_some_and(|(ip, bits)| {
+            ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)
+        });
+        if !valid {
+            return Err(InvalidSpec::new(
+                "spec.listeners.link.service.loadBalancerSourceRanges",
+                format!("{range:?} is not a CIDR such as 10.0.0.0/8"),
+            ));
+        }
     }
     for (field, tls) in tls_refs(spec) {
         if !is_object_name(&tls.certificate_secret) {

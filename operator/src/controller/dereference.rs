@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{ApiResource, DynamicObject};
 use kube::Api;
 use serde_json::Value;
@@ -40,8 +40,16 @@ pub struct Observed {
 impl Observed {
     /// The credentials Secret as it exists now.
     pub fn credentials_secret(&self) -> Option<Secret> {
-        let value = self.children.get(&ChildKind::Credentials)?;
-        serde_json::from_value(value.clone()).ok()
+        self.typed(ChildKind::Credentials)
+    }
+
+    /// The link Service as it exists now (its status holds a load balancer's address).
+    pub fn link_service(&self) -> Option<Service> {
+        self.typed(ChildKind::LinkService)
+    }
+
+    fn typed<K: serde::de::DeserializeOwned>(&self, kind: ChildKind) -> Option<K> {
+        serde_json::from_value(self.children.get(&kind)?.clone()).ok()
     }
 }
 

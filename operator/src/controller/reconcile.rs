@@ -86,11 +86,13 @@ enum Step {
 
 async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, Error> {
     if cluster.spec.paused {
-        report(ctx, cluster, &Outcome::Paused).await?;
+        report(ctx, cluster, &Outcome::Paused, None).await?;
         return Ok(Step::Paused);
     }
     let namespace = cluster.namespace().ok_or(Error::MissingNamespace)?;
     let observed = observe(ctx, cluster, &namespace).await?;
+    let link_service = observed.link_service();
+    let link_service = link_service.as_ref();
     let desired = cluster.spec.replicas;
     let current = observed.children.get(&ChildKind::StatefulSet);
 
@@ -102,7 +104,7 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, E
                 message: invalid.to_string(),
                 nodes: node_counts(desired, current),
             };
-            report(ctx, cluster, &outcome).await?;
+            report(ctx, cluster, &outcome, link_service).await?;
             return Ok(Step::Invalid);
         }
     };
@@ -139,7 +141,7 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, E
                 }
                 None => Outcome::Applied(nodes),
             };
-            report(ctx, cluster, &outcome).await?;
+            report(ctx, cluster, &outcome, link_service).await?;
             Ok(Step::Done)
         }
         Err(error) => {
@@ -148,7 +150,7 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, E
                 nodes: node_counts(desired, current),
             };
             // Report what went wrong, then fail so that the controller retries.
-            if let Err(status_error) = report(ctx, cluster, &outcome).await {
+            if let Err(status_error) = report(ctx, cluster, &outcome, link_service).await {
                 tracing::warn!(error = %status_error, "reporting a failed reconcile");
             }
             Err(error)

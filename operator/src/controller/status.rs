@@ -1,6 +1,7 @@
 //! Step five: the status, written only when it changed, and an Event for
 //! each condition transition worth telling a user about.
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
@@ -50,10 +51,15 @@ pub fn node_counts(desired: i32, stateful_set: Option<&Value>) -> NodeCounts {
 /// it. Comparing with that stale status would write the same status again
 /// and repeat its Events, so a status that looks changed is first compared
 /// with the live object, and computed again from it when the cache was stale.
-pub async fn report(ctx: &Context, cluster: &MqttCluster, outcome: &Outcome) -> Result<(), Error> {
+pub async fn report(
+    ctx: &Context,
+    cluster: &MqttCluster,
+    outcome: &Outcome,
+    link_service: Option<&Service>,
+) -> Result<(), Error> {
     let namespace = cluster.namespace().unwrap_or_default();
     let cached = cluster.status.clone().unwrap_or_default();
-    let mut update = next_status(cluster, &namespace, &cached, outcome);
+    let mut update = next_status(cluster, &namespace, &cached, outcome, link_service);
     if update.next == cached {
         return Ok(());
     }
@@ -66,7 +72,7 @@ pub async fn report(ctx: &Context, cluster: &MqttCluster, outcome: &Outcome) -> 
     let live = live.status.unwrap_or_default();
     if live != cached {
         tracing::debug!("the cached status was stale; computing the status from the live one");
-        update = next_status(cluster, &namespace, &live, outcome);
+        update = next_status(cluster, &namespace, &live, outcome, link_service);
         if update.next == live {
             return Ok(());
         }
@@ -101,6 +107,7 @@ fn next_status(
     namespace: &str,
     previous: &MqttClusterStatus,
     outcome: &Outcome,
+    link_service: Option<&Service>,
 ) -> StatusUpdate {
     let (conditions, transitions) = conditions::merge(
         &previous.conditions,
@@ -121,7 +128,7 @@ fn next_status(
             replicas: nodes.current,
             ready_replicas: nodes.ready,
             client_endpoint: client_endpoint(cluster, namespace),
-            link_endpoint: link_endpoint(cluster, namespace),
+            link_endpoint: link_endpoint(cluster, namespace, link_service),
             conditions,
         },
     };

@@ -286,6 +286,10 @@ pub struct LinkListenerSpec {
     /// Serve the link listener over TLS with this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// How the link Service is reached: from other regions, make it a
+    /// `LoadBalancer` (or `NodePort`).
+    #[serde(default)]
+    pub service: LinkServiceSpec,
 }
 
 impl Default for LinkListenerSpec {
@@ -293,6 +297,46 @@ impl Default for LinkListenerSpec {
         LinkListenerSpec {
             port: default_link_port(),
             tls: None,
+            service: LinkServiceSpec::default(),
+        }
+    }
+}
+
+/// The link Service (`<cluster>-link`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkServiceSpec {
+    /// `ClusterIP` (the default: same Kubernetes only), `LoadBalancer` or `NodePort`.
+    #[serde(default, rename = "type")]
+    pub type_: LinkServiceType,
+    /// Annotations of the Service, such as a cloud load balancer's settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The node port, for `NodePort` and `LoadBalancer`; allocated when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+    /// Client addresses a `LoadBalancer` lets in (CIDRs); all when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<String>,
+}
+
+/// Kinds of link Service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LinkServiceType {
+    #[default]
+    ClusterIP,
+    LoadBalancer,
+    NodePort,
+}
+
+impl LinkServiceType {
+    /// The value of a Service's `spec.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkServiceType::ClusterIP => "ClusterIP",
+            LinkServiceType::LoadBalancer => "LoadBalancer",
+            LinkServiceType::NodePort => "NodePort",
         }
     }
 }

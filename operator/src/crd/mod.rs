@@ -5,10 +5,10 @@ mod link;
 mod status;
 
 pub use cluster::{
-    AuthSpec, LimitsSpec, LinkListenerSpec, ListenersSpec, MqttCluster, MqttClusterSpec,
-    PersistenceSpec, PlainListenerSpec, PodDisruptionBudgetSpec, PullPolicy, QueueFullPolicySpec,
-    SchedulingSpec, TlsListenerSpec, TlsSpec, UsersSecretRef, WebSocketListenerSpec, IMAGE_PATTERN,
-    NAME_PATTERN, QUANTITY_PATTERN,
+    AuthSpec, LimitsSpec, LinkListenerSpec, LinkServiceSpec, LinkServiceType, ListenersSpec,
+    MqttCluster, MqttClusterSpec, PersistenceSpec, PlainListenerSpec, PodDisruptionBudgetSpec,
+    PullPolicy, QueueFullPolicySpec, SchedulingSpec, TlsListenerSpec, TlsSpec, UsersSecretRef,
+    WebSocketListenerSpec, IMAGE_PATTERN, NAME_PATTERN, QUANTITY_PATTERN,
 };
 pub use link::{
     ClusterLink, ClusterLinkSpec, ClusterLinkStatus, ClusterRef, LinkQueueSpec, NodeLinkStatus,

@@ -5,11 +5,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use strait_broker::config::{
-    AdminConfig, AuthConfig, ClusterConfig, Config, DnsDiscovery, Limits, ListenerConfig,
-    ListenerProtocol, NodeConfig, PersistenceConfig, QueueFullPolicy, TlsConfig,
+    AdminConfig, AuthConfig, ClusterConfig, Config, DnsDiscovery, Limits, LinkListenerConfig,
+    ListenerConfig, ListenerProtocol, NodeConfig, PersistenceConfig, QueueFullPolicy, TlsConfig,
 };
 
 use super::credentials::CLUSTER_SECRET;
+use super::links::{LINK_CREDENTIALS_KEY, LINK_SET_KEY};
 use super::{names, ADMIN_PORT, CLUSTER_PORT};
 use crate::crd::{MqttClusterSpec, QueueFullPolicySpec, TlsSpec};
 
@@ -26,6 +27,9 @@ impl ConfigPaths {
     pub const CONFIG_DIR: &'static str = "/etc/strait/config";
     /// Folder of the credentials Secret volume.
     pub const CREDENTIALS_DIR: &'static str = "/etc/strait/credentials";
+    /// Folder of the links Secret volume: the link set, the credentials of
+    /// the clusters that dial this one, and the secrets this one dials with.
+    pub const LINKS_DIR: &'static str = "/etc/strait/links";
     /// Parent folder of one folder per TLS Secret, named after the Secret.
     pub const TLS_DIR: &'static str = "/etc/strait/tls";
     /// The broker's data folder (a PVC, or an emptyDir without persistence).
@@ -66,13 +70,6 @@ pub fn broker_config(cluster_name: &str, namespace: &str, spec: &MqttClusterSpec
         ws.path = l.websocket.path.clone();
         listeners.push(ws);
     }
-    listeners.push(listener(
-        "link",
-        l.link.port,
-        ListenerProtocol::Mqtt,
-        l.link.tls.as_ref(),
-    ));
-
     let credentials = PathBuf::from(ConfigPaths::CREDENTIALS_DIR);
     Config {
         node: NodeConfig {
@@ -96,6 +93,12 @@ pub fn broker_config(cluster_name: &str, namespace: &str, spec: &MqttClusterSpec
             ..PersistenceConfig::default()
         },
         cluster: mesh(cluster_name, namespace, &credentials),
+        link_listener: Some(LinkListenerConfig {
+            bind: any_addr(l.link.port),
+            credentials_file: PathBuf::from(ConfigPaths::LINKS_DIR).join(LINK_CREDENTIALS_KEY),
+            tls: l.link.tls.as_ref().map(tls_config),
+        }),
+        links_file: Some(PathBuf::from(ConfigPaths::LINKS_DIR).join(LINK_SET_KEY)),
         ..Config::default()
     }
 }
@@ -135,17 +138,20 @@ fn listener(
         name: name.to_owned(),
         bind: any_addr(port),
         protocol,
-        tls: tls.map(|tls| {
-            let dir = ConfigPaths::tls_dir(&tls.certificate_secret);
-            TlsConfig {
-                cert_file: dir.join("tls.crt"),
-                key_file: dir.join("tls.key"),
-                client_ca_file: tls.require_client_cert.then(|| dir.join("ca.crt")),
-                require_client_cert: tls.require_client_cert,
-                use_cert_cn_as_username: false,
-            }
-        }),
+        tls: tls.map(tls_config),
         ..ListenerConfig::default()
+    }
+}
+
+/// A listener's TLS, from the Secret mounted at its folder.
+fn tls_config(tls: &TlsSpec) -> TlsConfig {
+    let dir = ConfigPaths::tls_dir(&tls.certificate_secret);
+    TlsConfig {
+        cert_file: dir.join("tls.crt"),
+        key_file: dir.join("tls.key"),
+        client_ca_file: tls.require_client_cert.then(|| dir.join("ca.crt")),
+        require_client_cert: tls.require_client_cert,
+        use_cert_cn_as_username: false,
     }
 }
 

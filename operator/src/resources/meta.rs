@@ -16,6 +16,8 @@ pub struct Names {
     pub headless_service: String,
     pub client_service: String,
     pub link_service: String,
+    /// The Secret holding the cluster's link set and link credentials.
+    pub links: String,
     pub stateful_set: String,
     pub pdb: String,
 }
@@ -28,6 +30,7 @@ pub fn names(name: &str) -> Names {
         headless_service: format!("{name}-headless"),
         client_service: name.to_owned(),
         link_service: format!("{name}-link"),
+        links: format!("{name}-links"),
         stateful_set: name.to_owned(),
         pdb: name.to_owned(),
     }

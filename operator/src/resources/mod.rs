@@ -8,6 +8,7 @@ mod broker_config;
 mod config_map;
 mod credentials;
 mod hash;
+pub mod links;
 mod meta;
 mod pdb;
 mod services;

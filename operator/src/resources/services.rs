@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{selector_labels, ChildMeta};
 use super::{ADMIN_PORT, CLUSTER_PORT};
-use crate::crd::MqttCluster;
+use crate::crd::{LinkServiceType, MqttCluster};
 
 /// Named ports of the broker container and of the Services, client ones first.
 pub(super) fn client_ports(cluster: &MqttCluster) -> Vec<(&'static str, i32)> {
@@ -73,14 +73,29 @@ pub(super) fn client(meta: &ChildMeta, cluster: &MqttCluster) -> Service {
     }
 }
 
-/// Where peer clusters' links connect.
+/// Where peer clusters' links connect: ready pods only, reachable as the
+/// spec's `listeners.link.service` says.
 pub(super) fn link(meta: &ChildMeta, cluster: &MqttCluster) -> Service {
+    let exposure = &cluster.spec.listeners.link.service;
+    let mut ports = service_ports(&[("link", cluster.spec.listeners.link.port)]);
+    if exposure.type_ != LinkServiceType::ClusterIP {
+        if let Some(port) = ports.as_mut().and_then(|p| p.first_mut()) {
+            port.node_port = exposure.node_port;
+        }
+    }
+    let mut metadata = meta.object(&meta.names.link_service);
+    if !exposure.annotations.is_empty() {
+        metadata.annotations = Some(exposure.annotations.clone());
+    }
     Service {
-        metadata: meta.object(&meta.names.link_service),
+        metadata,
         spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".to_owned()),
+            type_: Some(exposure.type_.as_str().to_owned()),
             selector: Some(selector_labels(&meta.name)),
-            ports: service_ports(&[("link", cluster.spec.listeners.link.port)]),
+            ports,
+            load_balancer_source_ranges: (exposure.type_ == LinkServiceType::LoadBalancer
+                && !exposure.load_balancer_source_ranges.is_empty())
+            .then(|| exposure.load_balancer_source_ranges.clone()),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -94,10 +109,38 @@ pub fn client_endpoint(cluster: &MqttCluster, namespace: &str) -> Option<String>
     Some(format!("{name}.{namespace}.svc:{port}"))
 }
 
-/// `host:port` of the link Service, for the status.
-pub fn link_endpoint(cluster: &MqttCluster, namespace: &str) -> Option<String> {
+/// `host:port` where other clusters' links reach this one, from the link
+/// Service as the API server holds it: the in-cluster name for
+/// `ClusterIP`, the load balancer's address once it has one, and any
+/// node's address (`*`) with the node port for `NodePort`.
+pub fn link_endpoint(
+    cluster: &MqttCluster,
+    namespace: &str,
+    live: Option<&Service>,
+) -> Option<String> {
     let name = cluster.metadata.name.as_deref()?;
     let names = super::names(name);
     let port = cluster.spec.listeners.link.port;
-    Some(format!("{}.{namespace}.svc:{port}", names.link_service))
+    match cluster.spec.listeners.link.service.type_ {
+        LinkServiceType::ClusterIP => {
+            Some(format!("{}.{namespace}.svc:{port}", names.link_service))
+        }
+        LinkServiceType::LoadBalancer => {
+            let ingress = live?
+                .status
+                .as_ref()?
+                .load_balancer
+                .as_ref()?
+                .ingress
+                .as_ref()?;
+            let first = ingress.first()?;
+            let host = first.hostname.clone().or_else(|| first.ip.clone())?;
+            Some(format!("{host}:{port}"))
+        }
+        LinkServiceType::NodePort => {
+            let ports = live?.spec.as_ref()?.ports.as_ref()?;
+            let node_port = ports.first()?.node_port?;
+            Some(format!("*:{node_port}"))
+        }
+    }
 }

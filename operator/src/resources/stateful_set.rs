@@ -46,11 +46,21 @@ pub(super) fn build(
             ..Volume::default()
         },
         secret_volume("credentials", &meta.names.credentials),
+        // Optional: a pod starts before the operator has written any link.
+        Volume {
+            name: "links".to_owned(),
+            secret: Some(SecretVolumeSource {
+                optional: Some(true),
+                ..secret_source(&meta.names.links)
+            }),
+            ..Volume::default()
+        },
         empty_dir("tmp"),
     ];
     let mut mounts = vec![
         mount("config", ConfigPaths::CONFIG_DIR),
         mount("credentials", ConfigPaths::CREDENTIALS_DIR),
+        mount("links", ConfigPaths::LINKS_DIR),
         mount("tmp", "/tmp"),
         mount("data", ConfigPaths::DATA_DIR),
     ];
@@ -246,11 +256,15 @@ fn mount(name: &str, path: &str) -> VolumeMount {
 fn secret_volume(name: &str, secret: &str) -> Volume {
     Volume {
         name: name.to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.to_owned()),
-            ..SecretVolumeSource::default()
-        }),
+        secret: Some(secret_source(secret)),
         ..Volume::default()
+    }
+}
+
+fn secret_source(secret: &str) -> SecretVolumeSource {
+    SecretVolumeSource {
+        secret_name: Some(secret.to_owned()),
+        ..SecretVolumeSource::default()
     }
 }
 

@@ -73,7 +73,8 @@ pub enum Outcome {
     Paused,
 }
 
-fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
+/// A condition without its transition time or generation (see [`settle`]).
+pub fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
     Condition {
         type_: type_.to_owned(),
         status: if status { "True" } else { "False" }.to_owned(),
@@ -203,7 +204,7 @@ pub fn merge(
     generation: Option<i64>,
     now: Timestamp,
 ) -> (Vec<Condition>, Vec<Transition>) {
-    let now = Time(now.round(k8s_openapi::jiff::Unit::Second).unwrap_or(now));
+    let now = now_to_the_second(now);
     let mut next: Vec<Condition> = match desired(outcome) {
         Some(list) => list,
         None => {
@@ -221,8 +222,22 @@ pub fn merge(
             kept
         }
     };
-    let mut transitions = Vec::new();
     for c in &mut next {
+        // Paused: the kept conditions describe the last reconcile, not this generation.
+        if !matches!(outcome, Outcome::Paused) || c.type_ == types::PAUSED {
+            c.observed_generation = generation;
+        }
+    }
+    let transitions = settle(previous, &mut next, now);
+    (next, transitions)
+}
+
+/// Gives each condition of `next` its transition time (kept from `previous`
+/// unless its status flipped), sorts them by type so that equal states give
+/// equal lists, and returns the conditions that flipped or appeared.
+pub fn settle(previous: &[Condition], next: &mut [Condition], now: Time) -> Vec<Transition> {
+    let mut transitions = Vec::new();
+    for c in next.iter_mut() {
         let before = previous.iter().find(|p| p.type_ == c.type_);
         match before {
             Some(p) if p.status == c.status => {
@@ -238,13 +253,14 @@ pub fn merge(
                 });
             }
         }
-        // Paused: the kept conditions describe the last reconcile, not this generation.
-        if !matches!(outcome, Outcome::Paused) || c.type_ == types::PAUSED {
-            c.observed_generation = generation;
-        }
     }
     next.sort_by(|a, b| a.type_.cmp(&b.type_));
-    (next, transitions)
+    transitions
+}
+
+/// `now`, to the second, as conditions carry it.
+pub fn now_to_the_second(now: Timestamp) -> Time {
+    Time(now.round(k8s_openapi::jiff::Unit::Second).unwrap_or(now))
 }
 
 /// The condition of type `type_`, if present.

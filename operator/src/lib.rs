@@ -1,6 +1,6 @@
-//! Strait's Kubernetes operator.
+//! Strait's Kubernetes operator: two controllers, one per resource.
 //!
-//! An `MqttCluster` is reconciled in five steps, each in its own module:
+//! A `ClusterLink` is reconciled by [`links`]. An `MqttCluster` is reconciled in five steps, each in its own module:
 //! [`controller::dereference`] does every API read, [`validate`] checks the
 //! spec (pure), [`resources`] builds the children (pure), the controller's
 //! apply step writes them with server-side apply, and its status step
@@ -11,6 +11,7 @@ pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod leader;
+pub mod links;
 pub mod operator;
 pub mod resources;
 pub mod settings;

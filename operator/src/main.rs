@@ -63,6 +63,9 @@ struct RunArgs {
     /// Seconds a silent leader keeps the Lease.
     #[arg(long, default_value_t = 15)]
     lease_duration_secs: u64,
+    /// Seconds between reads of each link's health from its brokers.
+    #[arg(long, default_value_t = 10)]
+    link_health_interval_secs: u64,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -104,10 +107,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let settings = Settings {
-        default_image: args.broker_image,
         namespace: args.namespace,
         concurrency: args.concurrency,
-        instance: args.instance,
+        link_health_interval: Duration::from_secs(args.link_health_interval_secs),
+        ..Settings::new(&args.instance, &args.broker_image)
     };
     let election = (!args.no_leader_election).then(|| Election {
         namespace: args.lease_namespace,

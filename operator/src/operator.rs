@@ -8,8 +8,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use futures::FutureExt;
+use std::future::Future;
+
 use crate::controller::{self, Context};
 use crate::leader::{LeaderElector, LeaseTiming};
+use crate::links;
 use crate::settings::Settings;
 use crate::telemetry::Metrics;
 
@@ -54,7 +58,7 @@ pub async fn run(
     handle.started.store(true, Ordering::Relaxed);
     let Some(election) = election else {
         handle.leading.store(true, Ordering::Relaxed);
-        controller::run(ctx, wait_for(shutdown)).await;
+        controllers(ctx, wait_for(shutdown)).await;
         return Ok(());
     };
 
@@ -90,7 +94,7 @@ pub async fn run(
             }
         }
     };
-    controller::run(ctx, stop).await;
+    controllers(ctx, stop).await;
     handle.leading.store(false, Ordering::Relaxed);
     let _ = stopping_tx.send(true);
     let lost = *lost_rx.borrow();
@@ -104,6 +108,15 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Runs both controllers until `stop` completes.
+async fn controllers(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'static) {
+    let stop = stop.boxed().shared();
+    tokio::join!(
+        controller::run(ctx.clone(), stop.clone()),
+        links::run(ctx, stop),
+    );
 }
 
 /// Completes when `rx` turns `true` (or its sender is gone).

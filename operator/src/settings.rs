@@ -1,5 +1,10 @@
 //! The operator's own configuration, from its command line or a test.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::links::{NodeAddresses, PodNetwork};
+
 /// How the operator runs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -11,6 +16,24 @@ pub struct Settings {
     pub concurrency: u16,
     /// This operator instance's name in Events and on the leader Lease (the pod name).
     pub instance: String,
+    /// How often each link's health is read from its brokers.
+    pub link_health_interval: Duration,
+    /// How broker pods are reached.
+    pub addresses: Arc<dyn NodeAddresses>,
+}
+
+impl Settings {
+    /// Settings for `instance` with every other value at its default.
+    pub fn new(instance: &str, default_image: &str) -> Settings {
+        Settings {
+            default_image: default_image.to_owned(),
+            namespace: None,
+            concurrency: 4,
+            instance: instance.to_owned(),
+            link_health_interval: Duration::from_secs(10),
+            addresses: Arc::new(PodNetwork),
+        }
+    }
 }
 
 impl Settings {

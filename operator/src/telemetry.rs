@@ -23,6 +23,21 @@ pub struct Metrics {
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_micros: AtomicU64,
+    /// Each link's health (`namespace/name`), as last read from its brokers.
+    links: Mutex<BTreeMap<String, LinkGauges>>,
+}
+
+/// What the operator last read of one link's health: numbers that change
+/// all the time live here, not in the link's status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkGauges {
+    pub ready: bool,
+    /// Ready nodes of the link's own cluster.
+    pub nodes: usize,
+    /// Of those, the ones that reach the peer.
+    pub connected_nodes: usize,
+    /// Messages queued on either end for the other.
+    pub queued: i64,
 }
 
 /// A snapshot of the request counters, for tests and the benchmark.
@@ -74,6 +89,20 @@ impl Metrics {
             if let Ok(mut failures) = self.failures.lock() {
                 *failures.entry(reason).or_default() += 1;
             }
+        }
+    }
+
+    /// Records what was read of a link's health.
+    pub fn set_link(&self, link: &str, gauges: LinkGauges) {
+        if let Ok(mut links) = self.links.lock() {
+            links.insert(link.to_owned(), gauges);
+        }
+    }
+
+    /// Forgets a deleted link.
+    pub fn remove_link(&self, link: &str) {
+        if let Ok(mut links) = self.links.lock() {
+            links.remove(link);
         }
     }
 
@@ -146,6 +175,7 @@ impl Metrics {
                 bucket.load(Ordering::Relaxed)
             );
         }
+        self.render_links(&mut out);
         let count = self.duration_count.load(Ordering::Relaxed);
         let sum = self.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(
@@ -155,6 +185,43 @@ impl Metrics {
              strait_operator_reconcile_duration_seconds_count {count}"
         );
         out
+    }
+}
+
+/// Reads one gauge of a link.
+type GaugeOf = fn(&LinkGauges) -> i64;
+
+impl Metrics {
+    fn render_links(&self, out: &mut String) {
+        let links = self.links.lock().map(|l| l.clone()).unwrap_or_default();
+        let families: [(&str, &str, GaugeOf); 4] = [
+            (
+                "strait_operator_link_ready",
+                "Whether the link is Ready (1) or not (0).",
+                |g| i64::from(g.ready),
+            ),
+            (
+                "strait_operator_link_nodes",
+                "Ready nodes of the link's own cluster.",
+                |g| g.nodes as i64,
+            ),
+            (
+                "strait_operator_link_connected_nodes",
+                "Nodes of the link's own cluster that reach the peer.",
+                |g| g.connected_nodes as i64,
+            ),
+            (
+                "strait_operator_link_queued_messages",
+                "Messages queued on either end of the link for the other.",
+                |g| g.queued,
+            ),
+        ];
+        for (name, help, value) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (link, gauges) in &links {
+                let _ = writeln!(out, "{name}{{link=\"{link}\"}} {}", value(gauges));
+            }
+        }
     }
 }
 
@@ -176,5 +243,22 @@ mod tests {
         assert!(text.contains("strait_operator_reconcile_failures_total{reason=\"InvalidSpec\"} 1"));
         assert!(text.contains("strait_operator_reconcile_duration_seconds_bucket{le=\"0.025\"} 1"));
         assert!(text.contains("strait_operator_reconcile_duration_seconds_count 2"));
+        m.set_link(
+            "ns/a",
+            LinkGauges {
+                ready: true,
+                nodes: 3,
+                connected_nodes: 3,
+                queued: 7,
+            },
+        );
+        let text = m.render();
+        assert!(
+            text.contains("strait_operator_link_ready{link=\"ns/a\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("strait_operator_link_queued_messages{link=\"ns/a\"} 7"));
+        m.remove_link("ns/a");
+        assert!(!m.render().contains("link=\"ns/a\""));
     }
 }

@@ -22,7 +22,8 @@ pub struct InvalidSpec {
 }
 
 impl InvalidSpec {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         InvalidSpec {
             field: field.into(),
             reason: reason.into(),

@@ -16,9 +16,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{ListParams, PostParams};
+use kube::ResourceExt;
 use kube::{Api, Client};
 use serde_json::json;
-use strait_operator::crd::MqttCluster;
+use strait_operator::crd::{ClusterLink, MqttCluster};
 use strait_operator::leader::LeaseTiming;
 use strait_operator::operator::Election;
 use support::control_plane::{self, OPERATOR_NAMESPACE};
@@ -184,6 +185,29 @@ async fn the_charts_rbac_is_enough_for_the_operator_and_no_more() {
             .is_some_and(|s| !s.conditions.is_empty())
     })
     .await;
+    // A link to a cluster that does not exist: its finalizer, issued Secret
+    // and status take the link rights.
+    let links: Api<ClusterLink> = Api::namespaced(admin.clone(), &ns);
+    let link: ClusterLink = serde_json::from_value(json!({
+        "apiVersion": "strait.dev/v1alpha1",
+        "kind": "ClusterLink",
+        "metadata": {"name": "guarded-to-nowhere"},
+        "spec": {"cluster": "guarded", "peer": {"clusterRef": {"name": "nowhere"}}, "export": ["#"]},
+    }))
+    .expect("link");
+    links
+        .create(&PostParams::default(), &link)
+        .await
+        .expect("create link");
+    eventually(WAIT, "the link's status is written", || async {
+        links.get("guarded-to-nowhere").await.ok().is_some_and(|l| {
+            l.finalizers()
+                .iter()
+                .any(|f| f == strait_operator::links::FINALIZER)
+                && l.status.is_some_and(|s| !s.conditions.is_empty())
+        })
+    })
+    .await;
     let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
     eventually(WAIT, "an Event is recorded", || async {
         events
@@ -199,8 +223,10 @@ async fn the_charts_rbac_is_enough_for_the_operator_and_no_more() {
     // What the chart does not grant.
     for (verb, group, resource, namespace) in [
         ("delete", "", "secrets", ns.as_str()),
-        ("list", "", "pods", ns.as_str()),
+        ("delete", "", "pods", ns.as_str()),
         ("create", "", "pods", ns.as_str()),
+        ("delete", "strait.dev", "clusterlinks", ns.as_str()),
+        ("create", "strait.dev", "clusterlinks", ns.as_str()),
         ("list", "", "secrets", "kube-system"),
         ("list", "strait.dev", "mqttclusters", "kube-system"),
         ("delete", "apps", "statefulsets", ns.as_str()),

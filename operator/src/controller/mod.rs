@@ -30,7 +30,7 @@ use crate::resources::BuildError;
 use crate::validate::tls_refs;
 
 /// Label selector matching every child the operator manages.
-const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=strait-operator";
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=strait-operator";
 
 /// Why a reconcile failed (and will be retried).
 #[derive(Debug, thiserror::Error)]

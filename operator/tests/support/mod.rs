@@ -132,12 +132,18 @@ impl RunningOperator {
         instance: &str,
         election: Option<Election>,
     ) -> Self {
-        let settings = Settings {
-            default_image: "ghcr.io/strait/broker:test".to_owned(),
-            namespace: Some(namespace.to_owned()),
-            concurrency: 4,
-            instance: instance.to_owned(),
-        };
+        Self::start_with(
+            client,
+            Settings {
+                namespace: Some(namespace.to_owned()),
+                ..Settings::new(instance, "ghcr.io/strait/broker:test")
+            },
+            election,
+        )
+    }
+
+    /// Starts an operator with `settings`.
+    pub fn start_with(client: &Client, settings: Settings, election: Option<Election>) -> Self {
         let handle = Handle::default();
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(operator::run(

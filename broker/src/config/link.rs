@@ -38,7 +38,9 @@ pub struct LinkConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<String>,
     /// File holding the secret this side proves when it dials (the remote's
-    /// credentials file holds its hash). Required with `endpoints`.
+    /// credentials file holds its hash). Required with `endpoints`. In a
+    /// link set from `linksFile` or `PUT /api/v1/links`, a relative path
+    /// (here and in `tls`) is relative to the links file's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +76,31 @@ pub struct LinkSet {
 }
 
 impl LinkSet {
+    /// Makes the relative file paths of every link (its secret, its TLS
+    /// files) relative to `base`: the folder of the links file, so that a
+    /// links folder can be mounted anywhere.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        for link in &mut self.links {
+            let resolve = |path: &mut PathBuf| {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            };
+            if let Some(path) = &mut link.secret_file {
+                resolve(path);
+            }
+            if let Some(tls) = &mut link.tls {
+                resolve(&mut tls.ca_file);
+                if let Some(path) = &mut tls.cert_file {
+                    resolve(path);
+                }
+                if let Some(path) = &mut tls.key_file {
+                    resolve(path);
+                }
+            }
+        }
+    }
+
     /// Reads a link set from JSON; the error says what is wrong.
     pub fn from_json(body: serde_json::Value) -> Result<LinkSet, String> {
         if body.is_array() {
@@ -266,8 +293,9 @@ mod links_file_tests {
     use crate::config::Config;
 
     /// The operator keeps a cluster's links in a file of their own: they are
-    /// read at start with their revision, a missing file adds none, and a
-    /// file the broker cannot parse is an error naming it.
+    /// read at start with their revision and paths relative to the file's
+    /// folder, a missing file adds none, and a file the broker cannot parse
+    /// is an error naming it.
     #[test]
     fn a_links_file_adds_its_links_and_revision_and_a_missing_one_adds_none() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -289,13 +317,18 @@ mod links_file_tests {
 
         std::fs::write(
             &links,
-            "revision: abc\nlinks:\n  - name: west\n    export: ['#']\n",
+            "revision: abc\nlinks:\n  - name: west\n    export: ['#']\n    endpoints: ['w:1']\n    secretFile: west.secret\n",
         )
         .expect("write links");
         let loaded = Config::load(&config).expect("load");
         assert_eq!(loaded.links.len(), 1);
         assert_eq!(loaded.links[0].name, "west");
         assert_eq!(loaded.links_revision.as_deref(), Some("abc"));
+        assert_eq!(
+            loaded.links[0].secret_file.as_deref(),
+            Some(dir.path().join("west.secret").as_path()),
+            "relative to the links file's folder"
+        );
 
         std::fs::write(&links, "links: [{name: east}]\n").expect("write links");
         let refused = Config::load(&config).expect_err("a link to itself");

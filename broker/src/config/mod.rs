@@ -446,10 +446,12 @@ impl Config {
                 })
             }
         };
-        let set: LinkSet = serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut set: LinkSet =
+            serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        set.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         self.links.extend(set.links);
         self.links_revision = set.revision;
         Ok(())

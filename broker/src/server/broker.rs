@@ -992,7 +992,10 @@ impl AdminSource for Broker {
     }
 
     fn replace_links(&self, body: serde_json::Value) -> Result<(), String> {
-        let set = crate::config::LinkSet::from_json(body)?;
+        let mut set = crate::config::LinkSet::from_json(body)?;
+        if let Some(folder) = self.config.links_file.as_deref().and_then(|f| f.parent()) {
+            set.resolve_paths(folder);
+        }
         let mut candidate = self.config.clone();
         candidate.links = set.links;
         candidate.validate().map_err(|e| e.to_string())?;

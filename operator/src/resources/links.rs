@@ -102,7 +102,6 @@ impl LinksSecret {
 /// Builds the links Secret of `cluster` from its links (in any order).
 pub fn build(cluster: &MqttCluster, links: &[SideLink]) -> Result<LinksSecret, BuildError> {
     let meta = ChildMeta::of(cluster)?;
-    let dir = PathBuf::from(ConfigPaths::LINKS_DIR);
     let mut sorted: Vec<&SideLink> = links.iter().collect();
     sorted.sort_by(|a, b| a.remote.cmp(&b.remote));
     let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
@@ -127,12 +126,13 @@ pub fn build(cluster: &MqttCluster, links: &[SideLink]) -> Result<LinksSecret, B
             let secret_key = format!("{}.secret", link.remote);
             data.insert(secret_key.clone(), bytes(dial.secret.as_bytes()));
             config.endpoints = dial.endpoints.clone();
-            config.secret_file = Some(dir.join(secret_key));
+            // Relative: the broker reads it beside the links file.
+            config.secret_file = Some(PathBuf::from(secret_key));
             if let Some(tls) = &dial.tls {
                 let ca_key = format!("{}.ca.crt", link.remote);
                 data.insert(ca_key.clone(), bytes(&tls.ca));
                 config.tls = Some(LinkTlsConfig {
-                    ca_file: dir.join(ca_key),
+                    ca_file: PathBuf::from(ca_key),
                     server_name: tls.server_name.clone(),
                     cert_file: None,
                     key_file: None,
@@ -292,7 +292,8 @@ mod tests {
         assert!(set.links[0].endpoints.is_empty(), "edge only dials in");
         assert_eq!(
             set.links[1].secret_file.as_deref(),
-            Some(std::path::Path::new("/etc/strait/links/west.secret"))
+            Some(std::path::Path::new("west.secret")),
+            "beside the links file, wherever it is mounted"
         );
         let debug = format!(
             "{:?}",

@@ -47,6 +47,12 @@ pub fn shared() -> &'static ControlPlane {
     }
 }
 
+/// Another control plane, for tests of two regions: each region of a
+/// link has its own API server. It runs until the test binary exits.
+pub fn another() -> ControlPlane {
+    start().unwrap_or_else(|e| panic!("cannot start another control plane: {e:#}"))
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

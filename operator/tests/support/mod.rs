@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod control_plane;
+pub mod nodes;
+pub mod world;
 
 use std::future::Future;
 use std::time::Duration;
@@ -24,7 +26,11 @@ pub async fn client() -> Client {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let plane = control_plane::shared();
+    client_of(control_plane::shared()).await
+}
+
+/// A client of `plane`, with the CRDs installed from `crds/`.
+pub async fn client_of(plane: &control_plane::ControlPlane) -> Client {
     let client = client_from(&plane.kubeconfig).await;
     install_crds(&client).await;
     client

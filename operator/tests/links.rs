@@ -286,3 +286,258 @@ async fn pausing_takes_the_link_off_and_resuming_puts_it_back() {
     );
     world.stop().await;
 }
+
+/// Peers come and go: the peer scaling out re-pushes the dialling end's
+/// endpoints, a restarted pod comes up linked from its links Secret, and a
+/// rotated credential reaches both ends (the next connection proves it).
+#[tokio::test]
+async fn scaling_restarts_and_rotation_keep_the_link() {
+    let Some(world) = World::start("churn").await else {
+        return;
+    };
+    world.cluster("east", 1).await;
+    world.cluster("west", 1).await;
+    world
+        .link(
+            "churn",
+            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["#"]}),
+        )
+        .await;
+    world.wait_for("churn", types::READY, "True").await;
+    let revision = |status: &strait_operator::crd::ClusterLinkStatus| status.revision.clone();
+    let first = revision(
+        &world
+            .get_link("churn")
+            .await
+            .expect("link")
+            .status
+            .expect("status"),
+    );
+
+    // The peer scales: east's set gains west-1's endpoint.
+    world
+        .clusters()
+        .patch(
+            "west",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .expect("scale west");
+    eventually(
+        WAIT,
+        "east runs a set that dials both west nodes",
+        || async {
+            let links = world.node_links("east", "east-0").await;
+            links.is_some_and(|l| {
+                l.revision != first && l.link("west").is_some_and(|w| w.state == "connected")
+            })
+        },
+    )
+    .await;
+    let set = world.secrets().get("east-links").await.expect("east-links");
+    let yaml = String::from_utf8(set.data.expect("data")["links.yaml"].0.clone()).expect("utf-8");
+    let west_1 = world.nodes.link(&world.ns, "west-1").to_string();
+    assert!(yaml.contains(&west_1), "{yaml}");
+    eventually(WAIT, "both west nodes are configured", || async {
+        world
+            .condition("churn", types::CONFIGURED)
+            .await
+            .is_some_and(|c| c.status == "True" && c.message.contains("west: 2/2 nodes"))
+    })
+    .await;
+    world.wait_for("churn", types::READY, "True").await;
+
+    // A restarted pod reads its links from the Secret and needs no push.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(world.client.clone(), &world.ns);
+    let old = pods.get("east-0").await.expect("east-0").uid();
+    pods.delete("east-0", &DeleteParams::default())
+        .await
+        .expect("delete east-0");
+    eventually(WAIT, "east-0 comes back linked", || async {
+        let new = pods
+            .get_opt("east-0")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.uid());
+        new.is_some()
+            && new != old
+            && world
+                .node_links("east", "east-0")
+                .await
+                .is_some_and(|l| l.link("west").is_some_and(|w| w.state == "connected"))
+    })
+    .await;
+
+    // Rotation: a new password in the issued Secret reaches both ends.
+    let rotated = "rotated-password-of-at-least-16-bytes";
+    world
+        .secrets()
+        .patch(
+            "churn-link-secret",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": rotated}})),
+        )
+        .await
+        .expect("rotate");
+    let before = revision(
+        &world
+            .get_link("churn")
+            .await
+            .expect("link")
+            .status
+            .expect("status"),
+    );
+    eventually(WAIT, "both ends run the rotated set", || async {
+        let status = world.get_link("churn").await.and_then(|l| l.status);
+        status.is_some_and(|s| s.revision != before && s.nodes.iter().all(|n| n.revision.is_some()))
+    })
+    .await;
+    world.wait_for("churn", types::CONFIGURED, "True").await;
+    let east_links = world.secrets().get("east-links").await.expect("east-links");
+    assert_eq!(
+        east_links.data.expect("data")["west.secret"].0,
+        rotated.as_bytes()
+    );
+    // The next connection uses it: restart the dialling end.
+    let old = pods.get("east-0").await.expect("east-0").uid();
+    pods.delete("east-0", &DeleteParams::default())
+        .await
+        .expect("delete east-0");
+    eventually(
+        WAIT,
+        "east-0 reconnects with the rotated credential",
+        || async {
+            let new = pods
+                .get_opt("east-0")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| p.uid());
+            new.is_some()
+                && new != old
+                && world
+                    .node_links("east", "east-0")
+                    .await
+                    .is_some_and(|l| l.link("west").is_some_and(|w| w.state == "connected"))
+        },
+    )
+    .await;
+    world.wait_for("churn", types::READY, "True").await;
+    world.stop().await;
+}
+
+/// Two regions, two API servers: the cloud accepts an edge it cannot reach
+/// (`remote.accept`) and issues the credential; the Secret is copied to the
+/// edge's region, as a user or External Secrets would; the edge dials with
+/// it. Only the edge dials, and messages flow both ways.
+#[tokio::test]
+async fn an_edge_in_another_region_dials_the_cloud_with_the_copied_secret() {
+    if support::control_plane::skipped() {
+        return;
+    }
+    let cloud = World::start("cloud").await.expect("the cloud region");
+    let edge_plane = support::control_plane::another();
+    let edge = World::on(support::client_of(&edge_plane).await, "edge").await;
+    cloud.cluster("cloud", 1).await;
+    edge.cluster("edge-1", 1).await;
+    cloud
+        .link(
+            "edge-1",
+            json!({
+                "cluster": "cloud",
+                "peer": {"remote": {"clusterName": "edge-1", "accept": true}},
+                "export": ["cmd/edge-1/#"],
+                "import": ["telemetry/#"],
+            }),
+        )
+        .await;
+    let credentials = cloud
+        .wait_for("edge-1", types::CREDENTIALS_READY, "True")
+        .await;
+    assert_eq!(credentials.reason, reasons::ISSUED);
+    let issued = cloud
+        .secrets()
+        .get("edge-1-link-secret")
+        .await
+        .expect("issued");
+    let mut data = issued.data.expect("data");
+    assert_eq!(
+        data["username"].0, b"edge-1",
+        "issued for the edge, which dials"
+    );
+    let connected = cloud.wait_for("edge-1", types::CONNECTED, "False").await;
+    assert_eq!(
+        connected.reason,
+        reasons::NOT_CONNECTED,
+        "until the edge dials"
+    );
+
+    // The copy in the edge's region; the cloud's public endpoint would be
+    // its LoadBalancer's: here, the loopback address of its node.
+    data.remove("endpoints");
+    let copy: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cloud-credentials"},
+        "data": data,
+    }))
+    .expect("secret");
+    edge.secrets()
+        .create(&Default::default(), &copy)
+        .await
+        .expect("copy the Secret");
+    let cloud_endpoint = cloud.nodes.link(&cloud.ns, "cloud-0").to_string();
+    edge.link(
+        "to-cloud",
+        json!({
+            "cluster": "edge-1",
+            "peer": {"remote": {
+                "clusterName": "cloud",
+                "credentialsSecret": "cloud-credentials",
+                "endpoints": [cloud_endpoint],
+            }},
+            "export": ["telemetry/#"],
+            "import": ["cmd/edge-1/#"],
+        }),
+    )
+    .await;
+    edge.wait_for("to-cloud", types::READY, "True").await;
+    cloud.wait_for("edge-1", types::READY, "True").await;
+    let edge_status = edge
+        .get_link("to-cloud")
+        .await
+        .expect("link")
+        .status
+        .expect("status");
+    assert_eq!(
+        edge_status.credentials_secret.as_deref(),
+        Some("cloud-credentials")
+    );
+
+    let mut at_cloud = cloud.mqtt("cloud-0", "cloud-sub").await;
+    at_cloud.subscribe("telemetry/#").await;
+    edge.wait_routes("edge-1", "edge-1-0", "cloud", 1).await;
+    let mut at_edge = edge.mqtt("edge-1-0", "edge-sub").await;
+    at_edge.subscribe("cmd/#").await;
+    cloud.wait_routes("cloud", "cloud-0", "edge-1", 1).await;
+    let mut vehicle = edge.mqtt("edge-1-0", "vehicle").await;
+    vehicle.publish("telemetry/speed", b"88").await;
+    assert_eq!(
+        at_cloud.next().await,
+        ("telemetry/speed".to_owned(), b"88".to_vec())
+    );
+    let mut control = cloud.mqtt("cloud-0", "control").await;
+    control.publish("cmd/edge-1/stop", b"now").await;
+    assert_eq!(
+        at_edge.next().await,
+        ("cmd/edge-1/stop".to_owned(), b"now".to_vec())
+    );
+    let cloud_links = cloud.node_links("cloud", "cloud-0").await.expect("cloud-0");
+    assert_eq!(
+        cloud_links.link("edge-1").map(|l| l.state.as_str()),
+        Some("connected")
+    );
+    edge.stop().await;
+    cloud.stop().await;
+}

@@ -228,6 +228,9 @@ fn start() -> anyhow::Result<ControlPlane> {
             format!("--root-ca-file={}", s(&d.join("certs/apiserver.crt"))),
             "--controllers=*,-nodeipam".into(),
             "--secure-port=0".into(),
+            // No insecure port either (10252 by default): a second control
+            // plane's manager could not bind it.
+            "--port=0".into(),
         ],
     )?;
 

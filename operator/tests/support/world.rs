@@ -128,26 +128,50 @@ impl World {
     /// Waits until the link's `type_` condition is `status` (what `kubectl
     /// wait --for=condition=...` does), and returns it.
     pub async fn wait_for(&self, link: &str, type_: &str, status: &str) -> Condition {
-        let what = format!("{link} {type_}={status}");
-        eventually(WAIT, &what, || async {
-            self.condition(link, type_)
-                .await
-                .is_some_and(|c| c.status == status)
-        })
-        .await;
-        self.condition(link, type_).await.expect("the condition")
+        self.wait_condition(
+            link,
+            type_,
+            |c| c.status == status,
+            &format!("{type_}={status}"),
+        )
+        .await
     }
 
     /// Waits until the link's `type_` condition has `reason`, and returns it.
     pub async fn wait_reason(&self, link: &str, type_: &str, reason: &str) -> Condition {
-        let what = format!("{link} {type_} with reason {reason}");
-        eventually(WAIT, &what, || async {
-            self.condition(link, type_)
-                .await
-                .is_some_and(|c| c.reason == reason)
-        })
-        .await;
-        self.condition(link, type_).await.expect("the condition")
+        self.wait_condition(
+            link,
+            type_,
+            |c| c.reason == reason,
+            &format!("{type_} {reason}"),
+        )
+        .await
+    }
+
+    /// Waits until the link's `type_` condition passes `check`; a timeout
+    /// shows the link's whole status.
+    async fn wait_condition(
+        &self,
+        link: &str,
+        type_: &str,
+        check: impl Fn(&Condition) -> bool,
+        what: &str,
+    ) -> Condition {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let current = self.get_link(link).await.and_then(|l| l.status);
+            let found = current
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+            if let Some(condition) = found.filter(|c| check(c)) {
+                return condition.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {link} {what}; its status: {current:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// What the pod's broker says of its links (through its admin API, with

@@ -541,3 +541,201 @@ async fn an_edge_in_another_region_dials_the_cloud_with_the_copied_secret() {
     edge.stop().await;
     cloud.stop().await;
 }
+
+/// What the schema lets through and the operator refuses: a filter that is
+/// no MQTT filter, a link to itself, a port out of range. Each is a
+/// condition naming the field and one Warning Event, not a retry loop.
+#[tokio::test]
+async fn invalid_specs_are_reported_once_naming_the_field() {
+    let Some(world) = World::start("invalid").await else {
+        return;
+    };
+    world.cluster("east", 1).await;
+    world
+        .link(
+            "bad-filter",
+            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["cars/#/x"]}),
+        )
+        .await;
+    world
+        .link(
+            "to-itself",
+            json!({"cluster": "east", "peer": {"clusterRef": {"name": "east"}}, "export": ["#"]}),
+        )
+        .await;
+    world
+        .link(
+            "bad-port",
+            json!({
+                "cluster": "east",
+                "peer": {"remote": {"clusterName": "far", "credentialsSecret": "far", "endpoints": ["far.example.com:99999"]}},
+                "export": ["#"],
+            }),
+        )
+        .await;
+    for (link, field) in [
+        ("bad-filter", "spec.export[0]"),
+        ("to-itself", "spec.peer.clusterRef"),
+        ("bad-port", "spec.peer.remote.endpoints[0]"),
+    ] {
+        let ready = world
+            .wait_reason(link, types::READY, reasons::INVALID_SPEC)
+            .await;
+        assert!(ready.message.starts_with(field), "{link}: {ready:?}");
+        eventually(WAIT, "one Warning Event", || async {
+            world.warnings(link, reasons::INVALID_SPEC).await == 1
+        })
+        .await;
+    }
+    // A change that leaves the spec as bad says nothing new.
+    let touch = json!({"metadata": {"annotations": {"touched": "yes"}}});
+    let metrics = world.op.handle.metrics.clone();
+    let before = metrics.counts().reconciles;
+    world
+        .links()
+        .patch("bad-filter", &PatchParams::default(), &Patch::Merge(touch))
+        .await
+        .expect("touch");
+    eventually(WAIT, "the touch is reconciled", || async {
+        metrics.counts().reconciles > before
+    })
+    .await;
+    assert_eq!(world.warnings("bad-filter", reasons::INVALID_SPEC).await, 1);
+    assert!(
+        !metrics.failures().contains_key("LinkReconcileError"),
+        "invalid input is no failure to retry: {:?}",
+        metrics.failures()
+    );
+    world.stop().await;
+}
+
+/// A link may be created before what it refers to: a missing cluster, a
+/// Secret not copied yet. Each is reported with its reason and picked up
+/// when it appears.
+#[tokio::test]
+async fn missing_clusters_and_secrets_are_picked_up_when_they_appear() {
+    let Some(world) = World::start("missing").await else {
+        return;
+    };
+    world
+        .link(
+            "early",
+            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["#"]}),
+        )
+        .await;
+    let configured = world
+        .wait_reason("early", types::CONFIGURED, reasons::CLUSTER_NOT_FOUND)
+        .await;
+    assert!(configured.message.contains("east"), "{configured:?}");
+    world.cluster("east", 1).await;
+    world
+        .wait_reason("early", types::CONFIGURED, reasons::CLUSTER_NOT_FOUND)
+        .await;
+    world.cluster("west", 1).await;
+    world.wait_for("early", types::READY, "True").await;
+
+    world
+        .link(
+            "not-copied",
+            json!({
+                "cluster": "east",
+                "peer": {"remote": {"clusterName": "far", "credentialsSecret": "far-credentials", "endpoints": ["127.0.0.1:9"]}},
+                "export": ["#"],
+            }),
+        )
+        .await;
+    let credentials = world
+        .wait_reason("not-copied", types::CREDENTIALS_READY, "SecretNotFound")
+        .await;
+    assert!(
+        credentials.message.contains("far-credentials"),
+        "{credentials:?}"
+    );
+    let copied: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "far-credentials"},
+        "stringData": {"username": "someone-else", "password": "a-password-of-at-least-16-bytes"},
+    }))
+    .expect("secret");
+    world
+        .secrets()
+        .create(&Default::default(), &copied)
+        .await
+        .expect("create");
+    let wrong = world
+        .wait_reason(
+            "not-copied",
+            types::CREDENTIALS_READY,
+            "CredentialsForAnotherCluster",
+        )
+        .await;
+    assert!(wrong.message.contains("someone-else"), "{wrong:?}");
+    world
+        .secrets()
+        .patch(
+            "far-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"username": "east"}})),
+        )
+        .await
+        .expect("fix");
+    world
+        .wait_reason("not-copied", types::CREDENTIALS_READY, reasons::IMPORTED)
+        .await;
+    // Nothing answers at far's endpoint: configured, not connected.
+    world
+        .wait_for("not-copied", types::CONFIGURED, "True")
+        .await;
+    world
+        .wait_reason("not-copied", types::CONNECTED, reasons::NOT_CONNECTED)
+        .await;
+    world.stop().await;
+}
+
+/// A second link between the same two clusters is refused (the first keeps
+/// working), and a node that stops answering is reported by name.
+#[tokio::test]
+async fn a_duplicate_link_and_an_unreachable_broker_are_reported() {
+    let Some(world) = World::start("dup").await else {
+        return;
+    };
+    world.cluster("east", 1).await;
+    world.cluster("west", 1).await;
+    world
+        .link(
+            "first",
+            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["#"]}),
+        )
+        .await;
+    world.wait_for("first", types::READY, "True").await;
+    world
+        .link(
+            "second",
+            json!({"cluster": "west", "peer": {"clusterRef": {"name": "east"}}, "export": ["#"]}),
+        )
+        .await;
+    let duplicate = world
+        .wait_reason("second", types::CONFIGURED, reasons::DUPLICATE_LINK)
+        .await;
+    assert!(duplicate.message.contains("first"), "{duplicate:?}");
+    assert_eq!(
+        world
+            .condition("first", types::READY)
+            .await
+            .map(|c| c.status),
+        Some("True".to_owned())
+    );
+
+    world.nodes.hang(&world.ns, "west-0");
+    let unreachable = world
+        .wait_reason("first", types::CONFIGURED, reasons::BROKER_UNREACHABLE)
+        .await;
+    assert!(unreachable.message.contains("west-0"), "{unreachable:?}");
+    assert_eq!(
+        world
+            .condition("first", types::READY)
+            .await
+            .map(|c| c.reason),
+        Some(reasons::BROKER_UNREACHABLE.to_owned())
+    );
+    world.stop().await;
+}

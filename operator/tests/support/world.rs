@@ -174,6 +174,24 @@ impl World {
         }
     }
 
+    /// Warning Events with `reason` about the link `link`.
+    pub async fn warnings(&self, link: &str, reason: &str) -> usize {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items
+            .iter()
+            .filter(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(link)
+            })
+            .count()
+    }
+
     /// What the pod's broker says of its links (through its admin API, with
     /// the cluster's admin token).
     pub async fn node_links(&self, cluster: &str, pod: &str) -> Option<NodeLinks> {

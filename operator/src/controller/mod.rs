@@ -1,5 +1,6 @@
 //! The `MqttCluster` controller: watches clusters, their children and the
-//! Secrets they refer to, and reconciles each cluster on every change.
+//! Secrets they refer to (by metadata alone), and reconciles each cluster
+//! on every change.
 
 mod apply;
 mod context;
@@ -20,6 +21,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::DynamicObject;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -68,9 +70,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             kinds.pdb.clone(),
             owned(),
         )
-        .watches(api::<Secret>(&client, ns), watch, move |secret| {
-            clusters_using_secret(&store, &secret)
-        })
+        // Secrets by their metadata only: what a cluster refers to is found
+        // by name, and no Secret's content is cached unless read.
+        .watches(
+            api::<PartialObjectMeta<Secret>>(&client, ns),
+            watch,
+            move |secret| clusters_using_secret(&store, &secret),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -107,7 +113,7 @@ fn dynamic_api(
 /// missing Secret is picked up as soon as it appears.
 fn clusters_using_secret(
     store: &Store<MqttCluster>,
-    secret: &Secret,
+    secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<MqttCluster>> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();

@@ -144,3 +144,51 @@ pub fn link_endpoint(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(service: serde_json::Value) -> MqttCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "strait.dev/v1alpha1",
+            "kind": "MqttCluster",
+            "metadata": {"name": "east", "namespace": "ns", "uid": "u-1"},
+            "spec": {"listeners": {"link": {"service": service}}},
+        }))
+        .expect("cluster")
+    }
+
+    fn service(value: serde_json::Value) -> Service {
+        serde_json::from_value(value).expect("service")
+    }
+
+    #[test]
+    fn the_link_endpoint_is_where_the_service_is_reached() {
+        let internal = cluster(serde_json::json!({}));
+        assert_eq!(
+            link_endpoint(&internal, "ns", None).as_deref(),
+            Some("east-link.ns.svc:7883")
+        );
+
+        let balanced = cluster(serde_json::json!({"type": "LoadBalancer"}));
+        assert_eq!(link_endpoint(&balanced, "ns", None), None, "no address yet");
+        let pending = service(serde_json::json!({"status": {"loadBalancer": {}}}));
+        assert_eq!(link_endpoint(&balanced, "ns", Some(&pending)), None);
+        let up = service(serde_json::json!({"status": {"loadBalancer": {"ingress": [
+            {"hostname": "link.east.example.com"}
+        ]}}}));
+        assert_eq!(
+            link_endpoint(&balanced, "ns", Some(&up)).as_deref(),
+            Some("link.east.example.com:7883")
+        );
+
+        let node_port = cluster(serde_json::json!({"type": "NodePort"}));
+        let allocated =
+            service(serde_json::json!({"spec": {"ports": [{"port": 7883, "nodePort": 31883}]}}));
+        assert_eq!(
+            link_endpoint(&node_port, "ns", Some(&allocated)).as_deref(),
+            Some("*:31883")
+        );
+    }
+}

@@ -8,6 +8,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::reflector::{ObjectRef, Store};
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use super::admin::AdminClient;
 use super::credentials::CredentialHashes;
@@ -32,6 +33,8 @@ pub struct LinkContext {
     /// When each link's queue depth was last written to its status: it is
     /// written at most once a minute, since it changes all the time.
     pub queue_written: Mutex<HashMap<String, Instant>>,
+    /// Turns `true` once every cache has listed its objects.
+    ready: watch::Receiver<bool>,
 }
 
 impl LinkContext {
@@ -42,6 +45,20 @@ impl LinkContext {
         pods: Store<Pod>,
         secrets: Store<Secret>,
     ) -> LinkContext {
+        // One task waits for the caches the links depend on: a store wakes
+        // only the last of several tasks waiting on it, so reconciles wait on
+        // this flag instead. (The links' own store is the controller's,
+        // which waits on it before any reconcile.)
+        let (ready_tx, ready) = watch::channel(false);
+        let stores = (clusters.clone(), pods.clone(), secrets.clone());
+        tokio::spawn(async move {
+            let _ = futures::join!(
+                stores.0.wait_until_ready(),
+                stores.1.wait_until_ready(),
+                stores.2.wait_until_ready(),
+            );
+            let _ = ready_tx.send(true);
+        });
         LinkContext {
             base,
             links,
@@ -52,18 +69,15 @@ impl LinkContext {
             hashes: CredentialHashes::default(),
             failures: Mutex::default(),
             queue_written: Mutex::default(),
+            ready,
         }
     }
 
     /// Waits until every cache has listed its objects once, so that a
     /// reconcile never mistakes a cache still filling for a missing object.
     pub async fn caches_ready(&self) {
-        let _ = futures::join!(
-            self.links.wait_until_ready(),
-            self.clusters.wait_until_ready(),
-            self.pods.wait_until_ready(),
-            self.secrets.wait_until_ready(),
-        );
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|ready| *ready).await;
     }
 
     pub fn cluster(&self, namespace: &str, name: &str) -> Option<Arc<MqttCluster>> {

@@ -299,10 +299,37 @@ async fn finalize(link: &ClusterLink, lctx: &LinkContext) -> Result<Action, Erro
 }
 
 /// Adds (`present`) or removes the finalizer, when it is not already so.
+/// The cached link may be older than the live one (this controller's own
+/// writes come back later): on a conflict, the live link decides.
 async fn set_finalizer(lctx: &LinkContext, link: &ClusterLink, present: bool) -> Result<(), Error> {
+    let api: Api<ClusterLink> = Api::namespaced(
+        lctx.base.client.clone(),
+        &link.namespace().unwrap_or_default(),
+    );
+    match patch_finalizers(lctx, &api, link, present).await {
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            lctx.base.metrics.read();
+            match api.get_opt(&link.name_any()).await? {
+                Some(live) => Ok(patch_finalizers(lctx, &api, &live, present).await?),
+                None => Ok(()),
+            }
+        }
+        // Gone already: nothing left to finalize.
+        Err(kube::Error::Api(status)) if status.is_not_found() && !present => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Patches `link`'s finalizers as of its resource version, so that a
+/// finalizer someone else added meanwhile is never dropped.
+async fn patch_finalizers(
+    lctx: &LinkContext,
+    api: &Api<ClusterLink>,
+    link: &ClusterLink,
+    present: bool,
+) -> Result<(), kube::Error> {
     let mut finalizers = link.finalizers().to_vec();
-    let has = finalizers.iter().any(|f| f == FINALIZER);
-    if has == present {
+    if finalizers.iter().any(|f| f == FINALIZER) == present {
         return Ok(());
     }
     if present {
@@ -310,30 +337,18 @@ async fn set_finalizer(lctx: &LinkContext, link: &ClusterLink, present: bool) ->
     } else {
         finalizers.retain(|f| f != FINALIZER);
     }
-    // The resource version makes this fail rather than drop a finalizer
-    // someone else added meanwhile.
     let patch = json!({"metadata": {
         "finalizers": finalizers,
         "resourceVersion": link.resource_version(),
     }});
-    let api: Api<ClusterLink> = Api::namespaced(
-        lctx.base.client.clone(),
-        &link.namespace().unwrap_or_default(),
-    );
     lctx.base.metrics.write();
-    match api
-        .patch(
-            &link.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Gone already: nothing left to finalize.
-        Err(kube::Error::Api(status)) if status.is_not_found() && !present => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    api.patch(
+        &link.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn warn(lctx: &LinkContext, link: &ClusterLink, reason: &str, note: String) {

@@ -13,7 +13,7 @@
 //! stopped answering.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,17 +30,37 @@ use strait_operator::links::NodeAddresses;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The loopback ports of one pod, kept across its restarts.
+/// The loopback address and ports of one pod, kept across its restarts.
 #[derive(Debug, Clone, Copy)]
 struct Ports {
+    ip: Ipv4Addr,
     mqtt: u16,
     admin: u16,
     link: u16,
     cluster: u16,
 }
 
-#[derive(Debug, Default)]
+impl Ports {
+    fn at(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.ip, port))
+    }
+}
+
+/// How pods get addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Addressing {
+    /// 127.0.0.1, each pod with ports of its own: for an operator in this
+    /// process, which asks [`Nodes`] where a pod is.
+    LoopbackPorts,
+    /// A loopback address per pod (127.1.0.1, 127.1.0.2, ...) with the
+    /// standard ports, as pod IPs: for an operator in a process of its own,
+    /// which finds a pod's admin endpoint from its pod IP as in Kubernetes.
+    PodIps,
+}
+
+#[derive(Debug)]
 struct Shared {
+    addressing: Addressing,
     /// By `namespace/pod`.
     ports: BTreeMap<String, Ports>,
     /// Pods whose broker should stop and stay stopped.
@@ -64,17 +84,15 @@ impl std::fmt::Debug for Nodes {
 impl NodeAddresses for Nodes {
     fn admin(&self, pod: &Pod) -> Option<SocketAddr> {
         let key = format!("{}/{}", pod.namespace()?, pod.name_any());
-        Some(loopback(self.ports(&key).admin))
+        let ports = self.ports(&key);
+        Some(ports.at(ports.admin))
     }
 
     fn link_endpoint(&self, cluster: &MqttCluster, pod: &str) -> String {
         let key = format!("{}/{pod}", cluster.namespace().unwrap_or_default());
-        loopback(self.ports(&key).link).to_string()
+        let ports = self.ports(&key);
+        ports.at(ports.link).to_string()
     }
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn free_port() -> u16 {
@@ -85,11 +103,25 @@ fn free_port() -> u16 {
 }
 
 impl Nodes {
-    /// Starts running the broker pods of `namespaces`.
+    /// Starts running the broker pods of `namespaces`, on 127.0.0.1.
     pub fn start(client: &Client, namespaces: &[&str]) -> Nodes {
+        Nodes::start_with(client, namespaces, Addressing::LoopbackPorts)
+    }
+
+    /// Starts running the broker pods of `namespaces`, each on a loopback
+    /// address of its own with the standard ports, its pod IP.
+    pub fn start_on_pod_ips(client: &Client, namespaces: &[&str]) -> Nodes {
+        Nodes::start_with(client, namespaces, Addressing::PodIps)
+    }
+
+    fn start_with(client: &Client, namespaces: &[&str], addressing: Addressing) -> Nodes {
         let (stop, stopped) = watch::channel(false);
         let nodes = Nodes {
-            shared: Arc::default(),
+            shared: Arc::new(Mutex::new(Shared {
+                addressing,
+                ports: BTreeMap::new(),
+                hung: BTreeSet::new(),
+            })),
             stop,
             agent: Arc::default(),
         };
@@ -104,33 +136,50 @@ impl Nodes {
     }
 
     fn ports(&self, key: &str) -> Ports {
-        *self
-            .shared
-            .lock()
-            .expect("ports")
+        let mut shared = self.shared.lock().expect("ports");
+        let next = shared.ports.len();
+        let addressing = shared.addressing;
+        *shared
             .ports
             .entry(key.to_owned())
-            .or_insert_with(|| Ports {
-                mqtt: free_port(),
-                admin: free_port(),
-                link: free_port(),
-                cluster: free_port(),
+            .or_insert_with(|| match addressing {
+                Addressing::LoopbackPorts => Ports {
+                    ip: Ipv4Addr::LOCALHOST,
+                    mqtt: free_port(),
+                    admin: free_port(),
+                    link: free_port(),
+                    cluster: free_port(),
+                },
+                Addressing::PodIps => {
+                    let n = u16::try_from(next + 1).expect("fewer than 65536 pods");
+                    let [high, low] = n.to_be_bytes();
+                    Ports {
+                        ip: Ipv4Addr::new(127, 1, high, low),
+                        mqtt: 1883,
+                        admin: 8080,
+                        link: 7883,
+                        cluster: 7946,
+                    }
+                }
             })
     }
 
     /// Where MQTT clients reach the pod `pod` in `namespace`.
     pub fn mqtt(&self, namespace: &str, pod: &str) -> SocketAddr {
-        loopback(self.ports(&format!("{namespace}/{pod}")).mqtt)
+        let ports = self.ports(&format!("{namespace}/{pod}"));
+        ports.at(ports.mqtt)
     }
 
     /// The pod's admin endpoint.
     pub fn admin_of(&self, namespace: &str, pod: &str) -> SocketAddr {
-        loopback(self.ports(&format!("{namespace}/{pod}")).admin)
+        let ports = self.ports(&format!("{namespace}/{pod}"));
+        ports.at(ports.admin)
     }
 
     /// Where another cluster's link dials the pod.
     pub fn link(&self, namespace: &str, pod: &str) -> SocketAddr {
-        loopback(self.ports(&format!("{namespace}/{pod}")).link)
+        let ports = self.ports(&format!("{namespace}/{pod}"));
+        ports.at(ports.link)
     }
 
     /// Stops the pod's broker and keeps it stopped, its pod still ready: a
@@ -200,6 +249,19 @@ async fn tick(
     else {
         return;
     };
+    // The operator's Secrets of the namespace, read once a tick for every pod.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Ok(secrets) = secrets
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=strait-operator"))
+        .await
+    else {
+        return;
+    };
+    let secrets: BTreeMap<String, Secret> = secrets
+        .items
+        .into_iter()
+        .map(|s| (s.name_any(), s))
+        .collect();
     let hung = nodes.shared.lock().expect("hung").hung.clone();
     let live: BTreeMap<String, &Pod> = list
         .items
@@ -227,10 +289,10 @@ async fn tick(
         }
         match running.get(&key) {
             Some(pod) => {
-                sync_files(client, namespace, &pod.cluster, &pod.dir).await;
+                sync_files(&secrets, &pod.cluster, &pod.dir);
             }
             None => {
-                if let Some(started) = start(client, namespace, nodes, dir, pod).await {
+                if let Some(started) = start(client, namespace, nodes, dir, pod, &secrets).await {
                     running.insert(key, started);
                 }
             }
@@ -245,6 +307,7 @@ async fn start(
     nodes: &Nodes,
     dir: &Path,
     pod: &Pod,
+    secrets: &BTreeMap<String, Secret>,
 ) -> Option<Running> {
     let cluster = pod.labels().get("app.kubernetes.io/instance")?.clone();
     let name = pod.name_any();
@@ -265,7 +328,7 @@ async fn start(
     let pod_dir = dir.join(namespace).join(&name);
     let _ = std::fs::remove_dir_all(&pod_dir);
     std::fs::create_dir_all(pod_dir.join("data")).ok()?;
-    if !sync_files(client, namespace, &cluster, &pod_dir).await {
+    if !sync_files(secrets, &cluster, &pod_dir) {
         return None;
     }
     let ports = nodes.ports(&format!("{namespace}/{name}"));
@@ -276,22 +339,25 @@ async fn start(
     config.node.name_from_env = None;
     config.listeners.retain(|l| l.name == "mqtt");
     for listener in &mut config.listeners {
-        listener.bind = loopback(ports.mqtt);
+        listener.bind = ports.at(ports.mqtt);
     }
-    config.admin.bind = loopback(ports.admin);
+    config.admin.bind = ports.at(ports.admin);
     config.admin.token_file = Some(credentials.join("admin-token"));
     config.auth.password_file = Some(credentials.join("passwd"));
     config.persistence.data_dir = Some(pod_dir.join("data"));
-    config.cluster.bind = Some(loopback(ports.cluster));
+    config.cluster.bind = Some(ports.at(ports.cluster));
     config.cluster.secret_file = Some(credentials.join("cluster-secret"));
     config.cluster.dns = None;
     config.cluster.peers = (0..replicas)
         .map(|i| format!("{cluster}-{i}"))
         .filter(|peer| *peer != name)
-        .map(|peer| loopback(nodes.ports(&format!("{namespace}/{peer}")).cluster).to_string())
+        .map(|peer| {
+            let ports = nodes.ports(&format!("{namespace}/{peer}"));
+            ports.at(ports.cluster).to_string()
+        })
         .collect();
     if let Some(listener) = &mut config.link_listener {
-        listener.bind = loopback(ports.link);
+        listener.bind = ports.at(ports.link);
         listener.credentials_file = links.join("credentials");
     }
     config.links_file = Some(links.join("links.yaml"));
@@ -311,8 +377,8 @@ async fn start(
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = json!({"status": {
         "phase": "Running",
-        "podIP": "127.0.0.1",
-        "podIPs": [{"ip": "127.0.0.1"}],
+        "podIP": ports.ip.to_string(),
+        "podIPs": [{"ip": ports.ip.to_string()}],
         "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
     }});
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -335,16 +401,17 @@ async fn start(
 /// Writes the cluster's credentials and links Secrets into the pod's
 /// folders, as a kubelet updates Secret volumes (only what changed, each
 /// file replaced at once). `false` while the credentials Secret is missing.
-async fn sync_files(client: &Client, namespace: &str, cluster: &str, pod_dir: &Path) -> bool {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Ok(Some(credentials)) = secrets.get_opt(&format!("{cluster}-credentials")).await else {
+fn sync_files(secrets: &BTreeMap<String, Secret>, cluster: &str, pod_dir: &Path) -> bool {
+    let Some(credentials) = secrets.get(&format!("{cluster}-credentials")) else {
         return false;
     };
-    write_volume(&pod_dir.join("credentials"), &credentials);
+    write_volume(&pod_dir.join("credentials"), credentials);
     // Optional, as the pod template mounts it.
-    if let Ok(links) = secrets.get_opt(&format!("{cluster}-links")).await {
-        write_volume(&pod_dir.join("links"), &links.unwrap_or_default());
-    }
+    let links = secrets
+        .get(&format!("{cluster}-links"))
+        .cloned()
+        .unwrap_or_default();
+    write_volume(&pod_dir.join("links"), &links);
     true
 }
 

@@ -1,10 +1,12 @@
-//! `make bench-operator`: 100 MqttClusters created at once against the real
-//! API server, with the operator as its own process (release build).
+//! `make bench-operator`: against the real API server, with the operator as
+//! its own process (release build), 100 MqttClusters created at once, then
+//! 100 clusters joined in 50 linked pairs.
 //!
-//! Reports the time from each cluster's creation until all its children
-//! exist (p50/p99), API requests per reconcile, writes in steady state (goal:
-//! zero) and the operator's peak RSS (goal: under 64 MiB). A benchmark, not a
-//! test: it asserts nothing about timings and is `#[ignore]`d by default.
+//! Reports the time until each cluster's children exist and until each
+//! pair's links are Ready (p50/p99), API requests per reconcile, writes in
+//! steady state (goal: zero) and the operator's peak RSS (goal: under 64
+//! MiB). Benchmarks, not tests: they assert nothing about timings and are
+//! `#[ignore]`d by default.
 
 mod support;
 
@@ -21,11 +23,67 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use strait_operator::conditions::{find, reasons, types};
 use strait_operator::controller::ChildKinds;
-use strait_operator::crd::MqttCluster;
+use strait_operator::crd::{ClusterLink, MqttCluster};
 
 const CLUSTERS: usize = 100;
 
 struct OperatorProcess(Child);
+
+impl OperatorProcess {
+    /// The release build of the operator, watching `ns`, serving metrics on
+    /// the port it returns once they answer.
+    async fn start(ns: &str) -> (OperatorProcess, u16) {
+        let plane = support::control_plane::shared();
+        let http_port = free_port();
+        let operator = OperatorProcess(
+            Command::new(env!("CARGO_BIN_EXE_strait-operator"))
+                .args(["run", "--no-leader-election", "--namespace", ns])
+                .arg(format!("--http-bind=127.0.0.1:{http_port}"))
+                .env("KUBECONFIG", &plane.kubeconfig)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start the operator"),
+        );
+        support::eventually(
+            Duration::from_secs(30),
+            "the operator serves metrics",
+            || async { TcpStream::connect(("127.0.0.1", http_port)).is_ok() },
+        )
+        .await;
+        (operator, http_port)
+    }
+}
+
+/// Creates `count` clusters of one node, `c000`, `c001`, ..., all at once;
+/// returns when each was created, from `started`.
+async fn create_clusters(
+    clusters: &Api<MqttCluster>,
+    count: usize,
+    started: Instant,
+) -> BTreeMap<String, Duration> {
+    let creates = (0..count).map(|i| {
+        let clusters = clusters.clone();
+        async move {
+            let cluster: MqttCluster = serde_json::from_value(json!({
+                "apiVersion": "strait.dev/v1alpha1",
+                "kind": "MqttCluster",
+                "metadata": {"name": format!("c{i:03}")},
+                "spec": {"replicas": 1},
+            }))
+            .expect("cluster");
+            clusters
+                .create(&PostParams::default(), &cluster)
+                .await
+                .expect("create");
+            (format!("c{i:03}"), started.elapsed())
+        }
+    });
+    futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .collect()
+}
 
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
@@ -93,49 +151,12 @@ where
 async fn bench_100_clusters() {
     let client: Client = support::client().await;
     let ns = support::namespace(&client, "bench").await;
-    let plane = support::control_plane::shared();
-    let http_port = free_port();
-    let operator = OperatorProcess(
-        Command::new(env!("CARGO_BIN_EXE_strait-operator"))
-            .args(["run", "--no-leader-election", "--namespace", &ns])
-            .arg(format!("--http-bind=127.0.0.1:{http_port}"))
-            .env("KUBECONFIG", &plane.kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the operator"),
-    );
+    let (operator, http_port) = OperatorProcess::start(&ns).await;
     let pid = operator.0.id();
-    support::eventually(
-        Duration::from_secs(30),
-        "the operator serves metrics",
-        || async { TcpStream::connect(("127.0.0.1", http_port)).is_ok() },
-    )
-    .await;
 
     let clusters: Api<MqttCluster> = Api::namespaced(client.clone(), &ns);
     let started = Instant::now();
-    let creates = (0..CLUSTERS).map(|i| {
-        let clusters = clusters.clone();
-        async move {
-            let cluster: MqttCluster = serde_json::from_value(json!({
-                "apiVersion": "strait.dev/v1alpha1",
-                "kind": "MqttCluster",
-                "metadata": {"name": format!("c{i:03}")},
-                "spec": {"replicas": 1},
-            }))
-            .expect("cluster");
-            clusters
-                .create(&PostParams::default(), &cluster)
-                .await
-                .expect("create");
-            (format!("c{i:03}"), started.elapsed())
-        }
-    });
-    let created: BTreeMap<String, Duration> = futures::future::join_all(creates)
-        .await
-        .into_iter()
-        .collect();
+    let created = create_clusters(&clusters, CLUSTERS, started).await;
 
     let kinds = ChildKinds::discover(&client).await.expect("discovery");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -231,5 +252,176 @@ async fn bench_100_clusters() {
         writes / reconciles.max(1.0)
     );
     println!("steady state over {window:?}, all poked   {steady_writes} writes in {steady_reconciles} reconciles (goal: 0 writes)");
+    println!("operator peak RSS                          {rss_mib:.1} MiB (goal: < 64 MiB)");
+}
+
+const PAIRS: usize = 50;
+
+/// `make bench-operator`, links: 100 clusters joined in 50 linked pairs,
+/// each pair one cluster accepting (it issues the credential) and one
+/// dialling with the issued Secret copied, as two regions would be. Brokers
+/// run in this process for the pods, each on a loopback address of its own
+/// as its pod IP; the operator runs as its own process and finds them as in
+/// Kubernetes. Reports the time from a pair's first ClusterLink until both
+/// are Ready (p50/p99), API requests per reconcile, writes in steady state
+/// (goal: zero) and the operator's peak RSS (goal: under 64 MiB).
+#[tokio::test]
+#[ignore = "benchmark: run with `make bench-operator`"]
+async fn bench_50_linked_pairs() {
+    let client: Client = support::client().await;
+    let ns = support::namespace(&client, "bench-links").await;
+    let (operator, http_port) = OperatorProcess::start(&ns).await;
+    let pid = operator.0.id();
+    let nodes = support::nodes::Nodes::start_on_pod_ips(&client, &[&ns]);
+    let clusters: Api<MqttCluster> = Api::namespaced(client.clone(), &ns);
+    let links: Api<ClusterLink> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    create_clusters(&clusters, 2 * PAIRS, Instant::now()).await;
+
+    let link = |name: String, spec: serde_json::Value| -> ClusterLink {
+        serde_json::from_value(json!({
+            "apiVersion": "strait.dev/v1alpha1",
+            "kind": "ClusterLink",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("link")
+    };
+    let started = Instant::now();
+    let mut first: BTreeMap<usize, Duration> = BTreeMap::new();
+    for i in 0..PAIRS {
+        let accepting = link(
+            format!("a{i:02}"),
+            json!({
+                "cluster": format!("c{:03}", 2 * i),
+                "peer": {"remote": {"clusterName": format!("c{:03}", 2 * i + 1), "accept": true}},
+                "export": ["#"],
+                "import": ["#"],
+            }),
+        );
+        links
+            .create(&PostParams::default(), &accepting)
+            .await
+            .expect("create the accepting link");
+        first.insert(i, started.elapsed());
+    }
+    // Each issued Secret is copied as the dialling side's, and its link made.
+    let mut dialling: BTreeSet<usize> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while dialling.len() < PAIRS {
+        assert!(Instant::now() < deadline, "credentials were never issued");
+        let waiting: Vec<usize> = (0..PAIRS).filter(|i| !dialling.contains(i)).collect();
+        for i in waiting {
+            let Some(issued) = secrets
+                .get_opt(&format!("a{i:02}-link-secret"))
+                .await
+                .expect("get")
+            else {
+                continue;
+            };
+            let copy: Secret = serde_json::from_value(json!({
+                "metadata": {"name": format!("copied-{i:02}")},
+                "data": issued.data,
+            }))
+            .expect("secret");
+            secrets
+                .create(&PostParams::default(), &copy)
+                .await
+                .expect("copy");
+            let endpoint = nodes.link(&ns, &format!("c{:03}-0", 2 * i)).to_string();
+            let dial = link(
+                format!("d{i:02}"),
+                json!({
+                    "cluster": format!("c{:03}", 2 * i + 1),
+                    "peer": {"remote": {
+                        "clusterName": format!("c{:03}", 2 * i),
+                        "credentialsSecret": format!("copied-{i:02}"),
+                        "endpoints": [endpoint],
+                    }},
+                    "export": ["#"],
+                    "import": ["#"],
+                }),
+            );
+            links
+                .create(&PostParams::default(), &dial)
+                .await
+                .expect("create the dialling link");
+            dialling.insert(i);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready_of = |l: &ClusterLink| {
+        l.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    };
+    let mut ready: BTreeMap<usize, Duration> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while ready.len() < PAIRS {
+        let list = links
+            .list(&ListParams::default())
+            .await
+            .expect("list links");
+        let now = started.elapsed();
+        let is_ready = |name: String| {
+            list.items
+                .iter()
+                .any(|l| l.name_any() == name && ready_of(l))
+        };
+        for i in 0..PAIRS {
+            if !ready.contains_key(&i)
+                && is_ready(format!("a{i:02}"))
+                && is_ready(format!("d{i:02}"))
+            {
+                ready.insert(i, now.saturating_sub(first[&i]));
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {PAIRS} pairs became Ready",
+            ready.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all_ready = started.elapsed();
+
+    let settled = scrape(http_port);
+    let window = Duration::from_secs(30);
+    tokio::time::sleep(window).await;
+    let after = scrape(http_port);
+    let metric = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let reconciles = metric(&settled, "strait_operator_reconciles_total");
+    let reads = metric(&settled, "strait_operator_api_reads_total");
+    let writes = metric(&settled, "strait_operator_api_writes_total");
+    let steady_writes = metric(&after, "strait_operator_api_writes_total") - writes;
+    let steady_reconciles = metric(&after, "strait_operator_reconciles_total") - reconciles;
+    let steady_reads = metric(&after, "strait_operator_api_reads_total") - reads;
+    let mut latencies: Vec<Duration> = ready.values().copied().collect();
+    latencies.sort();
+    let rss_mib = peak_rss_kib(pid) as f64 / 1024.0;
+    nodes.stop().await;
+    println!(
+        "\n== operator benchmark, links: {} clusters in {PAIRS} linked pairs (one accepting, one dialling with the copied Secret; Kubernetes 1.20.2, loopback) ==",
+        2 * PAIRS
+    );
+    println!("every pair Ready after                     {all_ready:.2?}");
+    println!(
+        "time to Ready, per pair                    p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
+    println!("reconciles until Ready (both kinds)        {reconciles}");
+    println!(
+        "API requests per reconcile                 {:.2} ({:.2} reads + {:.2} writes)",
+        (reads + writes) / reconciles.max(1.0),
+        reads / reconciles.max(1.0),
+        writes / reconciles.max(1.0)
+    );
+    println!(
+        "steady state over {window:?}                {steady_writes} writes, {steady_reads} reads in {steady_reconciles} reconciles (goal: 0 writes)"
+    );
     println!("operator peak RSS                          {rss_mib:.1} MiB (goal: < 64 MiB)");
 }

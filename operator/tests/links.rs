@@ -119,15 +119,7 @@ async fn a_ready_link_reconciles_with_zero_writes() {
     let Some(world) = World::start("steady").await else {
         return;
     };
-    world.cluster("east", 1).await;
-    world.cluster("west", 1).await;
-    world
-        .link(
-            "steady",
-            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["#"]}),
-        )
-        .await;
-    world.wait_for("steady", types::READY, "True").await;
+    world.east_west("steady").await;
     // Let the queue depth and any settling write land first.
     let metrics = world.op.handle.metrics.clone();
     let settled = metrics.counts().reconciles;
@@ -155,15 +147,7 @@ async fn deleting_a_link_removes_it_from_both_ends() {
     let Some(world) = World::start("delete").await else {
         return;
     };
-    world.cluster("east", 1).await;
-    world.cluster("west", 1).await;
-    world
-        .link(
-            "gone",
-            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["#"]}),
-        )
-        .await;
-    world.wait_for("gone", types::READY, "True").await;
+    world.east_west("gone").await;
     world
         .links()
         .delete("gone", &DeleteParams::default())
@@ -230,15 +214,7 @@ async fn pausing_takes_the_link_off_and_resuming_puts_it_back() {
     let Some(world) = World::start("pause").await else {
         return;
     };
-    world.cluster("east", 1).await;
-    world.cluster("west", 1).await;
-    world
-        .link(
-            "paused",
-            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["#"]}),
-        )
-        .await;
-    world.wait_for("paused", types::READY, "True").await;
+    world.east_west("paused").await;
     let password = world
         .secrets()
         .get("paused-link-secret")
@@ -295,15 +271,7 @@ async fn scaling_restarts_and_rotation_keep_the_link() {
     let Some(world) = World::start("churn").await else {
         return;
     };
-    world.cluster("east", 1).await;
-    world.cluster("west", 1).await;
-    world
-        .link(
-            "churn",
-            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["#"]}),
-        )
-        .await;
-    world.wait_for("churn", types::READY, "True").await;
+    world.east_west("churn").await;
     let revision = |status: &strait_operator::crd::ClusterLinkStatus| status.revision.clone();
     let first = revision(
         &world
@@ -698,15 +666,7 @@ async fn a_duplicate_link_and_an_unreachable_broker_are_reported() {
     let Some(world) = World::start("dup").await else {
         return;
     };
-    world.cluster("east", 1).await;
-    world.cluster("west", 1).await;
-    world
-        .link(
-            "first",
-            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["#"]}),
-        )
-        .await;
-    world.wait_for("first", types::READY, "True").await;
+    world.east_west("first").await;
     world
         .link(
             "second",

@@ -103,9 +103,19 @@ impl LinkSecret {
     /// Derives the keys for `salt` (Argon2id: deliberately slow, so run it
     /// off the async threads; a dialer caches the result per salt).
     pub fn salted(&self, salt: &[u8; SALT_LEN]) -> Result<SaltedKeys, CredentialError> {
+        self.salted_in(salt, &mut HashMemory::new())
+    }
+
+    /// [`LinkSecret::salted`] in `memory`, kept by a caller that derives
+    /// many keys.
+    pub fn salted_in(
+        &self,
+        salt: &[u8; SALT_LEN],
+        memory: &mut HashMemory,
+    ) -> Result<SaltedKeys, CredentialError> {
         let mut salted = [0u8; LEN];
         argon2::Argon2::default()
-            .hash_password_into(&self.0, salt, &mut salted)
+            .hash_password_into_with_memory(&self.0, salt, &mut salted, &mut memory.0)
             .map_err(|e| CredentialError::Hash(e.to_string()))?;
         Ok(SaltedKeys {
             client_key: proof::mac(&salted, CONTEXT, &[b"client key"]),
@@ -125,12 +135,47 @@ impl LinkSecret {
         &self,
         salt: [u8; SALT_LEN],
     ) -> Result<HashedCredential, CredentialError> {
-        let keys = self.salted(&salt)?;
+        self.hash_with_salt_in(salt, &mut HashMemory::new())
+    }
+
+    /// [`LinkSecret::hash_with_salt`] in `memory`, kept by a caller that
+    /// hashes many credentials.
+    pub fn hash_with_salt_in(
+        &self,
+        salt: [u8; SALT_LEN],
+        memory: &mut HashMemory,
+    ) -> Result<HashedCredential, CredentialError> {
+        let keys = self.salted_in(&salt, memory)?;
         Ok(HashedCredential {
             salt,
             stored_key: proof::hash(&keys.client_key),
             server_key: keys.server_key,
         })
+    }
+}
+
+/// Argon2's working memory (19 MiB), for reuse: the allocator may keep each
+/// freed block for the thread that freed it rather than return it, so a
+/// process that hashes many credentials would grow by most of a block per
+/// hash; one kept block bounds it.
+pub struct HashMemory(Vec<argon2::Block>);
+
+impl HashMemory {
+    pub fn new() -> HashMemory {
+        let blocks = usize::try_from(argon2::Params::DEFAULT_M_COST).unwrap_or(19 * 1024);
+        HashMemory(vec![argon2::Block::default(); blocks])
+    }
+}
+
+impl Default for HashMemory {
+    fn default() -> Self {
+        HashMemory::new()
+    }
+}
+
+impl fmt::Debug for HashMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HashMemory({} blocks)", self.0.len())
     }
 }
 

@@ -87,7 +87,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .await;
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+/// An API of `K` in `namespace`, or in every namespace.
+pub fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {

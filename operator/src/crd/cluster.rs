@@ -117,14 +117,9 @@ pub enum PullPolicy {
     Never,
 }
 
-/// The schema of an optional [`PullPolicy`]: schemars would list `null` among
-/// the enum values, which Kubernetes 1.20 cannot compare and so refuses the CRD.
+/// The schema of an optional [`PullPolicy`] (see [`super::nullable_enum`]).
 fn optional_pull_policy(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "string",
-        "enum": ["Always", "IfNotPresent", "Never"],
-        "nullable": true,
-    })
+    super::nullable_enum(&["Always", "IfNotPresent", "Never"])
 }
 
 impl PullPolicy {
@@ -429,11 +424,7 @@ pub enum QueueFullPolicySpec {
 /// The schema of an optional [`QueueFullPolicySpec`], without `null` among
 /// the enum values (see [`optional_pull_policy`]).
 fn optional_queue_full_policy(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "string",
-        "enum": ["Backpressure", "Drop"],
-        "nullable": true,
-    })
+    super::nullable_enum(&["Backpressure", "Drop"])
 }
 
 /// Durable storage.

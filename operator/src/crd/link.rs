@@ -197,14 +197,9 @@ pub enum WhenFullSpec {
     DropOldest,
 }
 
-/// The schema of an optional [`WhenFullSpec`], without `null` among the enum
-/// values (Kubernetes 1.20 refuses that CRD).
+/// The schema of an optional [`WhenFullSpec`] (see [`super::nullable_enum`]).
 fn optional_when_full(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "string",
-        "enum": ["DropNew", "DropOldest"],
-        "nullable": true,
-    })
+    super::nullable_enum(&["DropNew", "DropOldest"])
 }
 
 /// Observed state of a `ClusterLink`.

@@ -19,6 +19,16 @@ pub use status::MqttClusterStatus;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+/// The schema of an optional string enum: schemars would list `null` among
+/// the values, which Kubernetes 1.20 cannot compare and so refuses the CRD.
+fn nullable_enum(values: &[&str]) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": values,
+        "nullable": true,
+    })
+}
+
 /// Every CRD the operator needs installed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![MqttCluster::crd(), ClusterLink::crd()]

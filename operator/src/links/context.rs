@@ -33,6 +33,9 @@ pub struct LinkContext {
     /// When each link's queue depth was last written to its status: it is
     /// written at most once a minute, since it changes all the time.
     pub queue_written: Mutex<HashMap<String, Instant>>,
+    /// Health reads of each link since it was last Ready, to read a
+    /// settling link again sooner than the steady interval.
+    pub settling: Mutex<HashMap<String, u32>>,
     /// Turns `true` once every cache has listed its objects.
     ready: watch::Receiver<bool>,
 }
@@ -69,6 +72,7 @@ impl LinkContext {
             hashes: CredentialHashes::default(),
             failures: Mutex::default(),
             queue_written: Mutex::default(),
+            settling: Mutex::default(),
             ready,
         }
     }

@@ -19,8 +19,9 @@ use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use strait_broker::link::credential::SALT_LEN;
+use strait_broker::link::credential::{HashMemory, SALT_LEN};
 use strait_broker::link::LinkSecret;
+use strait_broker::peering::proof;
 
 use crate::crd::ClusterLink;
 
@@ -210,6 +211,23 @@ fn bytes(s: &str) -> ByteString {
 #[error("hashing a link credential: {0}")]
 pub struct HashFailed(String);
 
+/// A fast, keyed fingerprint of a credential, kept beside its hash in the
+/// links Secret: while the fingerprint matches, the hash there is still the
+/// credential's, and no Argon2 runs (not even after the operator restarts).
+/// Keyed with the accepting cluster's own secret, it tells nothing about the
+/// password to whoever lacks that secret.
+pub fn fingerprint(cluster_secret: &str, remote: &str, password: &str) -> String {
+    let key = proof::hash(cluster_secret.as_bytes());
+    proof::mac(
+        &key,
+        b"strait link credential fingerprint",
+        &[remote.as_bytes(), password.as_bytes()],
+    )
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect()
+}
+
 /// Hashed credentials, remembered: Argon2id is slow on purpose, and every
 /// reconcile of an accepting cluster needs the hash of each credential.
 ///
@@ -217,9 +235,53 @@ pub struct HashFailed(String);
 /// remote's name, so the same credential always hashes to the same line
 /// (the links Secret is rewritten only when something changed) while no
 /// two clusters share a salt.
-#[derive(Debug, Default)]
+///
+/// Hashes are computed one at a time on a thread of their own, in one
+/// Argon2 working memory kept for the operator's life (19 MiB, allocated
+/// with the first hash): allocated afresh for each hash, the allocator
+/// kept most of each, and fifty links cost 150 MiB.
 pub struct CredentialHashes {
     known: Mutex<HashMap<[u8; 32], String>>,
+    hasher: std::sync::mpsc::Sender<HashJob>,
+}
+
+/// A credential to hash, and where to send its hash.
+type HashJob = (
+    LinkSecret,
+    [u8; SALT_LEN],
+    tokio::sync::oneshot::Sender<Result<String, String>>,
+);
+
+impl fmt::Debug for CredentialHashes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CredentialHashes")
+    }
+}
+
+impl Default for CredentialHashes {
+    fn default() -> Self {
+        let (hasher, jobs) = std::sync::mpsc::channel::<HashJob>();
+        let spawned = std::thread::Builder::new()
+            .name("link-credential-hasher".into())
+            .spawn(move || {
+                let mut memory = None;
+                for (secret, salt, reply) in jobs {
+                    let memory = memory.get_or_insert_with(HashMemory::new);
+                    let hashed = secret
+                        .hash_with_salt_in(salt, memory)
+                        .map(|h| h.encode())
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(hashed);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the credential hasher: accepting links will fail");
+        }
+        CredentialHashes {
+            known: Mutex::default(),
+            hasher,
+        }
+    }
 }
 
 impl CredentialHashes {
@@ -242,11 +304,14 @@ impl CredentialHashes {
         }
         let secret = LinkSecret::new(password.as_bytes())
             .ok_or_else(|| HashFailed("the password is too short".into()))?;
-        let hashed = tokio::task::spawn_blocking(move || secret.hash_with_salt(salt))
+        let (reply, hashed) = tokio::sync::oneshot::channel();
+        self.hasher
+            .send((secret, salt, reply))
+            .map_err(|_| HashFailed("the hasher thread is gone".into()))?;
+        let hashed = hashed
             .await
-            .map_err(|e| HashFailed(e.to_string()))?
-            .map_err(|e| HashFailed(e.to_string()))?
-            .encode();
+            .map_err(|_| HashFailed("the hasher thread is gone".into()))?
+            .map_err(HashFailed)?;
         let mut known = self.known.lock();
         if known.len() >= MAX_CACHED_HASHES {
             known.clear();
@@ -347,5 +412,27 @@ mod tests {
         );
         assert!(one.starts_with("strait-link-v1$"));
         assert!(!one.contains(password));
+    }
+
+    #[test]
+    fn fingerprints_follow_the_password_the_remote_and_the_key() {
+        let one = fingerprint("cluster-a", "edge", "a-secret-of-at-least-16-bytes");
+        assert_eq!(one.len(), 64);
+        assert_eq!(
+            one,
+            fingerprint("cluster-a", "edge", "a-secret-of-at-least-16-bytes")
+        );
+        assert_ne!(
+            one,
+            fingerprint("cluster-a", "edge", "another-secret-of-16-bytes")
+        );
+        assert_ne!(
+            one,
+            fingerprint("cluster-a", "edge-2", "a-secret-of-at-least-16-bytes")
+        );
+        assert_ne!(
+            one,
+            fingerprint("cluster-b", "edge", "a-secret-of-at-least-16-bytes")
+        );
     }
 }

@@ -36,9 +36,9 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
-use crate::controller::{Context, MANAGED_BY_SELECTOR};
+use crate::controller::{api, Context, MANAGED_BY_SELECTOR};
 use crate::crd::{ClusterLink, MqttCluster};
 
 /// The finalizer that removes a deleted link from the brokers of both ends.
@@ -125,16 +125,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// The links with an end at the cluster `namespace/name`.

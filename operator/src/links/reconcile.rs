@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::context::LinkContext;
@@ -17,9 +17,7 @@ use super::health::{self, CredentialState, End, Stop};
 use super::resolve::{self, CredentialSource};
 use super::status::{self, Facts};
 use super::{sync, validate, Error, FINALIZER};
-use crate::controller::diff;
 use crate::crd::ClusterLink;
-use crate::settings::Settings;
 use crate::telemetry::LinkGauges;
 
 /// Attempts to take a deleted link off nodes that do not answer before it
@@ -148,10 +146,30 @@ async fn apply(link: &ClusterLink, lctx: &LinkContext) -> Result<Action, Error> 
         revision: ends.first().and_then(|e| e.revision.clone()),
     };
     status::report(lctx, link, &assessment, &facts).await?;
+    let ready = assessment
+        .conditions
+        .iter()
+        .any(|c| c.type_ == health::types::READY && c.status == "True");
     Ok(match stop {
         Some(Stop::Invalid(_)) => Action::await_change(),
-        _ => Action::requeue(lctx.base.settings.link_health_interval),
+        Some(Stop::Paused) => Action::requeue(lctx.base.settings.link_health_interval),
+        None => Action::requeue(next_read(lctx, link, ready)),
     })
+}
+
+/// When to read the link's health again: at the steady interval once it is
+/// Ready, sooner while it settles (a connection coming up is no API event),
+/// backing off from one second to the interval.
+fn next_read(lctx: &LinkContext, link: &ClusterLink, ready: bool) -> Duration {
+    let interval = lctx.base.settings.link_health_interval;
+    let mut settling = lctx.settling.lock();
+    if ready {
+        settling.remove(&key(link));
+        return interval;
+    }
+    let reads = settling.entry(key(link)).or_default();
+    *reads = reads.saturating_add(1);
+    Duration::from_secs(1u64 << (*reads - 1).min(10)).min(interval)
 }
 
 /// Whether the peer dials this side.
@@ -193,24 +211,7 @@ async fn credentials(lctx: &LinkContext, link: &ClusterLink) -> Result<Credentia
     credential.endpoints = dial_endpoints(lctx, link);
     credential.ca = accepting_ca(lctx, link).await?;
     let secret = issued_secret(link, &credential).ok_or(Error::NotStored)?;
-    let mut desired = serde_json::to_value(&secret)?;
-    desired["apiVersion"] = "v1".into();
-    desired["kind"] = "Secret".into();
-    diff::stamp(&mut desired);
-    let live = existing
-        .map(|s| serde_json::to_value(s.as_ref()))
-        .transpose()?;
-    if diff::needs_apply(&desired, live.as_ref()) {
-        let api: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(lctx.base.client.clone(), &namespace);
-        lctx.base.metrics.write();
-        api.patch(
-            &name,
-            &PatchParams::apply(Settings::FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await?;
-    }
+    sync::apply_secret(lctx, &secret).await?;
     Ok(CredentialState::Issued(name))
 }
 
@@ -282,10 +283,12 @@ async fn finalize(link: &ClusterLink, lctx: &LinkContext) -> Result<Action, Erro
         return Err(Error::RemovalPending(pending.join("; ")));
     }
     if !pending.is_empty() {
-        warn(
+        status::event(
             lctx,
             link,
+            EventType::Warning,
             "RemovalUnconfirmed",
+            "Delete",
             format!(
                 "the link was removed from the links Secrets, but these nodes did not confirm it: {}",
                 pending.join("; ")
@@ -349,23 +352,4 @@ async fn patch_finalizers(
     )
     .await?;
     Ok(())
-}
-
-async fn warn(lctx: &LinkContext, link: &ClusterLink, reason: &str, note: String) {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Delete".to_owned(),
-        secondary: None,
-    };
-    lctx.base.metrics.event();
-    if let Err(error) = lctx
-        .base
-        .recorder
-        .publish(&event, &link.object_ref(&()))
-        .await
-    {
-        tracing::warn!(%error, "publishing an event");
-    }
 }

@@ -8,11 +8,13 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
 use super::context::LinkContext;
-use super::credentials::{issued_name, CredentialProblem, LinkCredential, CA_KEY};
+use super::credentials::{self, issued_name, CredentialProblem, LinkCredential, CA_KEY};
 use super::health::reasons;
 use super::{validate, Error};
 use crate::crd::{ClusterLink, MqttCluster};
-use crate::resources::links::{Dial, DialTls, SideLink};
+use crate::resources::links::{
+    Accepted, Dial, DialTls, SideLink, FINGERPRINTS_KEY, LINK_CREDENTIALS_KEY,
+};
 use crate::resources::names;
 
 /// The clusters `link` has an end at, as `(namespace, name)`: its own
@@ -141,6 +143,7 @@ pub async fn cluster_links(lctx: &LinkContext, cluster: &MqttCluster) -> Result<
         .own_secret(&namespace, &names(&name).credentials)
         .and_then(|s| s.data.as_ref()?.get("cluster-secret").cloned())
         .and_then(|v| String::from_utf8(v.0).ok());
+    let known = known_credentials(lctx.own_secret(&namespace, &names(&name).links).as_deref());
     let mut resolved = Resolved::default();
     let mut remotes: BTreeMap<String, String> = BTreeMap::new();
     for link in candidates {
@@ -161,7 +164,11 @@ pub async fn cluster_links(lctx: &LinkContext, cluster: &MqttCluster) -> Result<
             );
             continue;
         }
-        match side(lctx, &link, cluster, here_local, cluster_secret.as_deref()).await? {
+        let accepting = Accepting {
+            cluster_secret: cluster_secret.as_deref(),
+            known: &known,
+        };
+        match side(lctx, &link, cluster, here_local, accepting).await? {
             Ok(side) => {
                 remotes.insert(remote, key(&link));
                 resolved.links.push(side);
@@ -182,14 +189,50 @@ fn key(link: &ClusterLink) -> String {
     )
 }
 
+/// What accepting a credential takes: the accepting cluster's own secret,
+/// and what its links Secret already holds.
+#[derive(Clone, Copy)]
+struct Accepting<'a> {
+    cluster_secret: Option<&'a str>,
+    /// By remote: the fingerprint and hash of the credential accepted now.
+    known: &'a BTreeMap<String, (String, String)>,
+}
+
+/// The credentials a cluster's links Secret holds, by remote: fingerprint
+/// and hash.
+fn known_credentials(secret: Option<&Secret>) -> BTreeMap<String, (String, String)> {
+    let lines = |key: &str| -> BTreeMap<String, String> {
+        secret
+            .and_then(|s| s.data.as_ref()?.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(remote, value)| (remote.to_owned(), value.to_owned()))
+            .collect()
+    };
+    let hashes = lines(LINK_CREDENTIALS_KEY);
+    lines(FINGERPRINTS_KEY)
+        .into_iter()
+        .filter_map(|(remote, fingerprint)| {
+            let hashed = hashes.get(&remote)?.clone();
+            Some((remote, (fingerprint, hashed)))
+        })
+        .collect()
+}
+
 /// `link`'s end at `cluster`, or why it cannot have one yet.
 async fn side(
     lctx: &LinkContext,
     link: &ClusterLink,
     cluster: &MqttCluster,
     local: bool,
-    cluster_secret: Option<&str>,
+    accepting: Accepting<'_>,
 ) -> Result<Result<SideLink, (&'static str, String)>, Error> {
+    let Accepting {
+        cluster_secret,
+        known,
+    } = accepting;
     let credential = match credential(lctx, link).await? {
         Ok(credential) => credential,
         Err(problem) => return Ok(Err((problem.reason(), problem.to_string()))),
@@ -218,11 +261,22 @@ async fn side(
             );
             return Ok(Err((reasons::NO_READY_NODES, message)));
         };
-        let hashed = lctx
-            .hashes
-            .hashed(cluster_secret, &side.remote, &credential.password)
-            .await?;
-        side.accept = Some(hashed);
+        let fingerprint =
+            credentials::fingerprint(cluster_secret, &side.remote, &credential.password);
+        let hashed = match known.get(&side.remote) {
+            Some((known_fingerprint, hashed)) if *known_fingerprint == fingerprint => {
+                hashed.clone()
+            }
+            _ => {
+                lctx.hashes
+                    .hashed(cluster_secret, &side.remote, &credential.password)
+                    .await?
+            }
+        };
+        side.accept = Some(Accepted {
+            hashed,
+            fingerprint,
+        });
         return Ok(Ok(side));
     }
     match (&spec.peer.cluster_ref, &spec.peer.remote) {

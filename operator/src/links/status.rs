@@ -142,15 +142,30 @@ async fn publish(lctx: &LinkContext, link: &ClusterLink, t: &Transition) {
         reasons::INTEREST_NOT_SYNCED,
         reasons::PAUSED,
     ];
+    let type_ = if benign.contains(&t.reason.as_str()) {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let note = format!("Ready is {}: {}", t.status, t.message);
+    event(lctx, link, type_, &t.reason, "Reconcile", note).await;
+}
+
+/// Publishes an Event about `link`; one that cannot be written is logged,
+/// never a failed reconcile.
+pub async fn event(
+    lctx: &LinkContext,
+    link: &ClusterLink,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
-        type_: if benign.contains(&t.reason.as_str()) {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: t.reason.clone(),
-        note: Some(format!("Ready is {}: {}", t.status, t.message)),
-        action: "Reconcile".to_owned(),
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
         secondary: None,
     };
     lctx.base.metrics.event();

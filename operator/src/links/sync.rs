@@ -113,8 +113,9 @@ async fn node(
     NodeReport { name, links }
 }
 
-/// Writes the links Secret when it differs from what the API server holds.
-async fn apply_secret(lctx: &LinkContext, secret: &Secret) -> Result<(), Error> {
+/// Writes one of the operator's Secrets when it differs from what the API
+/// server holds (as cached).
+pub async fn apply_secret(lctx: &LinkContext, secret: &Secret) -> Result<(), Error> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
     let mut desired = serde_json::to_value(secret)?;

@@ -27,6 +27,9 @@ use crate::crd::{LinkQueueSpec, MqttCluster, WhenFullSpec};
 pub const LINK_SET_KEY: &str = "links.yaml";
 /// Key of the link listener's credentials file in the links Secret.
 pub const LINK_CREDENTIALS_KEY: &str = "credentials";
+/// Key of the fingerprint of each accepted credential (one
+/// `<remote>:<fingerprint>` a line): while it matches, its hash is current.
+pub const FINGERPRINTS_KEY: &str = "fingerprints";
 
 /// One link of a cluster, resolved from a `ClusterLink` and the Secrets it
 /// refers to. The other end of the same `ClusterLink` gets the mirror image.
@@ -36,12 +39,20 @@ pub struct SideLink {
     pub remote: String,
     /// How this side dials the remote; `None`: it only accepts.
     pub dial: Option<Dial>,
-    /// The remote's hashed credential, when it may dial in.
-    pub accept: Option<String>,
+    /// The remote's credential, when it may dial in.
+    pub accept: Option<Accepted>,
     pub export: Vec<String>,
     pub import: Vec<String>,
     pub queue: LinkQueueSpec,
     pub max_hops: i32,
+}
+
+/// A credential this side accepts: its hash (all the brokers hold) and its
+/// fingerprint (see [`crate::links::credentials::fingerprint`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub hashed: String,
+    pub fingerprint: String,
 }
 
 /// What dialling a remote takes.
@@ -106,10 +117,12 @@ pub fn build(cluster: &MqttCluster, links: &[SideLink]) -> Result<LinksSecret, B
     sorted.sort_by(|a, b| a.remote.cmp(&b.remote));
     let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
     let mut credentials = String::new();
+    let mut fingerprints = String::new();
     let mut configs = Vec::new();
     for link in sorted {
-        if let Some(hashed) = &link.accept {
-            credentials.push_str(&format!("{}:{hashed}\n", link.remote));
+        if let Some(accepted) = &link.accept {
+            credentials.push_str(&format!("{}:{}\n", link.remote, accepted.hashed));
+            fingerprints.push_str(&format!("{}:{}\n", link.remote, accepted.fingerprint));
         }
         let mut config = LinkConfig {
             name: link.remote.clone(),
@@ -146,6 +159,7 @@ pub fn build(cluster: &MqttCluster, links: &[SideLink]) -> Result<LinksSecret, B
         LINK_CREDENTIALS_KEY.to_owned(),
         bytes(credentials.as_bytes()),
     );
+    data.insert(FINGERPRINTS_KEY.to_owned(), bytes(fingerprints.as_bytes()));
     let mut set = LinkSet {
         revision: None,
         links: configs,
@@ -251,7 +265,10 @@ mod tests {
     fn accepting(remote: &str, hashed: &str) -> SideLink {
         SideLink {
             dial: None,
-            accept: Some(hashed.to_owned()),
+            accept: Some(Accepted {
+                hashed: hashed.to_owned(),
+                fingerprint: "f1".to_owned(),
+            }),
             ..dialling(remote, "")
         }
     }
@@ -280,6 +297,7 @@ mod tests {
             text(&built, LINK_CREDENTIALS_KEY),
             "edge:strait-link-v1$aa$bb$cc\n"
         );
+        assert_eq!(text(&built, FINGERPRINTS_KEY), "edge:f1\n");
         assert_eq!(
             text(&built, "west.secret"),
             "a-secret-of-32-bytes-0123456789ab"

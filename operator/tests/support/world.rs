@@ -99,6 +99,19 @@ impl World {
             .expect("create link");
     }
 
+    /// Two clusters of one node, `east` and `west`, and the link `name`
+    /// from east to west letting everything through, once it is Ready.
+    pub async fn east_west(&self, name: &str) {
+        self.cluster("east", 1).await;
+        self.cluster("west", 1).await;
+        self.link(
+            name,
+            json!({"cluster": "east", "peer": {"clusterRef": {"name": "west"}}, "export": ["#"]}),
+        )
+        .await;
+        self.wait_for(name, "Ready", "True").await;
+    }
+
     pub fn clusters(&self) -> Api<MqttCluster> {
         Api::namespaced(self.client.clone(), &self.ns)
     }

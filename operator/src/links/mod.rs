@@ -22,7 +22,7 @@ pub mod health;
 mod reconcile;
 pub mod resolve;
 mod status;
-mod sync;
+pub mod sync;
 pub mod validate;
 
 pub use addresses::{NodeAddresses, PodNetwork};

@@ -68,11 +68,12 @@ async fn a_same_kubernetes_link_wires_both_ends_and_messages_cross() {
         status.credentials_secret.as_deref(),
         Some("east-west-link-secret")
     );
-    let states: Vec<_> = status
+    let mut states: Vec<_> = status
         .nodes
         .iter()
         .map(|n| (n.name.as_str(), n.state.as_str()))
         .collect();
+    states.sort();
     assert_eq!(
         states,
         [

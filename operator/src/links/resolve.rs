@@ -23,10 +23,14 @@ pub fn ends(link: &ClusterLink) -> Vec<(String, String)> {
     let namespace = link.namespace().unwrap_or_default();
     let mut ends = vec![(namespace.clone(), link.spec.cluster.clone())];
     if let Some(peer) = &link.spec.peer.cluster_ref {
-        ends.push((
+        let peer = (
             peer.namespace.clone().unwrap_or(namespace),
             peer.name.clone(),
-        ));
+        );
+        // A link to its own cluster (refused by validation) has one end.
+        if peer != ends[0] {
+            ends.push(peer);
+        }
     }
     ends
 }

@@ -13,7 +13,7 @@ use super::context::LinkContext;
 use super::health::{reasons, types, Assessment};
 use super::Error;
 use crate::conditions::{now_to_the_second, settle, Transition};
-use crate::crd::{ClusterLink, ClusterLinkStatus};
+use crate::crd::{ClusterLink, ClusterLinkStatus, NodeLinkStatus};
 use crate::settings::Settings;
 
 /// The queue depth changes all the time; it is written at most this often
@@ -53,7 +53,7 @@ pub fn next_status(
         credentials_secret: facts.credentials_secret.clone(),
         link_endpoint: facts.link_endpoint.clone(),
         revision: facts.revision.clone(),
-        nodes: assessment.nodes.clone(),
+        nodes: sorted_nodes(assessment.nodes.clone()),
         queued_messages: previous.queued_messages,
         conditions,
     };
@@ -62,6 +62,20 @@ pub fn next_status(
         next.queued_messages = Some(assessment.queued);
     }
     (next, transitions)
+}
+
+/// A status with its lists in the order [`next_status`] gives them: the API
+/// server merges keyed lists in an order of its own (an entry added later
+/// goes last), which must not look like a change.
+fn normalized(mut status: ClusterLinkStatus) -> ClusterLinkStatus {
+    status.nodes = sorted_nodes(status.nodes);
+    status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    status
+}
+
+fn sorted_nodes(mut nodes: Vec<NodeLinkStatus>) -> Vec<NodeLinkStatus> {
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    nodes
 }
 
 /// Writes the link's status when it changed (compared with the cached copy,
@@ -80,7 +94,7 @@ pub async fn report(
         .get(&key)
         .is_none_or(|at| at.elapsed() >= QUEUE_DEPTH_EVERY);
     let generation = link.metadata.generation;
-    let cached = link.status.clone().unwrap_or_default();
+    let cached = normalized(link.status.clone().unwrap_or_default());
     let (mut next, mut transitions) = next_status(
         &cached,
         assessment,
@@ -97,7 +111,7 @@ pub async fn report(
     let Some(live) = api.get_opt(&link.name_any()).await? else {
         return Ok(());
     };
-    let live = live.status.unwrap_or_default();
+    let live = normalized(live.status.unwrap_or_default());
     if live != cached {
         (next, transitions) = next_status(
             &live,

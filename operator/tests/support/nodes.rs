@@ -95,11 +95,13 @@ impl NodeAddresses for Nodes {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// Four distinct free ports: all four are held open while they are chosen,
+/// so the system cannot hand out one of them twice.
+fn free_ports() -> [u16; 4] {
+    let listeners: Vec<std::net::TcpListener> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("an address").port())
 }
 
 impl Nodes {
@@ -143,13 +145,16 @@ impl Nodes {
             .ports
             .entry(key.to_owned())
             .or_insert_with(|| match addressing {
-                Addressing::LoopbackPorts => Ports {
-                    ip: Ipv4Addr::LOCALHOST,
-                    mqtt: free_port(),
-                    admin: free_port(),
-                    link: free_port(),
-                    cluster: free_port(),
-                },
+                Addressing::LoopbackPorts => {
+                    let [mqtt, admin, link, cluster] = free_ports();
+                    Ports {
+                        ip: Ipv4Addr::LOCALHOST,
+                        mqtt,
+                        admin,
+                        link,
+                        cluster,
+                    }
+                }
                 Addressing::PodIps => {
                     let n = u16::try_from(next + 1).expect("fewer than 65536 pods");
                     let [high, low] = n.to_be_bytes();

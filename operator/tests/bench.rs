@@ -127,6 +127,56 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The operator's request counters, from its metrics.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    reconciles: f64,
+    reads: f64,
+    writes: f64,
+}
+
+impl Counters {
+    fn scrape(port: u16) -> Counters {
+        let m = scrape(port);
+        let metric = |k: &str| m.get(k).copied().unwrap_or(0.0);
+        Counters {
+            reconciles: metric("strait_operator_reconciles_total"),
+            reads: metric("strait_operator_api_reads_total"),
+            writes: metric("strait_operator_api_writes_total"),
+        }
+    }
+
+    /// What happened since `before`.
+    fn since(self, before: Counters) -> Counters {
+        Counters {
+            reconciles: self.reconciles - before.reconciles,
+            reads: self.reads - before.reads,
+            writes: self.writes - before.writes,
+        }
+    }
+
+    fn print_per_reconcile(self) {
+        let per = |n: f64| n / self.reconciles.max(1.0);
+        println!(
+            "API requests per reconcile                 {:.2} ({:.2} reads + {:.2} writes)",
+            per(self.reads + self.writes),
+            per(self.reads),
+            per(self.writes)
+        );
+    }
+}
+
+/// Prints p50, p99 and the maximum of `latencies` under `label`.
+fn print_latencies(label: &str, mut latencies: Vec<Duration>) {
+    latencies.sort();
+    println!(
+        "{label:<43}p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -209,7 +259,7 @@ async fn bench_100_clusters() {
         },
     )
     .await;
-    let settled = scrape(http_port);
+    let settled = Counters::scrape(http_port);
     // A metadata-only change to every cluster makes each one reconcile with
     // nothing to do: those reconciles, and any others in the window, must not write.
     let pokes = created.keys().map(|name| {
@@ -225,33 +275,23 @@ async fn bench_100_clusters() {
     futures::future::join_all(pokes).await;
     let window = Duration::from_secs(20);
     tokio::time::sleep(window).await;
-    let after = scrape(http_port);
-    let metric = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
-    let reconciles = metric(&settled, "strait_operator_reconciles_total");
-    let reads = metric(&settled, "strait_operator_api_reads_total");
-    let writes = metric(&settled, "strait_operator_api_writes_total");
-    let steady_writes = metric(&after, "strait_operator_api_writes_total") - writes;
-    let steady_reconciles = metric(&after, "strait_operator_reconciles_total") - reconciles;
-
-    let mut latencies: Vec<Duration> = complete.values().copied().collect();
-    latencies.sort();
+    let steady = Counters::scrape(http_port).since(settled);
     let rss_mib = peak_rss_kib(pid) as f64 / 1024.0;
     println!("\n== operator benchmark: {CLUSTERS} MqttClusters created at once (Kubernetes 1.20.2, loopback) ==");
     println!("all children of all clusters exist after   {all_children:.2?}");
-    println!(
-        "time to all children, per cluster          p50 {:.2?}  p99 {:.2?}  max {:.2?}",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        latencies[latencies.len() - 1]
+    print_latencies(
+        "time to all children, per cluster",
+        complete.values().copied().collect(),
     );
-    println!("reconciles until settled                   {reconciles}");
     println!(
-        "API requests per reconcile                 {:.1} ({:.1} reads + {:.1} writes)",
-        (reads + writes) / reconciles.max(1.0),
-        reads / reconciles.max(1.0),
-        writes / reconciles.max(1.0)
+        "reconciles until settled                   {}",
+        settled.reconciles
     );
-    println!("steady state over {window:?}, all poked   {steady_writes} writes in {steady_reconciles} reconciles (goal: 0 writes)");
+    settled.print_per_reconcile();
+    println!(
+        "steady state over {window:?}, all poked   {} writes in {} reconciles (goal: 0 writes)",
+        steady.writes, steady.reconciles
+    );
     println!("operator peak RSS                          {rss_mib:.1} MiB (goal: < 64 MiB)");
 }
 
@@ -387,19 +427,10 @@ async fn bench_50_linked_pairs() {
     }
     let all_ready = started.elapsed();
 
-    let settled = scrape(http_port);
+    let settled = Counters::scrape(http_port);
     let window = Duration::from_secs(30);
     tokio::time::sleep(window).await;
-    let after = scrape(http_port);
-    let metric = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
-    let reconciles = metric(&settled, "strait_operator_reconciles_total");
-    let reads = metric(&settled, "strait_operator_api_reads_total");
-    let writes = metric(&settled, "strait_operator_api_writes_total");
-    let steady_writes = metric(&after, "strait_operator_api_writes_total") - writes;
-    let steady_reconciles = metric(&after, "strait_operator_reconciles_total") - reconciles;
-    let steady_reads = metric(&after, "strait_operator_api_reads_total") - reads;
-    let mut latencies: Vec<Duration> = ready.values().copied().collect();
-    latencies.sort();
+    let steady = Counters::scrape(http_port).since(settled);
     let rss_mib = peak_rss_kib(pid) as f64 / 1024.0;
     nodes.stop().await;
     println!(
@@ -407,21 +438,15 @@ async fn bench_50_linked_pairs() {
         2 * PAIRS
     );
     println!("every pair Ready after                     {all_ready:.2?}");
+    print_latencies("time to Ready, per pair", ready.values().copied().collect());
     println!(
-        "time to Ready, per pair                    p50 {:.2?}  p99 {:.2?}  max {:.2?}",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        latencies[latencies.len() - 1]
+        "reconciles until Ready (both kinds)        {}",
+        settled.reconciles
     );
-    println!("reconciles until Ready (both kinds)        {reconciles}");
+    settled.print_per_reconcile();
     println!(
-        "API requests per reconcile                 {:.2} ({:.2} reads + {:.2} writes)",
-        (reads + writes) / reconciles.max(1.0),
-        reads / reconciles.max(1.0),
-        writes / reconciles.max(1.0)
-    );
-    println!(
-        "steady state over {window:?}                {steady_writes} writes, {steady_reads} reads in {steady_reconciles} reconciles (goal: 0 writes)"
+        "steady state over {window:?}                {} writes, {} reads in {} reconciles (goal: 0 writes)",
+        steady.writes, steady.reads, steady.reconciles
     );
     println!("operator peak RSS                          {rss_mib:.1} MiB (goal: < 64 MiB)");
 }

@@ -421,8 +421,7 @@ pub enum QueueFullPolicySpec {
     Drop,
 }
 
-/// The schema of an optional [`QueueFullPolicySpec`], without `null` among
-/// the enum values (see [`optional_pull_policy`]).
+/// The schema of an optional [`QueueFullPolicySpec`] (see [`super::nullable_enum`]).
 fn optional_queue_full_policy(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     super::nullable_enum(&["Backpressure", "Drop"])
 }

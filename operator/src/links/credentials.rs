@@ -17,7 +17,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use strait_broker::link::credential::{HashMemory, SALT_LEN};
 use strait_broker::link::LinkSecret;
@@ -95,11 +94,9 @@ impl CredentialProblem {
 impl LinkCredential {
     /// A new credential for the cluster `username`: 256 random bits.
     pub fn generate(username: &str) -> LinkCredential {
-        let mut bytes = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut bytes);
         LinkCredential {
             username: username.to_owned(),
-            password: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            password: crate::resources::random_token(),
             endpoints: Vec::new(),
             ca: None,
         }

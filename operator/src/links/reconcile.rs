@@ -221,13 +221,10 @@ fn dial_endpoints(lctx: &LinkContext, link: &ClusterLink) -> Vec<String> {
     let namespace = link.namespace().unwrap_or_default();
     if let Some(peer) = &link.spec.peer.cluster_ref {
         let peer_namespace = peer.namespace.clone().unwrap_or(namespace);
-        let Some(target) = lctx.cluster(&peer_namespace, &peer.name) else {
-            return Vec::new();
-        };
-        let addresses = &lctx.base.settings.addresses;
-        return (0..target.spec.replicas)
-            .map(|i| addresses.link_endpoint(&target, &format!("{}-{i}", peer.name)))
-            .collect();
+        return lctx
+            .cluster(&peer_namespace, &peer.name)
+            .map(|target| resolve::node_endpoints(lctx, &target))
+            .unwrap_or_default();
     }
     lctx.cluster(&namespace, &link.spec.cluster)
         .and_then(|c| c.status.as_ref()?.link_endpoint.clone())
@@ -249,11 +246,7 @@ async fn accepting_ca(lctx: &LinkContext, link: &ClusterLink) -> Result<Option<V
     let Some(tls) = &cluster.spec.listeners.link.tls else {
         return Ok(None);
     };
-    let secret = resolve::user_secret(lctx, &namespace, &tls.certificate_secret).await?;
-    Ok(secret
-        .and_then(|s| s.data)
-        .and_then(|mut d| d.remove(CA_KEY))
-        .map(|v| v.0))
+    Ok(resolve::user_secret_key(lctx, &namespace, &tls.certificate_secret, CA_KEY).await?)
 }
 
 /// A deleted link: taken off both ends (the sets are resolved without it),

@@ -15,7 +15,7 @@ use crate::crd::{ClusterLink, MqttCluster};
 use crate::resources::links::{
     Accepted, Dial, DialTls, SideLink, FINGERPRINTS_KEY, LINK_CREDENTIALS_KEY,
 };
-use crate::resources::names;
+use crate::resources::{names, CLUSTER_SECRET};
 
 /// The clusters `link` has an end at, as `(namespace, name)`: its own
 /// cluster, then a peer in the same Kubernetes.
@@ -113,6 +113,29 @@ pub async fn user_secret(
     api.get_opt(name).await
 }
 
+/// The value under `key` of a Secret the user provided, when both exist.
+pub async fn user_secret_key(
+    lctx: &LinkContext,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, kube::Error> {
+    Ok(user_secret(lctx, namespace, name)
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|mut d| d.remove(key))
+        .map(|v| v.0))
+}
+
+/// Where another cluster dials each node `cluster` is to have.
+pub fn node_endpoints(lctx: &LinkContext, cluster: &MqttCluster) -> Vec<String> {
+    let name = cluster.name_any();
+    let addresses = &lctx.base.settings.addresses;
+    (0..cluster.spec.replicas)
+        .map(|i| addresses.link_endpoint(cluster, &format!("{name}-{i}")))
+        .collect()
+}
+
 /// A cluster's links, and the links with an end there that are left out.
 #[derive(Debug, Default)]
 pub struct Resolved {
@@ -145,7 +168,7 @@ pub async fn cluster_links(lctx: &LinkContext, cluster: &MqttCluster) -> Result<
     });
     let cluster_secret = lctx
         .own_secret(&namespace, &names(&name).credentials)
-        .and_then(|s| s.data.as_ref()?.get("cluster-secret").cloned())
+        .and_then(|s| s.data.as_ref()?.get(CLUSTER_SECRET).cloned())
         .and_then(|v| String::from_utf8(v.0).ok());
     let known = known_credentials(lctx.own_secret(&namespace, &names(&name).links).as_deref());
     let mut resolved = Resolved::default();
@@ -293,19 +316,13 @@ async fn side(
                 let message = format!("MqttCluster {peer_namespace}/{} not found", peer.name);
                 return Ok(Err((reasons::CLUSTER_NOT_FOUND, message)));
             };
-            let addresses = &lctx.base.settings.addresses;
-            let endpoints = (0..target.spec.replicas)
-                .map(|i| addresses.link_endpoint(&target, &format!("{}-{i}", peer.name)))
-                .collect();
+            let endpoints = node_endpoints(lctx, &target);
             let tls = match &target.spec.listeners.link.tls {
                 None => None,
                 Some(tls) => {
-                    let secret =
-                        user_secret(lctx, &peer_namespace, &tls.certificate_secret).await?;
-                    let ca = secret
-                        .and_then(|s| s.data)
-                        .and_then(|mut d| d.remove(CA_KEY))
-                        .map(|v| v.0);
+                    let ca =
+                        user_secret_key(lctx, &peer_namespace, &tls.certificate_secret, CA_KEY)
+                            .await?;
                     let Some(ca) = ca else {
                         let message = format!(
                             "{peer_namespace}/{}'s link listener serves TLS, and its Secret {:?} has no {CA_KEY} to trust it by",
@@ -346,11 +363,8 @@ async fn side(
                 Some(tls) => {
                     let ca = match &tls.ca_secret {
                         Some(name) => {
-                            user_secret(lctx, &link.namespace().unwrap_or_default(), name)
-                                .await?
-                                .and_then(|s| s.data)
-                                .and_then(|mut d| d.remove(CA_KEY))
-                                .map(|v| v.0)
+                            let namespace = link.namespace().unwrap_or_default();
+                            user_secret_key(lctx, &namespace, name, CA_KEY).await?
                         }
                         None => credential.ca.clone(),
                     };

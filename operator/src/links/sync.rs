@@ -16,7 +16,7 @@ use super::health::NodeReport;
 use super::{resolve, Error};
 use crate::controller::diff;
 use crate::crd::MqttCluster;
-use crate::resources::{links, names};
+use crate::resources::{links, names, ADMIN_TOKEN};
 use crate::settings::Settings;
 
 /// What syncing a cluster found.
@@ -39,7 +39,7 @@ pub async fn cluster(lctx: &LinkContext, cluster: &MqttCluster) -> Result<Cluste
     let name = cluster.name_any();
     let token = lctx
         .own_secret(&namespace, &names(&name).credentials)
-        .and_then(|s| s.data.as_ref()?.get("admin-token").cloned())
+        .and_then(|s| s.data.as_ref()?.get(ADMIN_TOKEN).cloned())
         .and_then(|v| String::from_utf8(v.0).ok())
         .map(AdminToken);
     let pods = ready_pods(lctx, &namespace, &name);

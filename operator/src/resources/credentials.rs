@@ -22,13 +22,14 @@ use super::meta::ChildMeta;
 /// Username of the nodes' internal user.
 pub const INTERNAL_USER: &str = "strait-internal";
 
-const ADMIN_TOKEN: &str = "admin-token";
+/// Key of the admin API token in the credentials Secret.
+pub const ADMIN_TOKEN: &str = "admin-token";
 const INTERNAL_USERNAME: &str = "internal-username";
 const INTERNAL_PASSWORD: &str = "internal-password";
 const INTERNAL_HASH: &str = "internal-password-hash";
 const PASSWD: &str = "passwd";
 /// Key (and file name in the pod) of the mesh's shared secret.
-pub(super) const CLUSTER_SECRET: &str = "cluster-secret";
+pub const CLUSTER_SECRET: &str = "cluster-secret";
 
 /// Keys of the credentials Secret.
 pub const CREDENTIALS_KEYS: [&str; 6] = [
@@ -123,7 +124,8 @@ impl Credentials {
     }
 }
 
-fn random_token() -> String {
+/// 256 random bits, hex-encoded: every secret the operator draws.
+pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -16,7 +16,10 @@ mod stateful_set;
 
 pub use broker_config::{broker_config, ConfigPaths};
 pub use config_map::CONFIG_KEY;
-pub use credentials::{Credentials, HashError, CREDENTIALS_KEYS, INTERNAL_USER};
+pub use credentials::{
+    random_token, Credentials, HashError, ADMIN_TOKEN, CLUSTER_SECRET, CREDENTIALS_KEYS,
+    INTERNAL_USER,
+};
 pub use hash::{content_hash, APPLIED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
 pub use meta::{names, selector_labels, Names};
 pub use services::{client_endpoint, link_endpoint};

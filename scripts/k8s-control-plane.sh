@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the Kubernetes 1.20.2 control-plane binaries the
-# operator's integration tests run: etcd, kube-apiserver, kube-controller-manager.
+# operator's integration tests and `make run` use: etcd, kube-apiserver,
+# kube-controller-manager, and kubectl of the same version (for users of
+# `make run` and the end-to-end scenarios, which drive the system as a user would).
 #
 # No kube-apiserver is published to the package registries this project may use,
 # so it is built from Debian bookworm's `kubernetes` source package (the whole
@@ -16,7 +18,7 @@ set -euo pipefail
 CACHE_DIR="${CACHE_DIR:-$HOME/.cache/strait}"
 BIN_DIR="$CACHE_DIR/k8s-1.20.2"
 BUILD_DIR="$CACHE_DIR/k8s-build"
-NEEDED=(etcd kube-apiserver kube-controller-manager)
+NEEDED=(etcd kube-apiserver kube-controller-manager kubectl)
 
 log() { echo "k8s-control-plane: $*" >&2; }
 
@@ -96,11 +98,13 @@ fi
 cd "$TREE"
 # A failed make leaves a zero-byte generator behind: always start from a clean _output.
 rm -rf _output
-log "building kube-apiserver and kube-controller-manager (several minutes)"
-env GOPATH="$TREE/.go" CGO_ENABLED=0 make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2
+log "building kube-apiserver, kube-controller-manager and kubectl (several minutes, once)"
+env GOPATH="$TREE/.go" CGO_ENABLED=0 make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl" >&2
 
 mkdir -p "$BIN_DIR.tmp"
-cp _output/local/bin/linux/amd64/kube-apiserver _output/local/bin/linux/amd64/kube-controller-manager "$BIN_DIR.tmp/"
+for b in kube-apiserver kube-controller-manager kubectl; do
+  cp "_output/local/bin/linux/amd64/$b" "$BIN_DIR.tmp/"
+done
 cp /usr/bin/etcd "$BIN_DIR.tmp/etcd"
 rm -rf "$BIN_DIR"
 mv "$BIN_DIR.tmp" "$BIN_DIR"

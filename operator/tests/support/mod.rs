@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub mod control_plane;
+pub use strait_e2e::control_plane;
 pub mod nodes;
 pub mod world;
 

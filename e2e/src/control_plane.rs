@@ -1,10 +1,13 @@
-//! A real Kubernetes control plane on loopback for the integration tests:
-//! etcd, kube-apiserver and kube-controller-manager (the StatefulSet
-//! controller and the garbage collector), started once per test binary.
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver and
+//! kube-controller-manager (the StatefulSet, Endpoints and ServiceAccount
+//! controllers, the garbage collector). The operator's integration tests
+//! share one per test binary; the end-to-end system starts its own, with a
+//! service range of its own and the ServiceAccount admission plugin, so that
+//! pods are given their account's token as in any cluster.
 //!
 //! The binaries come from `STRAIT_K8S_BIN` (`make deps-k8s` builds and caches
 //! them). Each process runs under a small shell watchdog that ends it when
-//! the test binary exits, since a static is never dropped.
+//! this process exits, since a static is never dropped.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,12 +20,38 @@ use std::time::{Duration, Instant};
 pub struct ControlPlane {
     /// A kubeconfig for the cluster admin.
     pub kubeconfig: PathBuf,
+    /// The API server's port on 127.0.0.1.
+    pub api_port: u16,
+    /// The range Services' cluster IPs come from.
+    pub service_cidr: String,
     /// A kubeconfig for the operator's ServiceAccount as the Helm chart names
     /// it (`system:serviceaccount:strait-system:strait`): it holds no rights
     /// but those a test grants it, such as the chart's RBAC.
     pub operator_kubeconfig: PathBuf,
-    /// Folder with the CRDs, as installed.
+    /// The processes' state and logs (`etcd.log`, `kube-apiserver.log`, ...).
+    pub dir: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// How to start a control plane.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The range of Services' cluster IPs (`--service-cluster-ip-range`).
+    pub service_cidr: String,
+    /// Whether pods get their ServiceAccount's token mounted (the
+    /// ServiceAccount admission plugin). Off for the operator's tests, whose
+    /// pods never run and whose fresh namespaces need not wait for a
+    /// `default` account.
+    pub service_account_admission: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            service_cidr: "10.96.0.0/16".to_owned(),
+            service_account_admission: false,
+        }
+    }
 }
 
 /// Where the Helm chart puts the operator (its release namespace) ...
@@ -40,7 +69,7 @@ pub fn skipped() -> bool {
 /// The shared control plane, started on first use. Panics with a clear
 /// message when the binaries are missing.
 pub fn shared() -> &'static ControlPlane {
-    let plane = PLANE.get_or_init(|| start().map_err(|e| format!("{e:#}")));
+    let plane = PLANE.get_or_init(|| start(&Options::default()).map_err(|e| format!("{e:#}")));
     match plane {
         Ok(plane) => plane,
         Err(e) => panic!("cannot start the Kubernetes control plane: {e}"),
@@ -50,7 +79,8 @@ pub fn shared() -> &'static ControlPlane {
 /// Another control plane, for tests of two regions: each region of a
 /// link has its own API server. It runs until the test binary exits.
 pub fn another() -> ControlPlane {
-    start().unwrap_or_else(|e| panic!("cannot start another control plane: {e:#}"))
+    start(&Options::default())
+        .unwrap_or_else(|e| panic!("cannot start another control plane: {e:#}"))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -116,7 +146,8 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start() -> anyhow::Result<ControlPlane> {
+/// Starts a control plane that runs until this process exits.
+pub fn start(options: &Options) -> anyhow::Result<ControlPlane> {
     let bin = bin_dir()?;
     let dir = tempfile::Builder::new().prefix("strait-k8s-").tempdir()?;
     let d = dir.path();
@@ -185,9 +216,13 @@ fn start() -> anyhow::Result<ControlPlane> {
                 "--service-account-signing-key-file={}",
                 s(&d.join("sa.key"))
             ),
-            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            format!("--service-cluster-ip-range={}", options.service_cidr),
             "--insecure-port=0".into(),
-            "--disable-admission-plugins=ServiceAccount".into(),
+            if options.service_account_admission {
+                "--enable-admission-plugins=ServiceAccount".into()
+            } else {
+                "--disable-admission-plugins=ServiceAccount".into()
+            },
         ],
     )?;
 
@@ -236,7 +271,21 @@ fn start() -> anyhow::Result<ControlPlane> {
 
     Ok(ControlPlane {
         kubeconfig,
+        api_port,
+        service_cidr: options.service_cidr.clone(),
         operator_kubeconfig,
+        dir: d.to_owned(),
         _dir: dir,
     })
+}
+
+/// The `kubectl` built with the control plane (of the same version).
+pub fn kubectl() -> anyhow::Result<PathBuf> {
+    let path = bin_dir()?.join("kubectl");
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is missing: run `make deps-k8s`, which builds kubectl with the control plane",
+        path.display()
+    );
+    Ok(path)
 }

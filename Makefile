@@ -1,7 +1,10 @@
 # Strait: build, test and benchmark everything from a fresh machine.
 #
-# `make run`  starts one broker on 127.0.0.1:1883 (admin on 127.0.0.1:8080).
-# `make run-linked` starts two clusters, east (1883) and west (2883), linked both ways.
+# `make run`  brings up the whole system on this machine (root): a Kubernetes
+#             control plane, the operator installed by its Helm chart, two
+#             regions `east` and `west` of three broker pods each, linked.
+# `make run-broker` starts one broker on 127.0.0.1:1883 (admin on 127.0.0.1:8080).
+# `make run-linked` starts two broker processes, east (1883) and west (2883), linked both ways.
 # `make test` installs what the tests need (Debian packages, a Python venv, the
 #             Kubernetes control-plane binaries), then runs every test.
 # Each area adds its own targets in mk/*.mk and appends to TEST_TARGETS / BENCH_TARGETS.
@@ -17,7 +20,7 @@ DEPS_TARGETS :=
 
 include $(sort $(wildcard mk/*.mk))
 
-.PHONY: all build run run-cluster run-linked test bench deps fmt fmt-check lint clippy unit
+.PHONY: all build run run-broker run-cluster run-linked test bench deps fmt fmt-check lint clippy unit
 
 all: build
 
@@ -26,7 +29,12 @@ deps: $(DEPS_TARGETS)
 build:
 	$(CARGO) build --workspace --release
 
-run:
+run: run-preflight deps-k8s deps-e2e deps-clients
+	$(CARGO) build --release -p strait-broker -p strait-operator -p strait-e2e
+	target/release/strait-e2e up --apply manifests/local/two-regions.yaml \
+	  --demo-users-in east --demo-users-in west
+
+run-broker:
 	$(CARGO) run --release -p strait-broker --bin strait-broker
 
 run-cluster:
@@ -50,7 +58,8 @@ clippy lint:
 unit:
 	$(CARGO) test --workspace --lib --bins
 
+# The e2e crate's tests run in `make e2e` (one of TEST_TARGETS), one at a time.
 test: deps fmt-check lint $(TEST_TARGETS)
-	$(CARGO) test --workspace --lib --bins --tests
+	$(CARGO) test --workspace --exclude strait-e2e --lib --bins --tests
 
 bench: $(BENCH_TARGETS)

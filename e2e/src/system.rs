@@ -164,6 +164,52 @@ impl System {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Creates (or replaces) the users Secret `secret` in `namespace` with
+    /// one user, hashed by `strait-broker passwd` as the broker's
+    /// credentials file wants it.
+    pub fn create_users_secret(
+        &self,
+        namespace: &str,
+        secret: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut child = Command::new(bin_dir()?.join("strait-broker"))
+            .args(["passwd", user])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("run strait-broker passwd")?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(password.as_bytes())?;
+        let output = child.wait_with_output()?;
+        anyhow::ensure!(output.status.success(), "strait-broker passwd failed");
+        let line = String::from_utf8(output.stdout)?;
+        let _ = self.kubectl(&["create", "namespace", namespace]);
+        let _ = self.kubectl(&[
+            "delete",
+            "secret",
+            "-n",
+            namespace,
+            secret,
+            "--ignore-not-found",
+        ]);
+        self.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "-n",
+            namespace,
+            secret,
+            &format!("--from-literal=passwd={}", line.trim()),
+        ])?;
+        Ok(())
+    }
+
     /// `helm install` or `helm upgrade` of the operator's chart with `values` files.
     pub fn helm(&self, verb: &str, values: &[&Path]) -> anyhow::Result<()> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/helm.sh");
@@ -201,4 +247,10 @@ pub async fn client_from(path: &Path) -> anyhow::Result<Client> {
     let kubeconfig = Kubeconfig::read_from(path)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
+}
+
+/// A fresh random password of 24 letters and digits.
+pub fn random_password() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 24)
 }

@@ -1,0 +1,262 @@
+//! What the scenarios share: a Kubernetes of their own with the two linked
+//! regions of `manifests/local/two-regions.yaml`, and MQTT through the
+//! public mosquitto clients, as a user would drive them.
+
+#![allow(dead_code)] // each scenario uses a different subset
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use strait_e2e::system::{Progress, System};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How long a region may take to become Ready.
+pub const READY: &str = "--timeout=240s";
+
+static NEXT_INDEX: AtomicU8 = AtomicU8::new(1);
+
+/// Whether the scenarios can run here; when not, says why on stderr.
+pub fn runnable() -> bool {
+    if let Err(error) = strait_e2e::agent::check_privileges() {
+        panic!("the end-to-end scenarios cannot run here: {error:#}");
+    }
+    true
+}
+
+/// A Kubernetes of its own (its node's network and service range too),
+/// with the operator installed by the Helm chart.
+pub async fn system() -> System {
+    runnable();
+    let index = NEXT_INDEX.fetch_add(1, Ordering::SeqCst);
+    System::start(index, &[], &Progress::new(false))
+        .await
+        .expect("start Kubernetes with the operator")
+}
+
+/// The password of the `demo` user the regions are given.
+pub const PASSWORD: &str = "e2e-demo-password";
+
+/// Applies the two linked regions and waits until they are Ready.
+pub fn two_regions(system: &System) {
+    for ns in ["east", "west"] {
+        system
+            .create_users_secret(ns, "demo-users", "demo", PASSWORD)
+            .expect("users Secret");
+    }
+    let manifest =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/local/two-regions.yaml");
+    system
+        .kubectl(&["apply", "-f", &manifest.to_string_lossy()])
+        .expect("apply the two regions");
+    wait_ready(system, "mqc,clink");
+}
+
+/// `kubectl wait --for=condition=Ready` on every `kinds` in every namespace.
+pub fn wait_ready(system: &System, kinds: &str) {
+    system
+        .kubectl(&["wait", "--for=condition=Ready", kinds, "--all", "-A", READY])
+        .unwrap_or_else(|e| {
+            let state = system
+                .kubectl(&["get", "mqc,clink,pods", "-A", "-o", "wide"])
+                .unwrap_or_default();
+            panic!("not Ready: {e:#}\n{state}")
+        });
+}
+
+/// A Service's cluster IP.
+pub fn service_ip(system: &System, namespace: &str, service: &str) -> String {
+    system
+        .kubectl(&[
+            "get",
+            "svc",
+            "-n",
+            namespace,
+            service,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+        .expect("the Service")
+}
+
+/// A pod's IP.
+pub fn pod_ip(system: &System, namespace: &str, pod: &str) -> String {
+    system
+        .kubectl(&[
+            "get",
+            "pod",
+            "-n",
+            namespace,
+            pod,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ])
+        .expect("the pod")
+}
+
+/// A `mosquitto_sub` printing `topic payload` lines.
+pub struct Subscriber {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Subscriber {
+    /// Subscribes to `filter` at `qos` on `host`; `id` makes the session
+    /// persistent (clean session off), so QoS 1 and 2 messages survive a
+    /// reconnection.
+    pub fn start(host: &str, filter: &str, qos: u8, id: Option<&str>) -> Subscriber {
+        let mut cmd = Command::new("mosquitto_sub");
+        cmd.args([
+            "-h",
+            host,
+            "-u",
+            "demo",
+            "-P",
+            PASSWORD,
+            "-t",
+            filter,
+            "-q",
+            &qos.to_string(),
+            "-v",
+        ]);
+        if let Some(id) = id {
+            cmd.args(["-i", id, "-c"]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mosquitto_sub (apt-get install mosquitto-clients)");
+        let stdout = child.stdout.take().expect("stdout");
+        Subscriber {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next `topic payload` line, or `None` if none comes within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<String> {
+        tokio::time::timeout(wait, self.lines.next_line())
+            .await
+            .ok()
+            .and_then(|l| l.ok().flatten())
+    }
+
+    /// Publishes `probe` on `publish_host` until this subscriber sees it:
+    /// the subscription has then reached the other region.
+    pub async fn await_route(&mut self, publish_host: &str, topic: &str) {
+        for attempt in 0..120 {
+            let payload = format!("probe-{attempt}");
+            publish(publish_host, topic, &payload, 0).await;
+            while let Some(line) = self.next(Duration::from_millis(500)).await {
+                if line.ends_with(&payload) {
+                    return;
+                }
+            }
+        }
+        panic!("no probe on {topic} reached the subscriber within a minute");
+    }
+
+    /// Stops the client.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// One message with `mosquitto_pub`; panics if it fails.
+pub async fn publish(host: &str, topic: &str, payload: &str, qos: u8) {
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            host,
+            "-u",
+            "demo",
+            "-P",
+            PASSWORD,
+            "-t",
+            topic,
+            "-m",
+            payload,
+            "-q",
+            &qos.to_string(),
+        ])
+        .status()
+        .await
+        .expect("mosquitto_pub");
+    assert!(status.success(), "mosquitto_pub to {host} failed: {status}");
+}
+
+/// A `mosquitto_pub -l` publishing each line written to it.
+pub struct Publisher {
+    child: Child,
+}
+
+impl Publisher {
+    /// Publishes lines to `topic` at `qos` on `host`, as client `id`.
+    pub fn start(host: &str, topic: &str, qos: u8, id: &str) -> Publisher {
+        let child = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                host,
+                "-u",
+                "demo",
+                "-P",
+                PASSWORD,
+                "-t",
+                topic,
+                "-q",
+                &qos.to_string(),
+                "-i",
+                id,
+                "-l",
+            ])
+            .stdin(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mosquitto_pub");
+        Publisher { child }
+    }
+
+    /// Publishes `line`.
+    pub async fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to mosquitto_pub");
+    }
+
+    /// Closes its input and waits until it has published everything.
+    pub async fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let status = tokio::time::timeout(Duration::from_secs(120), self.child.wait())
+            .await
+            .expect("mosquitto_pub finishes")
+            .expect("mosquitto_pub");
+        assert!(status.success(), "mosquitto_pub failed: {status}");
+    }
+}
+
+/// The sum of a counter over the pods of `namespace`, read from each pod's
+/// `/metrics`.
+pub async fn counter(system: &System, namespace: &str, pods: &[&str], metric: &str) -> f64 {
+    let mut sum = 0.0;
+    for pod in pods {
+        let ip = pod_ip(system, namespace, pod);
+        let output = Command::new("curl")
+            .args(["-sf", "-m", "5", &format!("http://{ip}:8080/metrics")])
+            .output()
+            .await
+            .expect("curl");
+        let text = String::from_utf8_lossy(&output.stdout);
+        sum += text
+            .lines()
+            .filter(|l| l.starts_with(metric))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    sum
+}

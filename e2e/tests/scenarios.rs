@@ -60,8 +60,8 @@ async fn the_chart_installs_the_operator_and_both_regions_become_ready() {
         .collect();
     assert_eq!(ips.len(), 3, "{ips:?}");
     for pod in EAST_PODS {
-        let peers = counter(&system, "east", &[pod], "strait_cluster_peers ").await;
-        assert_eq!(peers, 2.0, "{pod} meshes with the two others");
+        // Each meshes with the two others.
+        support::counter_becomes(&system, "east", pod, "strait_cluster_peers ", 2.0).await;
     }
     system.shutdown().await;
 }
@@ -242,5 +242,157 @@ async fn a_killed_pod_and_a_recreated_one_lose_nothing_of_a_qos1_stream() {
         ])
         .expect("pod");
     assert_ne!(old_uid, new_uid, "west-1 was made again");
+    system.shutdown().await;
+}
+
+/// `kubectl wait` for the link's condition `condition` to be `status`.
+fn wait_link(system: &strait_e2e::system::System, condition: &str, status: &str, timeout: &str) {
+    system
+        .kubectl(&[
+            "wait",
+            &format!("--for=condition={condition}={status}"),
+            "clink/east-west",
+            "-n",
+            "east",
+            &format!("--timeout={timeout}"),
+        ])
+        .unwrap_or_else(|e| panic!("{condition} did not become {status}: {e:#}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_long_partition_loses_and_duplicates_nothing() {
+    let system = support::system().await;
+    two_regions(&system);
+    let east = pod_ip(&system, "east", "east-0");
+    let west = pod_ip(&system, "west", "west-0");
+    let mut sub = Subscriber::start(&west, "fleet/stream/#", 1, Some("e2e-partition-sub"));
+    sub.await_route(&east, "fleet/stream/probe").await;
+    let mut publisher = Publisher::start(&east, "fleet/stream/seq", 1, "e2e-partition-pub");
+    for i in 0..200 {
+        publisher.send(&i.to_string()).await;
+    }
+    // The route between the regions' pods is cut for a minute: the link
+    // stalls, the operator reports it, and messages published meanwhile wait
+    // in the link's queue.
+    let cut_at = tokio::time::Instant::now();
+    system
+        .agent
+        .partition("east", "west", true)
+        .await
+        .expect("cut");
+    wait_link(&system, "Connected", "False", "60s");
+    for i in 200..400 {
+        publisher.send(&i.to_string()).await;
+    }
+    // The partition's length is the scenario itself, not a wait for something.
+    tokio::time::sleep_until(cut_at + Duration::from_secs(60)).await;
+    system
+        .agent
+        .partition("east", "west", false)
+        .await
+        .expect("heal");
+    wait_link(&system, "Connected", "True", "120s");
+    publisher.finish().await;
+    let mut seen = BTreeSet::new();
+    while seen.len() < 400 {
+        let line = sub
+            .next(Duration::from_secs(90))
+            .await
+            .unwrap_or_else(|| panic!("lost messages: {} of 400 arrived", seen.len()));
+        let Some(n) = line.strip_prefix("fleet/stream/seq ") else {
+            continue;
+        };
+        assert!(seen.insert(n.to_owned()), "{n} arrived twice");
+    }
+    // Nothing more comes: no late duplicate either.
+    if let Some(line) = sub.next(Duration::from_secs(2)).await {
+        assert!(
+            !line.starts_with("fleet/stream/seq "),
+            "late duplicate: {line}"
+        );
+    }
+    sub.stop().await;
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_a_linked_cluster_up_and_down_under_traffic_keeps_mesh_and_link() {
+    let system = support::system().await;
+    two_regions(&system);
+    let east = pod_ip(&system, "east", "east-0");
+    let west = pod_ip(&system, "west", "west-0");
+    let scale = |n: u32| {
+        system
+            .kubectl(&[
+                "patch",
+                "mqc",
+                "east",
+                "-n",
+                "east",
+                "--type",
+                "merge",
+                "-p",
+                &format!("{{\"spec\":{{\"replicas\":{n}}}}}"),
+            ])
+            .expect("scale");
+    };
+    let ready_replicas = || {
+        system
+            .kubectl(&[
+                "get",
+                "mqc",
+                "east",
+                "-n",
+                "east",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ])
+            .expect("get mqc")
+    };
+    let duplicates = stream_across(&east, &west, 400, || async {
+        scale(5);
+        system
+            .kubectl(&[
+                "wait",
+                "--for=condition=Ready",
+                "pod/east-4",
+                "-n",
+                "east",
+                support::READY,
+            ])
+            .expect("east-4 runs");
+    })
+    .await;
+    assert_eq!(duplicates, 0);
+    support::wait_ready(&system, "mqc,clink");
+    assert_eq!(ready_replicas(), "5");
+    // The new nodes meshed with the others, and the link's status counts them.
+    // east-4 meshes with the four others.
+    support::counter_becomes(&system, "east", "east-4", "strait_cluster_peers ", 4.0).await;
+    let message = system
+        .kubectl(&[
+            "get",
+            "clink",
+            "east-west",
+            "-n",
+            "east",
+            "-o",
+            "jsonpath={.status.nodes[*].name}",
+        ])
+        .expect("link status");
+    assert!(
+        message.contains("east-4"),
+        "the link's status lists east-4: {message}"
+    );
+
+    // And back to three, under traffic too.
+    let _ = stream_across(&east, &west, 200, || async {
+        scale(3);
+    })
+    .await;
+    support::wait_ready(&system, "mqc,clink");
+    assert_eq!(ready_replicas(), "3");
+    // east-0 forgot the removed nodes.
+    support::counter_becomes(&system, "east", "east-0", "strait_cluster_peers ", 2.0).await;
     system.shutdown().await;
 }

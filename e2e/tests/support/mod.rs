@@ -260,3 +260,19 @@ pub async fn counter(system: &System, namespace: &str, pods: &[&str], metric: &s
     }
     sum
 }
+
+/// Polls [`counter`] until it equals `want`, failing after a minute.
+pub async fn counter_becomes(system: &System, namespace: &str, pod: &str, metric: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let value = counter(system, namespace, &[pod], metric).await;
+        if value == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{namespace}/{pod} {metric} stayed {value}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

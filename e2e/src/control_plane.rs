@@ -226,12 +226,15 @@ pub fn start(options: &Options) -> anyhow::Result<ControlPlane> {
         ],
     )?;
 
+    // The API server's self-signed certificate (written at its start) is
+    // the clients' trust anchor: no client skips verification.
+    let ca = s(&d.join("certs/apiserver.crt"));
     let kubeconfig_for = |file: &str, user_token: &str| -> std::io::Result<PathBuf> {
         let path = d.join(file);
         std::fs::write(
             &path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: user\n  user:\n    token: {user_token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user, namespace: default}}\ncurrent-context: test\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n    token: {user_token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user, namespace: default}}\ncurrent-context: test\n"
             ),
         )?;
         Ok(path)

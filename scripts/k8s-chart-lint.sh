@@ -34,5 +34,20 @@ container = deployment["spec"]["template"]["spec"]["containers"][0]
 assert container["securityContext"]["readOnlyRootFilesystem"] is True
 for rule in next(d for d in cluster_wide if d["kind"] == "ClusterRole")["rules"]:
     assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-print("chart: lint clean, renders cluster-wide and namespaced installs")
+# The per-region values examples pass the schema and render.
+import glob, os
+for example in sorted(glob.glob(os.path.join(chart_path, "examples", "*.yaml"))):
+    with open(example) as f:
+        docs = render(yaml.safe_load(f))
+    assert "ClusterRole" not in kinds(docs), f"{example} watches one namespace"
+
+# values.schema.json refuses what the chart cannot use, naming the value.
+for bad, name in [({"replicaCount": -1}, "replicaCount"), ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"), ({"replicas": 2}, "replicas")]:
+    try:
+        render(bad)
+    except Exception as error:
+        assert name in str(error), f"{bad}: {error}"
+    else:
+        sys.exit(f"values.schema.json accepted {bad}")
+print("chart: lint clean, renders cluster-wide and namespaced installs, refuses bad values")
 PY

@@ -398,9 +398,16 @@ async fn scaling_a_linked_cluster_up_and_down_under_traffic_keeps_mesh_and_link(
 }
 
 /// A key of a Secret, decoded.
-fn secret_key(system: &strait_e2e::system::System, ns: &str, secret: &str, key: &str) -> Option<String> {
+fn secret_key(
+    system: &strait_e2e::system::System,
+    ns: &str,
+    secret: &str,
+    key: &str,
+) -> Option<String> {
     let jsonpath = format!("jsonpath={{.data.{}}}", key.replace('.', "\\."));
-    let encoded = system.kubectl(&["get", "secret", "-n", ns, secret, "-o", &jsonpath]).ok()?;
+    let encoded = system
+        .kubectl(&["get", "secret", "-n", ns, secret, "-o", &jsonpath])
+        .ok()?;
     let output = std::process::Command::new("base64")
         .arg("-d")
         .stdin(std::process::Stdio::piped())
@@ -408,7 +415,11 @@ fn secret_key(system: &strait_e2e::system::System, ns: &str, secret: &str, key: 
         .spawn()
         .and_then(|mut child| {
             use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(encoded.as_bytes())?;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(encoded.as_bytes())?;
             child.wait_with_output()
         })
         .ok()?;
@@ -416,11 +427,24 @@ fn secret_key(system: &strait_e2e::system::System, ns: &str, secret: &str, key: 
 }
 
 /// The links a node runs, as its admin API lists them.
-async fn node_links(system: &strait_e2e::system::System, ns: &str, cluster: &str, pod: &str) -> String {
-    let token = secret_key(system, ns, &format!("{cluster}-credentials"), "admin-token").expect("admin token");
+async fn node_links(
+    system: &strait_e2e::system::System,
+    ns: &str,
+    cluster: &str,
+    pod: &str,
+) -> String {
+    let token = secret_key(system, ns, &format!("{cluster}-credentials"), "admin-token")
+        .expect("admin token");
     let ip = pod_ip(system, ns, pod);
     let output = tokio::process::Command::new("curl")
-        .args(["-sf", "-m", "5", "-H", &format!("Authorization: Bearer {token}"), &format!("http://{ip}:8080/api/v1/links")])
+        .args([
+            "-sf",
+            "-m",
+            "5",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("http://{ip}:8080/api/v1/links"),
+        ])
         .output()
         .await
         .expect("curl");
@@ -438,16 +462,34 @@ async fn rotating_then_deleting_the_link_and_a_cluster_leaves_nothing_behind() {
     // Rotation: a new password in the issued Secret reaches both ends (the
     // dialling side's secret, the accepting side's hash), and the link
     // carries messages again.
-    let links_before = secret_key(&system, "west", "west-links", "links.yaml").expect("west's links");
+    let links_before =
+        secret_key(&system, "west", "west-links", "links.yaml").expect("west's links");
     system
-        .kubectl(&["patch", "secret", "east-west-link-secret", "-n", "east", "--type", "merge", "-p", "{\"stringData\":{\"password\":\"a-rotated-password-of-enough-length-0123456789\"}}"])
+        .kubectl(&[
+            "patch",
+            "secret",
+            "east-west-link-secret",
+            "-n",
+            "east",
+            "--type",
+            "merge",
+            "-p",
+            "{\"stringData\":{\"password\":\"a-rotated-password-of-enough-length-0123456789\"}}",
+        ])
         .expect("rotate");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while secret_key(&system, "west", "west-links", "links.yaml").as_deref() == Some(links_before.as_str()) {
-        assert!(tokio::time::Instant::now() < deadline, "the rotation never reached west's links Secret");
+    while secret_key(&system, "west", "west-links", "links.yaml").as_deref()
+        == Some(links_before.as_str())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotation never reached west's links Secret"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    system.kubectl(&["delete", "pod", "-n", "west", "west-0", "west-1", "west-2"]).expect("restart west");
+    system
+        .kubectl(&["delete", "pod", "-n", "west", "west-0", "west-1", "west-2"])
+        .expect("restart west");
     support::wait_ready(&system, "mqc,clink");
     let mut sub = Subscriber::start(&west, "fleet/rotated/#", 1, None);
     sub.await_route(&east, "fleet/rotated/probe").await;
@@ -455,7 +497,14 @@ async fn rotating_then_deleting_the_link_and_a_cluster_leaves_nothing_behind() {
 
     // Deleting the link takes it off both ends and garbage-collects its Secret.
     system
-        .kubectl(&["delete", "clink", "east-west", "-n", "east", "--timeout=120s"])
+        .kubectl(&[
+            "delete",
+            "clink",
+            "east-west",
+            "-n",
+            "east",
+            "--timeout=120s",
+        ])
         .expect("delete the link");
     for (ns, pod) in [("east", "east-0"), ("west", "west-2")] {
         let links: serde_json::Value =
@@ -464,22 +513,42 @@ async fn rotating_then_deleting_the_link_and_a_cluster_leaves_nothing_behind() {
         assert_eq!(running, 0, "{pod} still runs a link: {links}");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while system.kubectl(&["get", "secret", "-n", "east", "east-west-link-secret"]).is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "the issued Secret outlived its link");
+    while system
+        .kubectl(&["get", "secret", "-n", "east", "east-west-link-secret"])
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the issued Secret outlived its link"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // Deleting a cluster garbage-collects everything the operator made for it.
-    system.kubectl(&["delete", "mqc", "west", "-n", "west", "--timeout=120s"]).expect("delete west");
+    system
+        .kubectl(&["delete", "mqc", "west", "-n", "west", "--timeout=120s"])
+        .expect("delete west");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let left = system
-            .kubectl(&["get", "sts,svc,cm,secret,pdb,pods", "-n", "west", "-l", "app.kubernetes.io/instance=west", "-o", "name"])
+            .kubectl(&[
+                "get",
+                "sts,svc,cm,secret,pdb,pods",
+                "-n",
+                "west",
+                "-l",
+                "app.kubernetes.io/instance=west",
+                "-o",
+                "name",
+            ])
             .expect("list");
         if left.trim().is_empty() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "left behind after deleting west: {left}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left behind after deleting west: {left}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     system.shutdown().await;

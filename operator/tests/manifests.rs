@@ -67,6 +67,10 @@ async fn apply(client: &Client, ns: &str, path: &Path, adjust: impl Fn(&mut Mqtt
                 )
                 .await;
             }
+            "Namespace" => {
+                let own = value["metadata"]["name"].as_str().expect(&name);
+                ensure_namespace(client, own).await;
+            }
             other => panic!("{}: an example of kind {other:?}", path.display()),
         }
         created += 1;

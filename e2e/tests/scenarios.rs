@@ -204,17 +204,20 @@ async fn a_killed_pod_and_a_recreated_one_lose_nothing_of_a_qos1_stream() {
             ])
             .expect("pod")
     };
-    let old_uid = system
-        .kubectl(&[
-            "get",
-            "pod",
-            "-n",
-            "west",
-            "west-1",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ])
-        .expect("pod");
+    let west_1_uid = || {
+        system
+            .kubectl(&[
+                "get",
+                "pod",
+                "-n",
+                "west",
+                "west-1",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ])
+            .expect("pod")
+    };
+    let old_uid = west_1_uid();
     let _ = stream_across(&east, &west, 400, || async {
         // kill -9 of a broker process: its container restarts in place ...
         system
@@ -230,17 +233,7 @@ async fn a_killed_pod_and_a_recreated_one_lose_nothing_of_a_qos1_stream() {
     .await;
     assert_eq!(restarts("east-1"), "1", "east-1's container was restarted");
     support::wait_ready(&system, "mqc,clink");
-    let new_uid = system
-        .kubectl(&[
-            "get",
-            "pod",
-            "-n",
-            "west",
-            "west-1",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ])
-        .expect("pod");
+    let new_uid = west_1_uid();
     assert_ne!(old_uid, new_uid, "west-1 was made again");
     system.shutdown().await;
 }

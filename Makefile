@@ -31,7 +31,7 @@ build:
 
 run: run-preflight deps-k8s deps-e2e deps-clients
 	$(CARGO) build --release -p strait-broker -p strait-operator -p strait-e2e
-	target/release/strait-e2e up --apply manifests/local/two-regions.yaml \
+	$(BENCH_TARGET_DIR)/release/strait-e2e up --apply manifests/local/two-regions.yaml \
 	  --demo-users-in east --demo-users-in west
 
 run-broker:

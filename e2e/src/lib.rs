@@ -8,3 +8,4 @@
 pub mod agent;
 pub mod control_plane;
 pub mod system;
+pub mod wait;

@@ -10,6 +10,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use strait_e2e::wait::eventually;
 use support::{counter, pod_ip, publish, service_ip, two_regions, Publisher, Subscriber};
 
 const EAST_PODS: [&str; 3] = ["east-0", "east-1", "east-2"];
@@ -144,15 +145,22 @@ async fn messages_cross_both_ways_at_every_qos_and_only_where_subscribed() {
     system.shutdown().await;
 }
 
-/// Publishes `count` numbered QoS 1 messages on `east_host` while `during`
-/// runs, and checks that every one reached the persistent subscriber on
-/// `west_host`; returns how many arrived twice.
-async fn stream_across<F: std::future::Future<Output = ()>>(
+/// Publishes `count` numbered QoS 1 messages on `east_host`: the first
+/// half, then `during` runs, then the second half, then `after` runs. Checks
+/// that every one reached the persistent subscriber on `west_host`, and
+/// returns how many arrived twice (counting any that come in two seconds
+/// more).
+async fn stream_across<D, A>(
     east_host: &str,
     west_host: &str,
     count: usize,
-    during: impl FnOnce() -> F,
-) -> usize {
+    during: impl FnOnce() -> D,
+    after: impl FnOnce() -> A,
+) -> usize
+where
+    D: std::future::Future<Output = ()>,
+    A: std::future::Future<Output = ()>,
+{
     let mut sub = Subscriber::start(west_host, "fleet/stream/#", 1, Some("e2e-stream-sub"));
     sub.await_route(east_host, "fleet/stream/probe").await;
     let mut publisher = Publisher::start(east_host, "fleet/stream/seq", 1, "e2e-stream-pub");
@@ -164,21 +172,29 @@ async fn stream_across<F: std::future::Future<Output = ()>>(
     for i in half..count {
         publisher.send(&i.to_string()).await;
     }
+    after().await;
     publisher.finish().await;
     let mut seen = BTreeSet::new();
     let mut duplicates = 0;
+    let sequence = |line: String| -> Option<usize> {
+        // Anything else is a late probe.
+        Some(
+            line.strip_prefix("fleet/stream/seq ")?
+                .parse()
+                .expect("a number"),
+        )
+    };
     while seen.len() < count {
         let line = sub
             .next(Duration::from_secs(90))
             .await
             .unwrap_or_else(|| panic!("lost messages: {} of {count} arrived", seen.len()));
-        let Some(n) = line.strip_prefix("fleet/stream/seq ") else {
-            continue; // a late probe
-        };
-        let n: usize = n.parse().expect("a number");
-        if !seen.insert(n) {
-            duplicates += 1;
+        if let Some(n) = sequence(line) {
+            duplicates += usize::from(!seen.insert(n));
         }
+    }
+    while let Some(line) = sub.next(Duration::from_secs(2)).await {
+        duplicates += usize::from(sequence(line).is_some());
     }
     sub.stop().await;
     duplicates
@@ -218,18 +234,24 @@ async fn a_killed_pod_and_a_recreated_one_lose_nothing_of_a_qos1_stream() {
             .expect("pod")
     };
     let old_uid = west_1_uid();
-    let _ = stream_across(&east, &west, 400, || async {
-        // kill -9 of a broker process: its container restarts in place ...
-        system
-            .agent
-            .kill("east", "east-1")
-            .await
-            .expect("kill -9 east-1");
-        // ... and a deleted pod is made again by its StatefulSet.
-        system
-            .kubectl(&["delete", "pod", "-n", "west", "west-1", "--wait=false"])
-            .expect("delete west-1");
-    })
+    let _ = stream_across(
+        &east,
+        &west,
+        400,
+        || async {
+            // kill -9 of a broker process: its container restarts in place ...
+            system
+                .agent
+                .kill("east", "east-1")
+                .await
+                .expect("kill -9 east-1");
+            // ... and a deleted pod is made again by its StatefulSet.
+            system
+                .kubectl(&["delete", "pod", "-n", "west", "west-1", "--wait=false"])
+                .expect("delete west-1");
+        },
+        || async {},
+    )
     .await;
     assert_eq!(restarts("east-1"), "1", "east-1's container was restarted");
     support::wait_ready(&system, "mqc,clink");
@@ -258,53 +280,37 @@ async fn a_minute_long_partition_loses_and_duplicates_nothing() {
     two_regions(&system);
     let east = pod_ip(&system, "east", "east-0");
     let west = pod_ip(&system, "west", "west-0");
-    let mut sub = Subscriber::start(&west, "fleet/stream/#", 1, Some("e2e-partition-sub"));
-    sub.await_route(&east, "fleet/stream/probe").await;
-    let mut publisher = Publisher::start(&east, "fleet/stream/seq", 1, "e2e-partition-pub");
-    for i in 0..200 {
-        publisher.send(&i.to_string()).await;
-    }
     // The route between the regions' pods is cut for a minute: the link
     // stalls, the operator reports it, and messages published meanwhile wait
     // in the link's queue.
-    let cut_at = tokio::time::Instant::now();
-    system
-        .agent
-        .partition("east", "west", true)
-        .await
-        .expect("cut");
-    wait_link(&system, "Connected", "False", "60s");
-    for i in 200..400 {
-        publisher.send(&i.to_string()).await;
-    }
-    // The partition's length is the scenario itself, not a wait for something.
-    tokio::time::sleep_until(cut_at + Duration::from_secs(60)).await;
-    system
-        .agent
-        .partition("east", "west", false)
-        .await
-        .expect("heal");
-    wait_link(&system, "Connected", "True", "120s");
-    publisher.finish().await;
-    let mut seen = BTreeSet::new();
-    while seen.len() < 400 {
-        let line = sub
-            .next(Duration::from_secs(90))
-            .await
-            .unwrap_or_else(|| panic!("lost messages: {} of 400 arrived", seen.len()));
-        let Some(n) = line.strip_prefix("fleet/stream/seq ") else {
-            continue;
-        };
-        assert!(seen.insert(n.to_owned()), "{n} arrived twice");
-    }
-    // Nothing more comes: no late duplicate either.
-    if let Some(line) = sub.next(Duration::from_secs(2)).await {
-        assert!(
-            !line.starts_with("fleet/stream/seq "),
-            "late duplicate: {line}"
-        );
-    }
-    sub.stop().await;
+    let cut_at = std::cell::Cell::new(None);
+    let duplicates = stream_across(
+        &east,
+        &west,
+        400,
+        || async {
+            cut_at.set(Some(tokio::time::Instant::now()));
+            system
+                .agent
+                .partition("east", "west", true)
+                .await
+                .expect("cut");
+            wait_link(&system, "Connected", "False", "60s");
+        },
+        || async {
+            // The partition's length is the scenario itself, not a wait for something.
+            let cut_at = cut_at.get().expect("the cut came first");
+            tokio::time::sleep_until(cut_at + Duration::from_secs(60)).await;
+            system
+                .agent
+                .partition("east", "west", false)
+                .await
+                .expect("heal");
+            wait_link(&system, "Connected", "True", "120s");
+        },
+    )
+    .await;
+    assert_eq!(duplicates, 0, "messages arrived twice");
     system.shutdown().await;
 }
 
@@ -342,25 +348,30 @@ async fn scaling_a_linked_cluster_up_and_down_under_traffic_keeps_mesh_and_link(
             ])
             .expect("get mqc")
     };
-    let duplicates = stream_across(&east, &west, 400, || async {
-        scale(5);
-        system
-            .kubectl(&[
-                "wait",
-                "--for=condition=Ready",
-                "pod/east-4",
-                "-n",
-                "east",
-                support::READY,
-            ])
-            .expect("east-4 runs");
-    })
+    let duplicates = stream_across(
+        &east,
+        &west,
+        400,
+        || async {
+            scale(5);
+            system
+                .kubectl(&[
+                    "wait",
+                    "--for=condition=Ready",
+                    "pod/east-4",
+                    "-n",
+                    "east",
+                    support::READY,
+                ])
+                .expect("east-4 runs");
+        },
+        || async {},
+    )
     .await;
     assert_eq!(duplicates, 0);
     support::wait_ready(&system, "mqc,clink");
     assert_eq!(ready_replicas(), "5");
-    // The new nodes meshed with the others, and the link's status counts them.
-    // east-4 meshes with the four others.
+    // The new node meshed with the four others, and the link's status lists it.
     support::counter_becomes(&system, "east", "east-4", "strait_cluster_peers ", 4.0).await;
     let message = system
         .kubectl(&[
@@ -379,9 +390,15 @@ async fn scaling_a_linked_cluster_up_and_down_under_traffic_keeps_mesh_and_link(
     );
 
     // And back to three, under traffic too.
-    let _ = stream_across(&east, &west, 200, || async {
-        scale(3);
-    })
+    let _ = stream_across(
+        &east,
+        &west,
+        200,
+        || async {
+            scale(3);
+        },
+        || async {},
+    )
     .await;
     support::wait_ready(&system, "mqc,clink");
     assert_eq!(ready_replicas(), "3");
@@ -470,16 +487,15 @@ async fn rotating_then_deleting_the_link_and_a_cluster_leaves_nothing_behind() {
             "{\"stringData\":{\"password\":\"a-rotated-password-of-enough-length-0123456789\"}}",
         ])
         .expect("rotate");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while secret_key(&system, "west", "west-links", "links.yaml").as_deref()
-        == Some(links_before.as_str())
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the rotation never reached west's links Secret"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the rotation reaches west's links Secret",
+        || async {
+            secret_key(&system, "west", "west-links", "links.yaml").as_deref()
+                != Some(links_before.as_str())
+        },
+    )
+    .await;
     system
         .kubectl(&["delete", "pod", "-n", "west", "west-0", "west-1", "west-2"])
         .expect("restart west");
@@ -505,44 +521,41 @@ async fn rotating_then_deleting_the_link_and_a_cluster_leaves_nothing_behind() {
         let running = links["links"].as_array().map_or(0, Vec::len);
         assert_eq!(running, 0, "{pod} still runs a link: {links}");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while system
-        .kubectl(&["get", "secret", "-n", "east", "east-west-link-secret"])
-        .is_ok()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the issued Secret outlived its link"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the issued Secret is garbage-collected with its link",
+        || async {
+            system
+                .kubectl(&["get", "secret", "-n", "east", "east-west-link-secret"])
+                .is_err()
+        },
+    )
+    .await;
 
     // Deleting a cluster garbage-collects everything the operator made for it.
     system
         .kubectl(&["delete", "mqc", "west", "-n", "west", "--timeout=120s"])
         .expect("delete west");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let left = system
-            .kubectl(&[
-                "get",
-                "sts,svc,cm,secret,pdb,pods",
-                "-n",
-                "west",
-                "-l",
-                "app.kubernetes.io/instance=west",
-                "-o",
-                "name",
-            ])
-            .expect("list");
-        if left.trim().is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "left behind after deleting west: {left}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        Duration::from_secs(120),
+        "nothing labelled with west is left after deleting it",
+        || async {
+            system
+                .kubectl(&[
+                    "get",
+                    "sts,svc,cm,secret,pdb,pods",
+                    "-n",
+                    "west",
+                    "-l",
+                    "app.kubernetes.io/instance=west",
+                    "-o",
+                    "name",
+                ])
+                .expect("list")
+                .trim()
+                .is_empty()
+        },
+    )
+    .await;
     system.shutdown().await;
 }

@@ -16,7 +16,7 @@ pub mod probe;
 pub mod proxy;
 pub mod volumes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -176,6 +176,7 @@ impl Agent {
         tasks.push(tokio::spawn(heartbeat(
             client.clone(),
             node.clone(),
+            network.gateway(),
             stopped.clone(),
         )));
 
@@ -234,19 +235,9 @@ impl Agent {
         })
     }
 
-    /// The Node's name.
-    pub fn node_name(&self) -> &str {
-        &self.shared.node
-    }
-
-    /// The node's address on the pod network (its DNS server).
-    pub fn gateway(&self) -> std::net::Ipv4Addr {
-        self.shared.network.gateway()
-    }
-
     /// Kills the container of `namespace/pod` with SIGKILL, as a crash or
     /// the OOM killer would; kubelet-like, the agent then restarts it.
-    pub async fn kill(&self, namespace: &str, pod: &str) -> anyhow::Result<u32> {
+    pub async fn kill(&self, namespace: &str, pod: &str) -> anyhow::Result<()> {
         let pid = self
             .shared
             .pids
@@ -256,7 +247,7 @@ impl Agent {
             .copied()
             .with_context(|| format!("no running container in {namespace}/{pod}"))?;
         launch::signal(pid, "KILL").await;
-        Ok(pid)
+        Ok(())
     }
 
     /// Cuts (`cut`) or heals the network between the pods of two namespaces.
@@ -333,15 +324,13 @@ async fn write_node_status(
 
 /// Posts the Node's status every 10 s, as a kubelet does, so the node
 /// lifecycle controller never marks it NotReady and evicts its pods.
-async fn heartbeat(client: Client, node: String, mut stopped: watch::Receiver<bool>) {
+async fn heartbeat(
+    client: Client,
+    node: String,
+    address: std::net::Ipv4Addr,
+    mut stopped: watch::Receiver<bool>,
+) {
     let api: Api<Node> = Api::all(client);
-    let address = api
-        .get_status(&node)
-        .await
-        .ok()
-        .and_then(|n| n.status?.addresses?.first().map(|a| a.address.clone()))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
@@ -390,7 +379,7 @@ async fn provision_claims(client: Client, dir: PathBuf, mut stopped: watch::Rece
             .and_then(|r| r.get("storage").cloned())
             .map(|q| q.0)
             .unwrap_or_else(|| "1Gi".to_owned());
-        let path = dir.join(&ns).join(claim.name_any());
+        let path = volumes::claim_folder(&dir, &ns, &claim.name_any());
         let volume = json!({
             "apiVersion": "v1",
             "kind": "PersistentVolume",
@@ -422,7 +411,7 @@ async fn run_pods(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     let mut running: BTreeMap<String, (watch::Sender<Option<Pod>>, JoinHandle<()>)> =
         BTreeMap::new();
-    let mut seen_in_list: Vec<String> = Vec::new();
+    let mut seen_in_list: BTreeSet<String> = BTreeSet::new();
     loop {
         let event = tokio::select! {
             next = events.next() => match next {
@@ -437,7 +426,7 @@ async fn run_pods(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
             watcher::Event::Init => seen_in_list.clear(),
             watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
                 if let Some(uid) = pod.uid() {
-                    seen_in_list.push(uid);
+                    seen_in_list.insert(uid);
                 }
                 apply(&shared, &mut running, pod).await;
             }
@@ -485,17 +474,7 @@ async fn apply(
                 running.insert(uid, (updates, task));
             } else {
                 // Deleted before it ran (or by an earlier agent): let it go.
-                let api: Api<Pod> =
-                    Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
-                let _ = api
-                    .delete(
-                        &pod.name_any(),
-                        &kube::api::DeleteParams {
-                            grace_period_seconds: Some(0),
-                            ..Default::default()
-                        },
-                    )
-                    .await;
+                pod::remove(&shared.client, &pod).await;
             }
         }
         Some(_) => {}

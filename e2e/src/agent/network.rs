@@ -92,11 +92,6 @@ impl Network {
         Ipv4Addr::new(self.range[0], self.range[1], 0, 1)
     }
 
-    /// The bridge's name.
-    pub fn bridge(&self) -> &str {
-        &self.bridge
-    }
-
     async fn remove_leftovers(&self) {
         if let Ok(output) = Command::new("ip").args(["netns", "list"]).output().await {
             for line in String::from_utf8_lossy(&output.stdout).lines() {

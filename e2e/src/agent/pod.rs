@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +57,8 @@ struct Runner {
     /// The container's name and image, for its status.
     container: String,
     image: String,
-    dir: PathBuf,
+    /// The pod's folder, and where claims' data is.
+    dirs: VolumeDirs,
     net: Option<PodNet>,
     state: State,
     last: Option<Ended>,
@@ -95,7 +95,10 @@ pub(super) async fn run(shared: Arc<Shared>, pod: Pod, mut updates: watch::Recei
         .and_then(|s| s.containers.first())
         .cloned();
     let mut runner = Runner {
-        dir: shared.state_dir.join("pods").join(&uid),
+        dirs: VolumeDirs {
+            pod: shared.state_dir.join("pods").join(&uid),
+            claims: shared.state_dir.join("claims"),
+        },
         namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
         uid,
@@ -142,13 +145,10 @@ impl Runner {
                     // Try again when the pod, its Secrets or ConfigMaps change.
                     let mut sources = self.shared.sources_changed.clone();
                     tokio::select! {
-                        changed = updates.changed() => {
-                            if changed.is_err() { return; }
-                            match updates.borrow_and_update().clone() {
-                                Some(p) => pod = p,
-                                None => return,
-                            }
-                        }
+                        next = next_version(updates) => match next {
+                            Some(p) => pod = p,
+                            None => return,
+                        },
                         _ = sources.changed() => {}
                     }
                     continue;
@@ -181,13 +181,10 @@ impl Runner {
                 loop {
                     tokio::select! {
                         _ = &mut sleep => break,
-                        changed = updates.changed() => {
-                            if changed.is_err() { return; }
-                            match updates.borrow_and_update().clone() {
-                                Some(p) if p.metadata.deletion_timestamp.is_none() => pod = p,
-                                _ => return,
-                            }
-                        }
+                        next = next_version(updates) => match next {
+                            Some(p) if p.metadata.deletion_timestamp.is_none() => pod = p,
+                            _ => return,
+                        },
                     }
                 }
             }
@@ -229,14 +226,8 @@ impl Runner {
             .and_then(|s| s.run_as_group)
             .or(pod_security.and_then(|s| s.run_as_group))
             .unwrap_or(0);
-        let fs_group = pod_security
-            .and_then(|s| s.fs_group)
-            .and_then(|g| u32::try_from(g).ok());
-        let dirs = VolumeDirs {
-            pod: self.dir.clone(),
-            claims: self.shared.state_dir.join("claims"),
-        };
-        let folders = volumes::sync(pod, &dirs, &self.shared.sources, fs_group)
+        let fs_group = fs_group(pod);
+        let folders = volumes::sync(pod, &self.dirs, &self.shared.sources, fs_group)
             .map_err(|e| ("ContainerCreating".to_owned(), format!("MountVolume: {e}")))?;
         let mut mounts = Vec::new();
         for mount in container.volume_mounts.as_deref().unwrap_or_default() {
@@ -283,7 +274,7 @@ impl Runner {
             etc: self.etc(pod, &net, uid),
         };
         let child = launch
-            .spawn(&self.dir)
+            .spawn(&self.dirs.pod)
             .map_err(|e| ("RunContainerError".to_owned(), format!("{e:#}")))?;
         if let Some(pid) = child.id() {
             self.shared
@@ -352,7 +343,8 @@ impl Runner {
                     return Exit::Restart;
                 }
                 _ = tick(&mut ready_tick) => {
-                    let ok = match &readiness { Some(p) => p.check(ip).await, None => true };
+                    let Some(probe) = &readiness else { continue };
+                    let ok = probe.check(ip).await;
                     if ok != self.ready {
                         self.ready = ok;
                         self.write_status().await;
@@ -366,7 +358,7 @@ impl Runner {
                         live_failures += 1;
                         if live_failures >= probe.failure_threshold {
                             tracing::info!(pod = %self.key(), "liveness probe failed; restarting the container");
-                            self.stop(&mut child, Duration::from_secs(30)).await;
+                            self.stop(&mut child, grace_period(pod)).await;
                             self.ended(137, "LivenessProbeFailed", &started_at);
                             self.write_status().await;
                             return Exit::Restart;
@@ -374,19 +366,16 @@ impl Runner {
                     }
                 }
                 _ = sources.changed() => {
-                    let dirs = VolumeDirs { pod: self.dir.clone(), claims: self.shared.state_dir.join("claims") };
-                    let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group).and_then(|g| u32::try_from(g).ok());
-                    if let Err(error) = volumes::sync(pod, &dirs, &self.shared.sources, fs_group) {
+                    if let Err(error) = volumes::sync(pod, &self.dirs, &self.shared.sources, fs_group(pod)) {
                         tracing::warn!(pod = %self.key(), %error, "updating the pod's volumes");
                     }
                 }
-                changed = updates.changed() => {
-                    let next = if changed.is_err() { None } else { updates.borrow_and_update().clone() };
+                next = next_version(updates) => {
                     match next {
                         Some(p) if p.metadata.deletion_timestamp.is_none() => *pod = p,
                         Some(p) => {
-                            let grace = p.metadata.deletion_grace_period_seconds.and_then(|g| u64::try_from(g).ok()).unwrap_or(30);
-                            self.stop(&mut child, Duration::from_secs(grace)).await;
+                            let grace = p.metadata.deletion_grace_period_seconds.and_then(|g| u64::try_from(g).ok()).map_or_else(|| grace_period(&p), Duration::from_secs);
+                            self.stop(&mut child, grace).await;
                             return Exit::Deleted;
                         }
                         None => {
@@ -614,18 +603,9 @@ impl Runner {
         if let Some(net) = self.net.take() {
             self.shared.network.detach(&net).await;
         }
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(self.uid.clone()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        if let Err(error) = self.api().delete(&self.name, &params).await {
-            tracing::debug!(pod = %self.key(), %error, "removing the pod object");
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let api = self.api();
+        remove_object(&api, &self.name, &self.uid).await;
+        let _ = std::fs::remove_dir_all(&self.dirs.pod);
     }
 }
 
@@ -636,6 +616,57 @@ enum Exit {
     Restart,
     /// The pod was deleted and its container stopped.
     Deleted,
+}
+
+/// Removes a pod object whose containers are gone (grace period 0), as
+/// kubelet does once it has stopped them.
+pub(super) async fn remove(client: &kube::Client, pod: &Pod) {
+    let api = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    remove_object(&api, &pod.name_any(), &pod.uid().unwrap_or_default()).await;
+}
+
+/// Deletes `name` now, if it is still the pod `uid` (not a newer one of the
+/// same name).
+async fn remove_object(api: &Api<Pod>, name: &str, uid: &str) {
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    if let Err(error) = api.delete(name, &params).await {
+        tracing::debug!(pod = %name, %error, "removing the pod object");
+    }
+}
+
+/// The pod's next version once it changes; `None` once it is gone.
+async fn next_version(updates: &mut watch::Receiver<Option<Pod>>) -> Option<Pod> {
+    updates.changed().await.ok()?;
+    updates.borrow_and_update().clone()
+}
+
+/// The group the pod's volumes belong to (`fsGroup`).
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .fs_group
+        .and_then(|g| u32::try_from(g).ok())
+}
+
+/// How long a container may take to stop (`terminationGracePeriodSeconds`,
+/// 30 s by default).
+fn grace_period(pod: &Pod) -> Duration {
+    let secs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .and_then(|g| u64::try_from(g).ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {

@@ -8,7 +8,7 @@
 //! too: a connection from a pod of one to an endpoint in the other is
 //! refused, and those open when the cut comes are closed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -71,7 +71,7 @@ impl Proxy {
     /// Listens on every port of every Service with a cluster IP, and stops
     /// listening for those that are gone.
     pub async fn update(&mut self, services: &Store<Service>) {
-        let mut wanted = BTreeMap::new();
+        let mut wanted = BTreeSet::new();
         for service in services.state() {
             let spec = service.spec.clone().unwrap_or_default();
             let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) else {
@@ -84,22 +84,19 @@ impl Proxy {
                 let Ok(number) = u16::try_from(port.port) else {
                     continue;
                 };
-                wanted.insert(
-                    Port {
-                        namespace: service.namespace().unwrap_or_default(),
-                        service: service.name_any(),
-                        name: port.name.clone(),
-                        cluster_ip: ip,
-                        port: number,
-                    },
-                    (),
-                );
+                wanted.insert(Port {
+                    namespace: service.namespace().unwrap_or_default(),
+                    service: service.name_any(),
+                    name: port.name.clone(),
+                    cluster_ip: ip,
+                    port: number,
+                });
             }
         }
         let gone: Vec<Port> = self
             .listeners
             .keys()
-            .filter(|p| !wanted.contains_key(*p))
+            .filter(|p| !wanted.contains(*p))
             .cloned()
             .collect();
         for port in gone {
@@ -114,7 +111,7 @@ impl Proxy {
                 self.network.remove_service_ip(port.cluster_ip).await;
             }
         }
-        for port in wanted.into_keys() {
+        for port in wanted {
             if self.listeners.contains_key(&port) {
                 continue;
             }

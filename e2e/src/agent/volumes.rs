@@ -132,13 +132,20 @@ fn make(
     } else if volume.empty_dir.is_some() {
         writable_dir(&folder, fs_group)?;
     } else if let Some(claim) = &volume.persistent_volume_claim {
-        let folder = dirs.claims.join(namespace).join(&claim.claim_name);
+        let folder = claim_folder(&dirs.claims, namespace, &claim.claim_name);
         writable_dir(&folder, fs_group)?;
         return Ok(folder);
     } else {
         return Err(VolumeError::Unsupported(volume.name.clone()));
     }
     Ok(folder)
+}
+
+/// The folder of a claim's data under `claims`: the path of the
+/// PersistentVolume the agent provisions for it, and what a pod using the
+/// claim mounts.
+pub fn claim_folder(claims: &Path, namespace: &str, claim: &str) -> PathBuf {
+    claims.join(namespace).join(claim)
 }
 
 /// The files a volume shows: every key, or only `items` at their paths.

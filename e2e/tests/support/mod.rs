@@ -18,18 +18,10 @@ pub const READY: &str = "--timeout=240s";
 
 static NEXT_INDEX: AtomicU8 = AtomicU8::new(1);
 
-/// Whether the scenarios can run here; when not, says why on stderr.
-pub fn runnable() -> bool {
-    if let Err(error) = strait_e2e::agent::check_privileges() {
-        panic!("the end-to-end scenarios cannot run here: {error:#}");
-    }
-    true
-}
-
 /// A Kubernetes of its own (its node's network and service range too),
-/// with the operator installed by the Helm chart.
+/// with the operator installed by the Helm chart. Fails, saying why, where
+/// the node agent cannot run (it needs root).
 pub async fn system() -> System {
-    runnable();
     let index = NEXT_INDEX.fetch_add(1, Ordering::SeqCst);
     System::start(index, &[], &Progress::new(false))
         .await
@@ -261,18 +253,11 @@ pub async fn counter(system: &System, namespace: &str, pods: &[&str], metric: &s
     sum
 }
 
-/// Polls [`counter`] until it equals `want`, failing after a minute.
+/// Waits (a minute at most) until [`counter`] of one pod equals `want`.
 pub async fn counter_becomes(system: &System, namespace: &str, pod: &str, metric: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let value = counter(system, namespace, &[pod], metric).await;
-        if value == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{namespace}/{pod} {metric} stayed {value}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let what = format!("{namespace}/{pod} {metric} is {want}");
+    strait_e2e::wait::eventually(Duration::from_secs(60), &what, || async {
+        counter(system, namespace, &[pod], metric).await == want
+    })
+    .await;
 }

@@ -3,10 +3,10 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub use strait_e2e::control_plane;
+pub use strait_e2e::wait::eventually;
 pub mod nodes;
 pub mod world;
 
-use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -102,25 +102,6 @@ pub async fn namespace(client: &Client, test: &str) -> String {
         .await
         .expect("create namespace");
     name
-}
-
-/// Polls `check` until it holds, failing the test after `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// An operator running in this process, watching one namespace.

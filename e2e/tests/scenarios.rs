@@ -354,16 +354,7 @@ async fn scaling_a_linked_cluster_up_and_down_under_traffic_keeps_mesh_and_link(
         400,
         || async {
             scale(5);
-            system
-                .kubectl(&[
-                    "wait",
-                    "--for=condition=Ready",
-                    "pod/east-4",
-                    "-n",
-                    "east",
-                    support::READY,
-                ])
-                .expect("east-4 runs");
+            support::wait_pod_ready(&system, "east", "east-4").await;
         },
         || async {},
     )

@@ -58,6 +58,29 @@ pub fn wait_ready(system: &System, kinds: &str) {
         });
 }
 
+/// Waits until the pod `pod` exists (its StatefulSet makes it) and is
+/// Ready: `kubectl wait` alone fails at once on a pod not made yet.
+pub async fn wait_pod_ready(system: &System, namespace: &str, pod: &str) {
+    let what = format!("{namespace}/{pod} exists");
+    strait_e2e::wait::eventually(Duration::from_secs(60), &what, || async {
+        system
+            .kubectl(&["get", "pod", "-n", namespace, pod])
+            .is_ok()
+    })
+    .await;
+    let target = format!("pod/{pod}");
+    system
+        .kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            &target,
+            "-n",
+            namespace,
+            READY,
+        ])
+        .unwrap_or_else(|e| panic!("{target} is not Ready: {e:#}"));
+}
+
 /// A Service's cluster IP.
 pub fn service_ip(system: &System, namespace: &str, service: &str) -> String {
     system

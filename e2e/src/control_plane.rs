@@ -7,11 +7,16 @@
 //!
 //! The binaries come from `STRAIT_K8S_BIN` (`make deps-k8s` builds and caches
 //! them). Each process runs under a small shell watchdog that ends it when
-//! this process exits, since a static is never dropped.
+//! this process exits, and a janitor removes the plane's folder (etcd's
+//! write-ahead log alone is over 100 MB) after it: the shared plane is a
+//! static, which is never dropped. Dropping any other plane stops it and
+//! removes its folder at once. `STRAIT_KEEP_CONTROL_PLANE=1` keeps the
+//! folders, logs included, for a post-mortem.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -30,7 +35,28 @@ pub struct ControlPlane {
     pub operator_kubeconfig: PathBuf,
     /// The processes' state and logs (`etcd.log`, `kube-apiserver.log`, ...).
     pub dir: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The watchdogs of etcd, kube-apiserver and kube-controller-manager.
+    watchdogs: Vec<Child>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // A watchdog told to stop kills its process and waits for it, so
+        // that nothing writes to the folder once it is removed.
+        for watchdog in &mut self.watchdogs {
+            let _ = Command::new("kill")
+                .args(["-TERM", &watchdog.id().to_string()])
+                .status();
+            let _ = watchdog.wait();
+        }
+        if !keep_folders() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn keep_folders() -> bool {
+    std::env::var("STRAIT_KEEP_CONTROL_PLANE").is_ok_and(|v| v == "1")
 }
 
 /// How to start a control plane.
@@ -77,7 +103,7 @@ pub fn shared() -> &'static ControlPlane {
 }
 
 /// Another control plane, for tests of two regions: each region of a
-/// link has its own API server. It runs until the test binary exits.
+/// link has its own API server. Dropping it stops it.
 pub fn another() -> ControlPlane {
     start(&Options::default())
         .unwrap_or_else(|e| panic!("cannot start another control plane: {e:#}"))
@@ -104,13 +130,15 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Starts `program` under a watchdog that kills it once this process is gone.
-fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> anyhow::Result<()> {
+/// Starts `program` under a watchdog that kills it once this process is
+/// gone, or when the watchdog itself is sent SIGTERM.
+fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
     let script = r#"prog="$1"; shift; "$prog" "$@" & child=$!
-while kill -0 "$WATCH_PID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
+trap 'kill -9 "$child" 2>/dev/null; wait "$child"; exit 0' TERM
+while kill -0 "$WATCH_PID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1 & wait $!; done
 kill -9 "$child" 2>/dev/null; wait "$child""#;
-    Command::new("bash")
+    Ok(Command::new("bash")
         .arg("-c")
         .arg(script)
         .arg("watchdog")
@@ -120,6 +148,27 @@ kill -9 "$child" 2>/dev/null; wait "$child""#;
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
+        .spawn()?)
+}
+
+/// Removes `dir` once this process is gone (and its watchdogs with it), in a
+/// process group of its own so that a Ctrl-C of the test run spares it.
+fn remove_after_exit(dir: &Path) -> anyhow::Result<()> {
+    if keep_folders() {
+        return Ok(());
+    }
+    let script = r#"while kill -0 "$WATCH_PID" 2>/dev/null; do sleep 1; done
+sleep 2; rm -rf -- "$1""#;
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("janitor")
+        .arg(dir)
+        .env("WATCH_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
         .spawn()?;
     Ok(())
 }
@@ -146,11 +195,15 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a control plane that runs until this process exits.
+/// Starts a control plane that runs until it is dropped or this process exits.
 pub fn start(options: &Options) -> anyhow::Result<ControlPlane> {
     let bin = bin_dir()?;
-    let dir = tempfile::Builder::new().prefix("strait-k8s-").tempdir()?;
-    let d = dir.path();
+    let dir = tempfile::Builder::new()
+        .prefix("strait-k8s-")
+        .tempdir()?
+        .keep();
+    remove_after_exit(&dir)?;
+    let d = dir.as_path();
     let s = |p: &Path| p.to_string_lossy().into_owned();
 
     // Service-account signing keys and the admin token.
@@ -175,7 +228,8 @@ pub fn start(options: &Options) -> anyhow::Result<ControlPlane> {
 
     let etcd_port = free_port()?;
     let etcd_peer = free_port()?;
-    spawn(
+    let mut watchdogs = Vec::with_capacity(3);
+    watchdogs.push(spawn(
         d,
         "etcd",
         &bin.join("etcd"),
@@ -193,13 +247,13 @@ pub fn start(options: &Options) -> anyhow::Result<ControlPlane> {
             "--initial-cluster".into(),
             format!("default=http://127.0.0.1:{etcd_peer}"),
         ],
-    )?;
+    )?);
     wait_until("etcd", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok()
     })?;
 
     let api_port = free_port()?;
-    spawn(
+    watchdogs.push(spawn(
         d,
         "kube-apiserver",
         &bin.join("kube-apiserver"),
@@ -224,7 +278,7 @@ pub fn start(options: &Options) -> anyhow::Result<ControlPlane> {
                 "--disable-admission-plugins=ServiceAccount".into()
             },
         ],
-    )?;
+    )?);
 
     // The API server's self-signed certificate (written at its start) is
     // the clients' trust anchor: no client skips verification.
@@ -250,7 +304,7 @@ pub fn start(options: &Options) -> anyhow::Result<ControlPlane> {
             .is_ok_and(|s| s.success())
     })?;
 
-    spawn(
+    watchdogs.push(spawn(
         d,
         "kube-controller-manager",
         &bin.join("kube-controller-manager"),
@@ -270,15 +324,15 @@ pub fn start(options: &Options) -> anyhow::Result<ControlPlane> {
             // plane's manager could not bind it.
             "--port=0".into(),
         ],
-    )?;
+    )?);
 
     Ok(ControlPlane {
         kubeconfig,
         api_port,
         service_cidr: options.service_cidr.clone(),
         operator_kubeconfig,
-        dir: d.to_owned(),
-        _dir: dir,
+        dir,
+        watchdogs,
     })
 }
 

@@ -165,8 +165,7 @@ impl System {
     }
 
     /// Creates (or replaces) the users Secret `secret` in `namespace` with
-    /// one user, hashed by `strait-broker passwd` as the broker's
-    /// credentials file wants it.
+    /// one user and its plain password, which the operator hashes.
     pub fn create_users_secret(
         &self,
         namespace: &str,
@@ -174,21 +173,6 @@ impl System {
         user: &str,
         password: &str,
     ) -> anyhow::Result<()> {
-        use std::io::Write;
-        let mut child = Command::new(bin_dir()?.join("strait-broker"))
-            .args(["passwd", user])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .context("run strait-broker passwd")?;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(password.as_bytes())?;
-        let output = child.wait_with_output()?;
-        anyhow::ensure!(output.status.success(), "strait-broker passwd failed");
-        let line = String::from_utf8(output.stdout)?;
         let _ = self.kubectl(&["create", "namespace", namespace]);
         let _ = self.kubectl(&[
             "delete",
@@ -205,7 +189,7 @@ impl System {
             "-n",
             namespace,
             secret,
-            &format!("--from-literal=passwd={}", line.trim()),
+            &format!("--from-literal=passwd={user}:{password}"),
         ])?;
         Ok(())
     }

@@ -64,7 +64,60 @@ async fn the_chart_installs_the_operator_and_both_regions_become_ready() {
         // Each meshes with the two others.
         support::counter_becomes(&system, "east", pod, "strait_cluster_peers ", 2.0).await;
     }
+    the_minimal_example_works_as_it_is(&system).await;
     system.shutdown().await;
+}
+
+/// `kubectl apply -f manifests/mqttcluster-minimal.yaml` alone gives a
+/// cluster a client can use, with the user the operator generated.
+async fn the_minimal_example_works_as_it_is(system: &support::System) {
+    let example = support::manifest("mqttcluster-minimal.yaml");
+    system
+        .kubectl(&["create", "namespace", "demo"])
+        .expect("namespace");
+    system
+        .kubectl(&["apply", "-n", "demo", "-f", &example])
+        .expect("apply the minimal example");
+    system
+        .kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "mqc/demo",
+            "-n",
+            "demo",
+            support::READY,
+        ])
+        .expect("the minimal example becomes Ready");
+    let secret = system
+        .kubectl(&[
+            "get",
+            "mqc",
+            "demo",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.defaultUserSecret}",
+        ])
+        .expect("status");
+    assert_eq!(secret, "demo-default-user");
+    let login = support::Login {
+        user: support::secret_value(system, "demo", &secret, "username").await,
+        password: support::secret_value(system, "demo", &secret, "password").await,
+    };
+    let host = service_ip(system, "demo", "demo");
+    let mut subscriber = Subscriber::start_as(&login, &host, "hello/#", 1, None);
+    subscriber
+        .await_route_as(&login, &host, "hello/world")
+        .await;
+    let wrong = support::Login {
+        password: "not-the-password".to_owned(),
+        ..login.clone()
+    };
+    assert!(
+        !support::publish_as(&wrong, &host, "hello/world", "x", 1).await,
+        "a wrong password is refused"
+    );
+    subscriber.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::crd::{LinkServiceType, MqttClusterSpec, TlsSpec};
-use crate::resources::{ADMIN_PORT, CLUSTER_PORT, INTERNAL_USER};
+use crate::resources::{Password, User, ADMIN_PORT, CLUSTER_PORT, INTERNAL_USER};
 
 /// Why a spec was refused: the field at fault and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -248,16 +248,19 @@ pub fn tls_secret(field: &str, tls: &TlsSpec, keys: Option<&[String]>) -> Result
     Ok(())
 }
 
-/// Checks the credentials-file lines of a users Secret and returns them.
+/// Checks the lines of a users Secret and returns its users.
 ///
 /// `content` is the Secret's value under the referenced key, or `None` when
-/// the Secret or the key is missing. Blank lines and `#` comments are dropped.
+/// the Secret or the key is missing. Each line is `username:password`, the
+/// password either an Argon2 hash (as `strait-broker passwd` prints it) or
+/// plain text, which the operator hashes. Blank lines and `#` comments are
+/// dropped; a line is trimmed of surrounding whitespace.
 pub fn users_secret(
     index: usize,
     secret_name: &str,
     key: &str,
     content: Option<&str>,
-) -> Result<Vec<String>, InvalidSpec> {
+) -> Result<Vec<User>, InvalidSpec> {
     let field = format!("spec.auth.users[{index}]");
     let Some(content) = content else {
         return Err(InvalidSpec::new(
@@ -265,39 +268,51 @@ pub fn users_secret(
             format!("Secret {secret_name:?} with key {key:?} not found"),
         ));
     };
-    let mut lines = Vec::new();
+    let mut users: Vec<User> = Vec::new();
     for (n, line) in content.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let valid = match line.split_once(':') {
-            Some((user, hash)) => {
-                !user.is_empty()
-                    && hash.starts_with("$argon2")
-                    && !user.contains(char::is_whitespace)
-            }
-            None => false,
-        };
-        if !valid {
-            // Never echo the line: it holds a password hash.
-            return Err(InvalidSpec::new(
-                field,
+        let at = |what: &str| {
+            // Never echo the line: it holds a password or its hash.
+            InvalidSpec::new(
+                field.clone(),
                 format!(
-                    "line {} of key {key:?} in Secret {secret_name:?} is not `username:<argon2 hash>`",
+                    "line {} of key {key:?} in Secret {secret_name:?} {what}",
                     n + 1
                 ),
-            ));
+            )
+        };
+        let Some((name, password)) = line.split_once(':') else {
+            return Err(at("is not `username:password`"));
+        };
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(at("has no username, or one with whitespace"));
         }
-        if line.split(':').next() == Some(INTERNAL_USER) {
+        if password.is_empty() {
+            return Err(at("has an empty password"));
+        }
+        if name == INTERNAL_USER {
             return Err(InvalidSpec::new(
                 field,
                 format!("Secret {secret_name:?} defines the reserved user {INTERNAL_USER:?}"),
             ));
         }
-        lines.push(line.to_owned());
+        if users.iter().any(|u| u.name == name) {
+            return Err(at(&format!("defines user {name:?} again")));
+        }
+        let password = if password.starts_with("$argon2") {
+            Password::Hash(password.to_owned())
+        } else {
+            Password::Plain(password.to_owned())
+        };
+        users.push(User {
+            name: name.to_owned(),
+            password,
+        });
     }
-    Ok(lines)
+    Ok(users)
 }
 
 /// Whether `s` is a container image reference, by the rules of [`crate::crd::IMAGE_PATTERN`].
@@ -437,12 +452,38 @@ mod tests {
 
     #[test]
     fn user_lines_are_checked_without_echoing_them() {
-        let ok =
-            users_secret(0, "u", "passwd", Some("# c\nalice:$argon2id$v=19$x\n\n")).expect("valid");
-        assert_eq!(ok, vec!["alice:$argon2id$v=19$x".to_owned()]);
-        let err = users_secret(1, "u", "passwd", Some("bob:hunter2")).expect_err("plaintext");
-        assert_eq!(err.field, "spec.auth.users[1]");
-        assert!(!err.reason.contains("hunter2"), "{err}");
+        let ok = users_secret(
+            0,
+            "u",
+            "passwd",
+            Some("# c\nalice:$argon2id$v=19$x\n\n  bob:hunter2:too \n"),
+        )
+        .expect("valid");
+        let user = |name: &str, password| User {
+            name: name.to_owned(),
+            password,
+        };
+        assert_eq!(
+            ok,
+            vec![
+                user("alice", Password::Hash("$argon2id$v=19$x".into())),
+                user("bob", Password::Plain("hunter2:too".into())),
+            ]
+        );
+        for (bad, why) in [
+            ("bob hunter2", "not `username:password`"),
+            ("bob:", "empty password"),
+            (":hunter2", "no username"),
+            ("b ob:hunter2", "whitespace"),
+            ("bob:hunter2\nbob:hunter3", "again"),
+        ] {
+            let err = users_secret(1, "u", "passwd", Some(bad)).expect_err(bad);
+            assert_eq!(err.field, "spec.auth.users[1]");
+            assert!(err.reason.contains(why), "{bad}: {err}");
+            assert!(!err.reason.contains("hunter"), "{err}");
+        }
+        let reserved = users_secret(0, "u", "passwd", Some("strait-internal:x"));
+        assert!(reserved.expect_err("reserved").reason.contains("reserved"));
         let missing = users_secret(0, "u", "passwd", None).expect_err("missing");
         assert!(missing.reason.contains("not found"), "{missing}");
     }

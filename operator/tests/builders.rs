@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use strait_broker::config::Config;
 use strait_operator::crd::MqttCluster;
-use strait_operator::resources::{build, Children, Credentials, Inputs, CONFIG_KEY};
+use strait_operator::resources::{
+    build, Children, Credentials, DefaultUser, DefaultUserSecret, Inputs, CONFIG_KEY,
+};
 use strait_operator::validate;
 
 const DEFAULT_IMAGE: &str = "ghcr.io/strait/broker:test";
@@ -44,15 +46,14 @@ fn credentials() -> Credentials {
 
 fn build_fixture(cluster: &MqttCluster) -> Children {
     let users = ["alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()];
-    let user_lines = if cluster.spec.auth.users.is_empty() {
-        &[][..]
-    } else {
-        &users[..]
-    };
+    let generated = ["strait:$argon2id$v=19$m=4096,t=1,p=1$c2FsdA$aGFzaA".to_owned()];
+    let default_user = DefaultUser::fixed("default-user-password-fixture");
+    let no_users = cluster.spec.auth.users.is_empty();
     let inputs = Inputs {
         default_image: DEFAULT_IMAGE,
         credentials: &credentials(),
-        user_lines,
+        user_lines: if no_users { &generated } else { &users },
+        default_user: no_users.then_some(&default_user),
     };
     build(cluster, &inputs).expect("build")
 }
@@ -68,6 +69,9 @@ fn render(children: &Children) -> String {
     ];
     if let Some(pdb) = &children.pdb {
         docs.push(serde_yaml::to_string(pdb));
+    }
+    if let DefaultUserSecret::Active(user) = &children.default_user {
+        docs.push(serde_yaml::to_string(user));
     }
     docs.into_iter()
         .map(|d| format!("---\n{}", d.expect("render")))

@@ -703,6 +703,124 @@ async fn a_missing_secret_is_picked_up_when_it_appears() {
     op.stop().await.expect("clean stop");
 }
 
+/// The credentials file the pods get, as `user -> hash`.
+async fn credentials_file(client: &Client, ns: &str, cluster: &str) -> BTreeMap<String, String> {
+    let secret: Secret = get(client, ns, &format!("{cluster}-credentials"))
+        .await
+        .expect("credentials");
+    let passwd = secret.data.expect("data")["passwd"].0.clone();
+    String::from_utf8(passwd)
+        .expect("utf-8")
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(user, hash)| (user.to_owned(), hash.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cluster_without_users_gets_one_and_plain_passwords_are_hashed() {
+    let Some((client, ns)) = setup("users").await else {
+        return;
+    };
+    let op = RunningOperator::start(&client, &ns, "op", None);
+    create_cluster(&client, &ns, "users", json!({"replicas": 1})).await;
+    wait_for_children(&client, &ns, "users").await;
+
+    // No users Secret named: a generated user, its Secret in the status.
+    let status_names = |secret: Option<&'static str>| {
+        let (client, ns) = (client.clone(), ns.clone());
+        move || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                get::<MqttCluster>(&client, &ns, "users")
+                    .await
+                    .and_then(|c| c.status)
+                    .is_some_and(|s| s.default_user_secret.as_deref() == secret)
+            }
+        }
+    };
+    eventually(
+        WAIT,
+        "the status names the default user's Secret",
+        status_names(Some("users-default-user")),
+    )
+    .await;
+    let default_user: Secret = get(&client, &ns, "users-default-user")
+        .await
+        .expect("default user");
+    assert_eq!(
+        default_user.type_.as_deref(),
+        Some("kubernetes.io/basic-auth")
+    );
+    let data = default_user.data.expect("data");
+    assert_eq!(data["username"].0, b"strait");
+    let password = data["password"].0.clone();
+    let file = credentials_file(&client, &ns, "users").await;
+    assert!(strait_broker::auth::verify(&password, &file["strait"]));
+
+    // A users Secret with a plain password and a hashed one replaces it.
+    let hashed = strait_broker::auth::hash_password("looking-glass").expect("hash");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let users = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("people".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "passwd".to_owned(),
+            format!("alice:wonderland\nbob:{hashed}\n"),
+        )])),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &users)
+        .await
+        .expect("create users");
+    let api: Api<MqttCluster> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({"spec": {"auth": {"users": [{"secretName": "people"}]}}});
+    api.patch("users", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("name the users Secret");
+    eventually(
+        WAIT,
+        "the status no longer names a default user",
+        status_names(None),
+    )
+    .await;
+    // Retired, not deleted: the operator has no right to delete Secrets.
+    eventually(WAIT, "the default user's Secret is retired", || async {
+        get::<Secret>(&client, &ns, "users-default-user")
+            .await
+            .is_some_and(|s| {
+                s.data.as_ref().is_some_and(|d| !d.contains_key("password"))
+                    && s.annotations().contains_key("strait.dev/retired")
+            })
+    })
+    .await;
+    let file = credentials_file(&client, &ns, "users").await;
+    assert!(!file.contains_key("strait"), "the generated user is gone");
+    assert!(strait_broker::auth::verify(b"wonderland", &file["alice"]));
+    assert_eq!(file["bob"], hashed, "a hash is used as it is");
+
+    // Another reconcile keeps alice's hash: the pods' file does not churn.
+    let poke = json!({"metadata": {"annotations": {"test.strait.dev/poke": "1"}}});
+    let before = op.handle.metrics.counts();
+    api.patch("users", &PatchParams::default(), &Patch::Merge(&poke))
+        .await
+        .expect("poke");
+    eventually(WAIT, "a reconcile to begin after the poke", || async {
+        op.handle.metrics.counts().started > before.started
+    })
+    .await;
+    let begun = op.handle.metrics.counts().started;
+    eventually(WAIT, "the poke is reconciled", || async {
+        op.handle.metrics.counts().reconciles >= begun
+    })
+    .await;
+    assert_eq!(credentials_file(&client, &ns, "users").await, file);
+    op.stop().await.expect("clean stop");
+}
+
 #[tokio::test]
 async fn a_paused_cluster_is_left_alone() {
     let Some((client, ns)) = setup("paused").await else {

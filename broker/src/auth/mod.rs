@@ -5,4 +5,4 @@ pub mod acl;
 pub mod password;
 
 pub use acl::Acl;
-pub use password::{hash_password, AuthError, Authenticator, Verdict};
+pub use password::{hash_password, verify, AuthError, Authenticator, Verdict};

@@ -143,8 +143,9 @@ fn hash_bytes(password: &[u8]) -> Result<String, argon2::password_hash::Error> {
         .to_string())
 }
 
-/// Checks `password` against a PHC hash, with the parameters the hash names.
-fn verify(password: &[u8], phc: &str) -> bool {
+/// Checks `password` against a PHC hash, with the parameters the hash names;
+/// false for a hash that does not parse.
+pub fn verify(password: &[u8], phc: &str) -> bool {
     match PasswordHash::new(phc) {
         Ok(hash) => Argon2::default().verify_password(password, &hash).is_ok(),
         Err(_) => false,

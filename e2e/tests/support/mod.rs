@@ -9,7 +9,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use strait_e2e::system::{Progress, System};
+use strait_e2e::system::Progress;
+pub use strait_e2e::system::System;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -28,8 +29,32 @@ pub async fn system() -> System {
         .expect("start Kubernetes with the operator")
 }
 
+/// A user and its password.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
 /// The password of the `demo` user the regions are given.
 pub const PASSWORD: &str = "e2e-demo-password";
+
+/// The `demo` user of both regions.
+pub fn demo() -> Login {
+    Login {
+        user: "demo".to_owned(),
+        password: PASSWORD.to_owned(),
+    }
+}
+
+/// The path of `manifests/<name>`.
+pub fn manifest(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../manifests")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
 
 /// Applies the two linked regions and waits until they are Ready.
 pub fn two_regions(system: &System) {
@@ -38,12 +63,22 @@ pub fn two_regions(system: &System) {
             .create_users_secret(ns, "demo-users", "demo", PASSWORD)
             .expect("users Secret");
     }
-    let manifest =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/local/two-regions.yaml");
     system
-        .kubectl(&["apply", "-f", &manifest.to_string_lossy()])
+        .kubectl(&["apply", "-f", &manifest("local/two-regions.yaml")])
         .expect("apply the two regions");
     wait_ready(system, "mqc,clink");
+}
+
+/// The value of `key` in the Secret `name`.
+pub async fn secret_value(system: &System, namespace: &str, name: &str, key: &str) -> String {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(system.client.clone(), namespace);
+    let secret = secrets.get(name).await.expect("the Secret");
+    let value = secret
+        .data
+        .and_then(|mut data| data.remove(key))
+        .unwrap_or_else(|| panic!("Secret {name} has no {key}"));
+    String::from_utf8(value.0).expect("utf-8")
 }
 
 /// `kubectl wait --for=condition=Ready` on every `kinds` in every namespace.
@@ -122,14 +157,25 @@ impl Subscriber {
     /// persistent (clean session off), so QoS 1 and 2 messages survive a
     /// reconnection.
     pub fn start(host: &str, filter: &str, qos: u8, id: Option<&str>) -> Subscriber {
+        Subscriber::start_as(&demo(), host, filter, qos, id)
+    }
+
+    /// [`Subscriber::start`] as the user of `login`.
+    pub fn start_as(
+        login: &Login,
+        host: &str,
+        filter: &str,
+        qos: u8,
+        id: Option<&str>,
+    ) -> Subscriber {
         let mut cmd = Command::new("mosquitto_sub");
         cmd.args([
             "-h",
             host,
             "-u",
-            "demo",
+            &login.user,
             "-P",
-            PASSWORD,
+            &login.password,
             "-t",
             filter,
             "-q",
@@ -163,9 +209,17 @@ impl Subscriber {
     /// Publishes `probe` on `publish_host` until this subscriber sees it:
     /// the subscription has then reached the other region.
     pub async fn await_route(&mut self, publish_host: &str, topic: &str) {
+        self.await_route_as(&demo(), publish_host, topic).await;
+    }
+
+    /// [`Subscriber::await_route`], publishing as the user of `login`.
+    pub async fn await_route_as(&mut self, login: &Login, publish_host: &str, topic: &str) {
         for attempt in 0..120 {
             let payload = format!("probe-{attempt}");
-            publish(publish_host, topic, &payload, 0).await;
+            assert!(
+                publish_as(login, publish_host, topic, &payload, 0).await,
+                "mosquitto_pub to {publish_host} failed"
+            );
             while let Some(line) = self.next(Duration::from_millis(500)).await {
                 if line.ends_with(&payload) {
                     return;
@@ -181,16 +235,25 @@ impl Subscriber {
     }
 }
 
-/// One message with `mosquitto_pub`; panics if it fails.
+/// One message with `mosquitto_pub` as `demo`; panics if it fails.
 pub async fn publish(host: &str, topic: &str, payload: &str, qos: u8) {
-    let status = Command::new("mosquitto_pub")
+    assert!(
+        publish_as(&demo(), host, topic, payload, qos).await,
+        "mosquitto_pub to {host} failed"
+    );
+}
+
+/// One message with `mosquitto_pub` as the user of `login`; whether the
+/// broker took it.
+pub async fn publish_as(login: &Login, host: &str, topic: &str, payload: &str, qos: u8) -> bool {
+    Command::new("mosquitto_pub")
         .args([
             "-h",
             host,
             "-u",
-            "demo",
+            &login.user,
             "-P",
-            PASSWORD,
+            &login.password,
             "-t",
             topic,
             "-m",
@@ -198,10 +261,11 @@ pub async fn publish(host: &str, topic: &str, payload: &str, qos: u8) {
             "-q",
             &qos.to_string(),
         ])
+        .stderr(Stdio::null())
         .status()
         .await
-        .expect("mosquitto_pub");
-    assert!(status.success(), "mosquitto_pub to {host} failed: {status}");
+        .expect("mosquitto_pub")
+        .success()
 }
 
 /// A `mosquitto_pub -l` publishing each line written to it.

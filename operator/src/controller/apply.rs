@@ -10,7 +10,7 @@ use super::context::Context;
 use super::dereference::{ChildKind, Observed};
 use super::diff;
 use super::Error;
-use crate::resources::Children;
+use crate::resources::{Children, DefaultUserSecret};
 use crate::settings::Settings;
 
 /// The result of applying: how many writes it took, and the StatefulSet as it now is.
@@ -73,6 +73,17 @@ pub async fn apply_children(
     {
         delete_pdb(ctx, namespace, name).await?;
         writes += 1;
+    }
+    match &children.default_user {
+        DefaultUserSecret::Active(secret) => {
+            plan.push((ChildKind::DefaultUser, &k.secret, to_value(secret)?));
+        }
+        DefaultUserSecret::Retired(secret)
+            if observed.children.contains_key(&ChildKind::DefaultUser) =>
+        {
+            plan.push((ChildKind::DefaultUser, &k.secret, to_value(secret)?));
+        }
+        DefaultUserSecret::Retired(_) => {}
     }
     for (kind, resource, mut desired) in plan {
         diff::stamp(&mut desired);

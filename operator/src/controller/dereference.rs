@@ -18,6 +18,7 @@ use crate::validate::tls_refs;
 pub enum ChildKind {
     ConfigMap,
     Credentials,
+    DefaultUser,
     HeadlessService,
     ClientService,
     LinkService,
@@ -43,6 +44,11 @@ impl Observed {
         self.typed(ChildKind::Credentials)
     }
 
+    /// The generated first user's Secret as it exists now.
+    pub fn default_user_secret(&self) -> Option<Secret> {
+        self.typed(ChildKind::DefaultUser)
+    }
+
     /// The link Service as it exists now (its status holds a load balancer's address).
     pub fn link_service(&self) -> Option<Service> {
         self.typed(ChildKind::LinkService)
@@ -60,6 +66,7 @@ pub fn child_locations(ctx: &Context, cluster_name: &str) -> Vec<(ChildKind, Api
     vec![
         (ChildKind::ConfigMap, k.config_map.clone(), n.config_map),
         (ChildKind::Credentials, k.secret.clone(), n.credentials),
+        (ChildKind::DefaultUser, k.secret.clone(), n.default_user),
         (
             ChildKind::HeadlessService,
             k.service.clone(),

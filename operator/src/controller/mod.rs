@@ -43,6 +43,8 @@ pub enum Error {
     Build(#[from] BuildError),
     #[error(transparent)]
     Credentials(#[from] crate::resources::HashError),
+    #[error("hashing passwords: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
     #[error("serialising a child: {0}")]
     Serialize(serde_json::Error),
     #[error("the MqttCluster has no namespace")]

@@ -16,7 +16,9 @@ use super::volumes::hold_back_volume_change;
 use super::Error;
 use crate::conditions::{reasons, Outcome};
 use crate::crd::MqttCluster;
-use crate::resources::{build, Credentials, Inputs};
+use crate::resources::{
+    build, credentials_file, credentials_lines, Credentials, DefaultUser, Inputs, User,
+};
 use crate::validate::{self, InvalidSpec};
 
 /// How long a healthy cluster waits before a resync, watches aside.
@@ -96,8 +98,8 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, E
     let desired = cluster.spec.replicas;
     let current = observed.children.get(&ChildKind::StatefulSet);
 
-    let user_lines = match check(cluster, &observed) {
-        Ok(lines) => lines,
+    let users = match check(cluster, &observed) {
+        Ok(users) => users,
         Err(invalid) => {
             tracing::info!(field = %invalid.field, reason = %invalid.reason, "invalid spec");
             let outcome = Outcome::InvalidSpec {
@@ -109,18 +111,32 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, E
         }
     };
 
-    let credentials = match observed
-        .credentials_secret()
+    let credentials_secret = observed.credentials_secret();
+    let credentials = match credentials_secret
         .as_ref()
         .and_then(Credentials::from_secret)
     {
         Some(existing) => existing,
         None => Credentials::generate()?,
     };
+    let default_user = cluster.spec.auth.users.is_empty().then(|| {
+        observed
+            .default_user_secret()
+            .as_ref()
+            .and_then(DefaultUser::from_secret)
+            .unwrap_or_else(DefaultUser::generate)
+    });
+    let user_lines = hash_users(
+        users,
+        default_user.as_ref(),
+        credentials_secret.as_ref().and_then(credentials_file),
+    )
+    .await?;
     let inputs = Inputs {
         default_image: &ctx.settings.default_image,
         credentials: &credentials,
         user_lines: &user_lines,
+        default_user: default_user.as_ref(),
     };
     let mut held_back = None;
     let applied = match build(cluster, &inputs) {
@@ -158,8 +174,21 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, E
     }
 }
 
-/// Validation of the spec and of the Secrets it refers to; returns the users' credentials lines.
-fn check(cluster: &MqttCluster, observed: &Observed) -> Result<Vec<String>, InvalidSpec> {
+/// The credentials-file lines of `users` and the default user, hashed on a
+/// blocking thread: each plain password costs an Argon2 computation.
+async fn hash_users(
+    mut users: Vec<User>,
+    default_user: Option<&DefaultUser>,
+    live: Option<String>,
+) -> Result<Vec<String>, Error> {
+    users.extend(default_user.map(DefaultUser::user));
+    let lines =
+        tokio::task::spawn_blocking(move || credentials_lines(&users, live.as_deref())).await??;
+    Ok(lines)
+}
+
+/// Validation of the spec and of the Secrets it refers to; returns the users.
+fn check(cluster: &MqttCluster, observed: &Observed) -> Result<Vec<User>, InvalidSpec> {
     validate::spec(&cluster.spec)?;
     for (field, tls) in validate::tls_refs(&cluster.spec) {
         let keys = observed
@@ -168,15 +197,21 @@ fn check(cluster: &MqttCluster, observed: &Observed) -> Result<Vec<String>, Inva
             .and_then(Option::as_deref);
         validate::tls_secret(field, tls, keys)?;
     }
-    let mut lines = Vec::new();
+    let mut all: Vec<User> = Vec::new();
     for (i, users) in cluster.spec.auth.users.iter().enumerate() {
         let content = observed.users.get(i).and_then(Option::as_deref);
-        lines.extend(validate::users_secret(
-            i,
-            &users.secret_name,
-            &users.key,
-            content,
-        )?);
+        for user in validate::users_secret(i, &users.secret_name, &users.key, content)? {
+            if all.iter().any(|u| u.name == user.name) {
+                return Err(InvalidSpec::new(
+                    format!("spec.auth.users[{i}]"),
+                    format!(
+                        "Secret {:?} defines user {:?}, which an earlier users Secret defines",
+                        users.secret_name, user.name
+                    ),
+                ));
+            }
+            all.push(user);
+        }
     }
-    Ok(lines)
+    Ok(all)
 }

@@ -12,7 +12,7 @@ use super::context::Context;
 use super::Error;
 use crate::conditions::{self, reasons, types, NodeCounts, Outcome, Transition};
 use crate::crd::{MqttCluster, MqttClusterStatus};
-use crate::resources::{client_endpoint, link_endpoint};
+use crate::resources::{client_endpoint, link_endpoint, names};
 use crate::settings::Settings;
 
 /// Node counts from a StatefulSet as the API server returned it.
@@ -129,6 +129,12 @@ fn next_status(
             ready_replicas: nodes.ready,
             client_endpoint: client_endpoint(cluster, namespace),
             link_endpoint: link_endpoint(cluster, namespace, link_service),
+            default_user_secret: cluster
+                .spec
+                .auth
+                .users
+                .is_empty()
+                .then(|| names(&cluster.name_any()).default_user),
             conditions,
         },
     };

@@ -347,10 +347,12 @@ pub struct AuthSpec {
     /// Let clients in without credentials. Off unless set here.
     #[serde(default)]
     pub allow_anonymous: bool,
-    /// Secrets holding users, in the broker's credentials-file format: a key
-    /// (default `passwd`) with one `username:<argon2 PHC hash>` line per user,
-    /// as `strait-broker passwd USER` prints them. Edits are picked up without
-    /// restarting the pods.
+    /// Secrets holding users: a key (default `passwd`) with one
+    /// `username:password` line per user, the password in plain text (the
+    /// operator hashes it) or as the Argon2 hash `strait-broker passwd USER`
+    /// prints. Edits are picked up without restarting the pods. When none is
+    /// named, the operator generates the user `strait`, whose password is in
+    /// the Secret `status.defaultUserSecret` names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<UsersSecretRef>,
 }

@@ -23,6 +23,10 @@ pub struct MqttClusterStatus {
     /// `host:port` peer clusters' links connect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_endpoint: Option<String>,
+    /// The Secret (`username`, `password`) of the user the operator
+    /// generated because the spec names no users Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_user_secret: Option<String>,
     /// Current state, one condition per type: `Ready` sums up `Available`,
     /// `Progressing`, `Degraded` and `ReconciliationPaused`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

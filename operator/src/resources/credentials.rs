@@ -11,13 +11,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use rand::RngCore;
 
 use super::meta::ChildMeta;
+use super::users::light_hash;
 
 /// Username of the nodes' internal user.
 pub const INTERNAL_USER: &str = "strait-internal";
@@ -41,10 +40,16 @@ pub const CREDENTIALS_KEYS: [&str; 6] = [
     CLUSTER_SECRET,
 ];
 
-/// Why credentials could not be generated.
+/// Why a password could not be hashed.
 #[derive(Debug, thiserror::Error)]
-#[error("hashing the internal password: {0}")]
+#[error("hashing a password: {0}")]
 pub struct HashError(String);
+
+impl HashError {
+    pub(super) fn new(message: String) -> HashError {
+        HashError(message)
+    }
+}
 
 /// Generated secrets of one cluster. `Debug` never shows them.
 #[derive(Clone, PartialEq, Eq)]
@@ -87,14 +92,7 @@ impl Credentials {
     /// new clusters at once should not need tens of MiB per hash.
     pub fn generate() -> Result<Credentials, HashError> {
         let internal_password = random_token();
-        let mut salt = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
-        let params = Params::new(4096, 1, 1, None).map_err(|e| HashError(e.to_string()))?;
-        let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password(internal_password.as_bytes(), &salt)
-            .map_err(|e| HashError(e.to_string()))?
-            .to_string();
+        let hash = light_hash(&internal_password)?;
         Ok(Credentials {
             admin_token: random_token(),
             internal_password,
@@ -122,6 +120,12 @@ impl Credentials {
     fn internal_line(&self) -> String {
         format!("{INTERNAL_USER}:{}", self.internal_password_hash)
     }
+}
+
+/// The broker's credentials file as the credentials Secret holds it now.
+pub fn credentials_file(secret: &Secret) -> Option<String> {
+    let file = secret.data.as_ref()?.get(PASSWD)?;
+    String::from_utf8(file.0.clone()).ok()
 }
 
 /// 256 random bits, hex-encoded: every secret the operator draws.

@@ -13,6 +13,8 @@ use crate::crd::MqttCluster;
 pub struct Names {
     pub config_map: String,
     pub credentials: String,
+    /// The Secret of the user generated when the spec names none.
+    pub default_user: String,
     pub headless_service: String,
     pub client_service: String,
     pub link_service: String,
@@ -27,6 +29,7 @@ pub fn names(name: &str) -> Names {
     Names {
         config_map: format!("{name}-config"),
         credentials: format!("{name}-credentials"),
+        default_user: format!("{name}-default-user"),
         headless_service: format!("{name}-headless"),
         client_service: name.to_owned(),
         link_service: format!("{name}-link"),

@@ -13,16 +13,21 @@ mod meta;
 mod pdb;
 mod services;
 mod stateful_set;
+mod users;
 
 pub use broker_config::{broker_config, ConfigPaths};
 pub use config_map::CONFIG_KEY;
 pub use credentials::{
-    random_token, Credentials, HashError, ADMIN_TOKEN, CLUSTER_SECRET, CREDENTIALS_KEYS,
-    INTERNAL_USER,
+    credentials_file, random_token, Credentials, HashError, ADMIN_TOKEN, CLUSTER_SECRET,
+    CREDENTIALS_KEYS, INTERNAL_USER,
 };
 pub use hash::{content_hash, APPLIED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
 pub use meta::{names, selector_labels, Names};
 pub use services::{client_endpoint, link_endpoint};
+pub use users::{
+    credentials_lines, DefaultUser, DefaultUserSecret, Password, User, DEFAULT_USERNAME,
+    DEFAULT_USER_KEYS, RETIRED_ANNOTATION,
+};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -57,8 +62,10 @@ pub struct Inputs<'a> {
     pub default_image: &'a str,
     /// The cluster's generated credentials (read back or freshly generated).
     pub credentials: &'a Credentials,
-    /// Validated credentials-file lines from the users Secrets, in spec order.
+    /// Credentials-file lines of every user (hashed), in spec order.
     pub user_lines: &'a [String],
+    /// The generated first user, when the spec names no users Secret.
+    pub default_user: Option<&'a DefaultUser>,
 }
 
 /// The children of one `MqttCluster`, ready to apply.
@@ -66,6 +73,8 @@ pub struct Inputs<'a> {
 pub struct Children {
     pub config_map: ConfigMap,
     pub credentials: Secret,
+    /// The generated user's Secret, active or retired.
+    pub default_user: DefaultUserSecret,
     pub headless_service: Service,
     pub client_service: Service,
     pub link_service: Service,
@@ -81,6 +90,7 @@ pub fn build(cluster: &MqttCluster, inputs: &Inputs<'_>) -> Result<Children, Bui
     let config_hash = config_map::hash(&config_map);
     Ok(Children {
         credentials: credentials::build(&meta, inputs.credentials, inputs.user_lines),
+        default_user: users::build_default_user(&meta, inputs.default_user),
         headless_service: services::headless(&meta, cluster),
         client_service: services::client(&meta, cluster),
         link_service: services::link(&meta, cluster),

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use crate::crd::{LinkServiceType, MqttClusterSpec, TlsSpec};
-use crate::resources::{Password, User, ADMIN_PORT, CLUSTER_PORT, INTERNAL_USER};
+use crate::resources::{
+    ConfigPaths, Password, User, ADMIN_PORT, CLUSTER_PORT, INTERNAL_USER, OPERATOR_LABELS,
+};
 
 /// Why a spec was refused: the field at fault and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +64,7 @@ pub fn spec(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
             format!("must be between 1 and 100, got {}", pdb.max_unavailable),
         ));
     }
+    pod_template(spec)?;
     for (i, users) in spec.auth.users.iter().enumerate() {
         if !is_object_name(&users.secret_name) {
             return Err(InvalidSpec::new(
@@ -73,6 +76,75 @@ pub fn spec(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
             return Err(InvalidSpec::new(
                 format!("spec.auth.users[{i}].key"),
                 "must not be empty",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The pod template's additions and the image pull Secrets: well-formed,
+/// and clear of what the operator sets itself.
+fn pod_template(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
+    for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
+        if !is_object_name(&secret.name) {
+            return Err(InvalidSpec::new(
+                format!("spec.imagePullSecrets[{i}].name"),
+                format!("{:?} is not a Secret name", secret.name),
+            ));
+        }
+    }
+    let template = &spec.pod_template;
+    for (key, value) in &template.labels {
+        let field = format!("spec.podTemplate.labels[{key:?}]");
+        if OPERATOR_LABELS.contains(&key.as_str()) {
+            return Err(InvalidSpec::new(field, "is set by the operator"));
+        }
+        if !is_qualified_name(key) {
+            return Err(InvalidSpec::new(field, "is not a label key"));
+        }
+        if !is_label_value(value) {
+            return Err(InvalidSpec::new(
+                field,
+                format!("{value:?} is not a label value (63 characters at most: letters, digits, '-', '_', '.', alphanumeric at both ends)"),
+            ));
+        }
+    }
+    for key in template.annotations.keys() {
+        let field = format!("spec.podTemplate.annotations[{key:?}]");
+        if key.starts_with("strait.dev/") {
+            return Err(InvalidSpec::new(
+                field,
+                "strait.dev/ annotations are the operator's",
+            ));
+        }
+        if !is_qualified_name(key) {
+            return Err(InvalidSpec::new(field, "is not an annotation key"));
+        }
+    }
+    let mut names = vec![ConfigPaths::POD_NAME_ENV];
+    for (i, var) in template.env.iter().enumerate() {
+        let field = format!("spec.podTemplate.env[{i}].name");
+        if !is_env_name(&var.name) {
+            return Err(InvalidSpec::new(
+                field,
+                format!("{:?} is not an environment variable name", var.name),
+            ));
+        }
+        if names.contains(&var.name.as_str()) {
+            let why = if var.name == ConfigPaths::POD_NAME_ENV {
+                "is set by the operator (the node's name)"
+            } else {
+                "is set twice"
+            };
+            return Err(InvalidSpec::new(field, format!("{:?} {why}", var.name)));
+        }
+        names.push(&var.name);
+    }
+    if let Some(class) = &template.priority_class_name {
+        if !is_object_name(class) {
+            return Err(InvalidSpec::new(
+                "spec.podTemplate.priorityClassName",
+                format!("{class:?} is not a PriorityClass name"),
             ));
         }
     }
@@ -388,6 +460,38 @@ pub fn is_object_name(s: &str) -> bool {
         })
 }
 
+/// A label or annotation key: an optional DNS subdomain prefix and `/`, then
+/// a name of 63 characters at most.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    prefix.is_none_or(is_object_name) && !name.is_empty() && is_label_value(name)
+}
+
+/// A label value: empty, or 63 characters at most of letters, digits, `-`,
+/// `_` and `.`, beginning and ending with a letter or digit.
+fn is_label_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes.first().is_none_or(u8::is_ascii_alphanumeric)
+        && bytes.last().is_none_or(u8::is_ascii_alphanumeric)
+}
+
+/// An environment variable name as Kubernetes accepts it.
+fn is_env_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !bytes[0].is_ascii_digit()
+}
+
 /// A quantity as [`crate::crd::QUANTITY_PATTERN`] accepts it.
 fn is_quantity(s: &str) -> bool {
     const SUFFIXES: [&str; 13] = [
@@ -448,6 +552,23 @@ mod tests {
         assert!(!is_object_name("TLS"));
         assert!(!is_object_name("-a"));
         assert!(!is_object_name("a..b"));
+    }
+
+    #[test]
+    fn label_keys_values_and_env_names() {
+        assert!(is_qualified_name("team"));
+        assert!(is_qualified_name("example.com/team"));
+        assert!(!is_qualified_name("Example.com/team"));
+        assert!(!is_qualified_name("example.com/"));
+        assert!(!is_qualified_name("a/b/c"));
+        assert!(is_label_value(""));
+        assert!(is_label_value("fleet_1.eu-west"));
+        assert!(!is_label_value("-fleet"));
+        assert!(!is_label_value(&"x".repeat(64)));
+        assert!(is_env_name("RUST_LOG"));
+        assert!(is_env_name("http.proxy"));
+        assert!(!is_env_name("1X"));
+        assert!(!is_env_name("A B"));
     }
 
     #[test]

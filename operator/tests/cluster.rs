@@ -150,7 +150,17 @@ async fn children_are_built_with_the_right_content() {
         &client,
         &ns,
         "alpha",
-        json!({"replicas": 3, "limits": {"maxInflight": 16}}),
+        json!({
+            "replicas": 3,
+            "limits": {"maxInflight": 16},
+            "imagePullSecrets": [{"name": "registry-creds"}],
+            "podTemplate": {
+                "labels": {"team": "fleet"},
+                "annotations": {"example.com/owner": "fleet-team"},
+                "env": [{"name": "RUST_LOG", "value": "debug"}],
+                "priorityClassName": "mqtt-critical",
+            },
+        }),
     )
     .await;
     wait_for_children(&client, &ns, "alpha").await;
@@ -194,14 +204,27 @@ async fn children_are_built_with_the_right_content() {
     assert_eq!(spec.replicas, Some(3));
     assert_eq!(spec.service_name.as_deref(), Some("alpha-headless"));
     let template = spec.template;
-    assert!(template
-        .metadata
-        .expect("meta")
-        .annotations
-        .expect("ann")
-        .contains_key("strait.dev/config-hash"));
+    let meta = template.metadata.expect("meta");
+    let annotations = meta.annotations.expect("ann");
+    assert!(annotations.contains_key("strait.dev/config-hash"));
+    assert_eq!(annotations["example.com/owner"], "fleet-team");
+    let labels = meta.labels.expect("labels");
+    assert_eq!(labels["team"], "fleet");
+    assert_eq!(labels["app.kubernetes.io/instance"], "alpha");
     let pod = template.spec.expect("pod");
+    assert_eq!(pod.priority_class_name.as_deref(), Some("mqtt-critical"));
+    assert_eq!(
+        pod.image_pull_secrets.as_ref().map(|s| s[0].name.as_str()),
+        Some("registry-creds")
+    );
     let container = &pod.containers[0];
+    let env: Vec<(&str, Option<&str>)> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
+    assert_eq!(env, [("POD_NAME", None), ("RUST_LOG", Some("debug"))]);
     assert_eq!(
         container.image.as_deref(),
         Some("ghcr.io/strait/broker:test")

@@ -6,7 +6,8 @@
 //! schema rule (CEL, for one, is unknown to Kubernetes 1.20).
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
 };
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -79,6 +80,14 @@ pub struct MqttClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_pull_policy")]
     pub image_pull_policy: Option<PullPolicy>,
+    /// Secrets (of type `kubernetes.io/dockerconfigjson`) the kubelet
+    /// pulls the image with, from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Additions to the broker pods: labels, annotations, environment and
+    /// priority class. What the operator sets itself cannot be overridden.
+    #[serde(default)]
+    pub pod_template: PodTemplateSpec,
     /// Client-facing listeners and the link listener.
     #[serde(default)]
     pub listeners: ListenersSpec,
@@ -476,6 +485,28 @@ pub struct SchedulingSpec {
     /// (best effort); an empty list turns spreading off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+}
+
+/// Additions to the broker pods' template, for what a platform expects of
+/// every pod: labels and annotations its tooling reads, environment such as
+/// a proxy or a log filter, a priority class.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateSpec {
+    /// Labels of the pods, beside the operator's own `app.kubernetes.io/*`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the pods, beside the operator's own `strait.dev/*`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Environment variables of the broker container (`RUST_LOG` sets its
+    /// log filter), beside the operator's own `POD_NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// The PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(NAME_PATTERN))]
+    pub priority_class_name: Option<String>,
 }
 
 /// The cluster's PodDisruptionBudget.

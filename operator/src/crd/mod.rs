@@ -7,8 +7,8 @@ mod status;
 pub use cluster::{
     AuthSpec, LimitsSpec, LinkListenerSpec, LinkServiceSpec, LinkServiceType, ListenersSpec,
     MqttCluster, MqttClusterSpec, PersistenceSpec, PlainListenerSpec, PodDisruptionBudgetSpec,
-    PullPolicy, QueueFullPolicySpec, SchedulingSpec, TlsListenerSpec, TlsSpec, UsersSecretRef,
-    WebSocketListenerSpec, IMAGE_PATTERN, NAME_PATTERN, QUANTITY_PATTERN,
+    PodTemplateSpec, PullPolicy, QueueFullPolicySpec, SchedulingSpec, TlsListenerSpec, TlsSpec,
+    UsersSecretRef, WebSocketListenerSpec, IMAGE_PATTERN, NAME_PATTERN, QUANTITY_PATTERN,
 };
 pub use link::{
     ClusterLink, ClusterLinkSpec, ClusterLinkStatus, ClusterRef, LinkQueueSpec, NodeLinkStatus,

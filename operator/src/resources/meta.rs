@@ -39,11 +39,21 @@ pub fn names(name: &str) -> Names {
     }
 }
 
+/// Keys of the labels the operator puts on every child and pod; a spec's
+/// own pod labels may not set them.
+pub const OPERATOR_LABELS: [&str; 4] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/component",
+];
+
 /// Labels that select the pods of the cluster called `name`.
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    let [app, instance, ..] = OPERATOR_LABELS;
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "strait".to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), name.to_owned()),
+        (app.to_owned(), "strait".to_owned()),
+        (instance.to_owned(), name.to_owned()),
     ])
 }
 
@@ -75,16 +85,13 @@ impl ChildMeta {
 
     /// Labels of every child: the selector labels plus who manages them.
     pub fn labels(&self) -> BTreeMap<String, String> {
-        let mut labels = selector_labels(&self.name);
-        labels.insert(
-            "app.kubernetes.io/managed-by".to_owned(),
-            "strait-operator".to_owned(),
-        );
-        labels.insert(
-            "app.kubernetes.io/component".to_owned(),
-            "broker".to_owned(),
-        );
-        labels
+        let [name, instance, managed_by, component] = OPERATOR_LABELS;
+        BTreeMap::from([
+            (name.to_owned(), "strait".to_owned()),
+            (instance.to_owned(), self.name.clone()),
+            (managed_by.to_owned(), "strait-operator".to_owned()),
+            (component.to_owned(), "broker".to_owned()),
+        ])
     }
 
     /// Metadata of the child called `name`, owned by the cluster.

@@ -22,7 +22,7 @@ pub use credentials::{
     CREDENTIALS_KEYS, INTERNAL_USER,
 };
 pub use hash::{content_hash, APPLIED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
-pub use meta::{names, selector_labels, Names};
+pub use meta::{names, selector_labels, Names, OPERATOR_LABELS};
 pub use services::{client_endpoint, link_endpoint};
 pub use users::{
     credentials_lines, DefaultUser, DefaultUserSecret, Password, User, DEFAULT_USERNAME,

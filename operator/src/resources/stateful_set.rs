@@ -33,7 +33,13 @@ pub(super) fn build(
 ) -> StatefulSet {
     let spec = &cluster.spec;
     let selector = selector_labels(&meta.name);
-    let pod_labels = meta.labels();
+    let template = &spec.pod_template;
+    // The spec's own labels and annotations first: validation refuses the
+    // operator's keys, and the operator's win regardless.
+    let mut pod_labels = template.labels.clone();
+    pod_labels.extend(meta.labels());
+    let mut pod_annotations = template.annotations.clone();
+    pod_annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned());
     let persistence = &spec.persistence;
 
     let mut volumes = vec![
@@ -107,17 +113,22 @@ pub(super) fn build(
             "--config".to_owned(),
             format!("{}/{CONFIG_KEY}", ConfigPaths::CONFIG_DIR),
         ]),
-        env: Some(vec![EnvVar {
-            name: ConfigPaths::POD_NAME_ENV.to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".to_owned(),
-                    ..ObjectFieldSelector::default()
+        env: Some(
+            [EnvVar {
+                name: ConfigPaths::POD_NAME_ENV.to_owned(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".to_owned(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
                 }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+                ..EnvVar::default()
+            }]
+            .into_iter()
+            .chain(template.env.iter().cloned())
+            .collect(),
+        ),
         ports: Some(ports),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
@@ -163,6 +174,9 @@ pub(super) fn build(
         tolerations: (!scheduling.tolerations.is_empty()).then(|| scheduling.tolerations.clone()),
         affinity: scheduling.affinity.clone(),
         topology_spread_constraints: spread,
+        priority_class_name: template.priority_class_name.clone(),
+        image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+            .then(|| spec.image_pull_secrets.clone()),
         ..PodSpec::default()
     };
 
@@ -202,10 +216,7 @@ pub(super) fn build(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        config_hash.to_owned(),
-                    )])),
+                    annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),

@@ -21,7 +21,7 @@ deps-k8s:
 # One file per CRD, in crds/ and in the chart (a test fails when they drift).
 crds:
 	$(CARGO) run -q -p strait-operator -- crd --out-dir crds
-	$(CARGO) run -q -p strait-operator -- crd --out-dir charts/strait-operator/crds
+	$(CARGO) run -q -p strait-operator -- crd --out-dir charts/strait-operator/files/crds
 
 # Helm lint (strict) plus checks of the rendered chart, via helm-python-sdk.
 chart-lint:

@@ -2,9 +2,10 @@
 # Installs or upgrades the operator's Helm chart on an API server, with Helm's
 # Go SDK (PyPI's helm-python-sdk, installed once into a venv under the cache):
 #
-#   scripts/helm.sh install|upgrade KUBECONFIG NAMESPACE [VALUES_FILE...]
+#   scripts/helm.sh install|upgrade|uninstall KUBECONFIG NAMESPACE [VALUES_FILE...]
 #
 # The release is named `strait`; the namespace is created when missing.
+# STRAIT_CHART names another copy of the chart.
 set -euo pipefail
 
 source "$(dirname "$0")/helm-venv.sh"
@@ -24,7 +25,9 @@ if verb == "install":
     release = config.install(chart, "strait", values, namespace=namespace, create_namespace=True)
 elif verb == "upgrade":
     release = config.upgrade(chart, "strait", values, namespace=namespace)
+elif verb == "uninstall":
+    release = config.uninstall("strait")
 else:
-    sys.exit(f"helm.sh: unknown verb {verb!r} (install or upgrade)")
+    sys.exit(f"helm.sh: unknown verb {verb!r} (install, upgrade or uninstall)")
 print(f"helm {verb}: release strait in {namespace}, revision {getattr(release, 'version', '?')}")
 PY

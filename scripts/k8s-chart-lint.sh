@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/helm-venv.sh"
 
 "$VENV/bin/python" - "$CHART" <<'PY'
-import sys
+import glob, os, sys
 import yaml
 import helm_python as helm
 
@@ -26,6 +26,17 @@ def kinds(docs):
     return sorted(d["kind"] for d in docs)
 
 cluster_wide = render({})
+# The CRDs are rendered (so `helm upgrade` updates them), kept on uninstall,
+# and left out by a second release that sets crds.install=false.
+crds = [d for d in cluster_wide if d["kind"] == "CustomResourceDefinition"]
+assert sorted(d["metadata"]["name"] for d in crds) == ["clusterlinks.strait.dev", "mqttclusters.strait.dev"], crds
+for crd in crds:
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", crd["metadata"]
+    with open(os.path.join(chart_path, "files", "crds", f"strait.dev_{crd['spec']['names']['plural']}.yaml")) as f:
+        generated = yaml.safe_load(f)
+    del crd["metadata"]["annotations"]
+    assert crd == generated, f"{crd['metadata']['name']} renders differently from its generated file"
+assert "CustomResourceDefinition" not in kinds(render({"crds": {"install": False}}))
 assert "ClusterRole" in kinds(cluster_wide), kinds(cluster_wide)
 namespaced = render({"watchNamespace": "mqtt"})
 assert "ClusterRole" not in kinds(namespaced), "a namespaced install needs no cluster-wide rights"
@@ -35,7 +46,6 @@ assert container["securityContext"]["readOnlyRootFilesystem"] is True
 for rule in next(d for d in cluster_wide if d["kind"] == "ClusterRole")["rules"]:
     assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
 # The per-region values examples pass the schema and render.
-import glob, os
 for example in sorted(glob.glob(os.path.join(chart_path, "examples", "*.yaml"))):
     with open(example) as f:
         docs = render(yaml.safe_load(f))
@@ -49,5 +59,5 @@ for bad, name in [({"replicaCount": -1}, "replicaCount"), ({"image": {"pullPolic
         assert name in str(error), f"{bad}: {error}"
     else:
         sys.exit(f"values.schema.json accepted {bad}")
-print("chart: lint clean, renders cluster-wide and namespaced installs, refuses bad values")
+print("chart: lint clean, renders cluster-wide and namespaced installs and the CRDs, refuses bad values")
 PY

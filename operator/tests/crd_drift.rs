@@ -1,5 +1,5 @@
-//! The CRDs committed under `crds/` (and the Helm chart's copy) are exactly
-//! what the types generate, one file per CRD.
+//! The CRDs committed under `crds/` (and the Helm chart's copy, which its
+//! templates render) are exactly what the types generate, one file per CRD.
 
 use std::path::Path;
 
@@ -9,7 +9,7 @@ fn committed_crds_match_the_types() {
     for crd in strait_operator::crd::crds() {
         let generated = strait_operator::crd::crd_yaml(&crd).expect("render the CRD");
         let name = strait_operator::crd::crd_file_name(&crd);
-        for dir in ["crds", "charts/strait-operator/crds"] {
+        for dir in ["crds", "charts/strait-operator/files/crds"] {
             let path = root.join(dir).join(&name);
             let committed = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));

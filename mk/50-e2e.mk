@@ -4,7 +4,8 @@
 #
 # `make run`  brings it up with manifests/local/two-regions.yaml and keeps it
 #             running until Ctrl-C (needs root: network namespaces, mounts).
-# `make e2e`  runs the scenarios (e2e/tests/), part of `make test`.
+# `make e2e`  runs the scenarios (e2e/tests/) and the container images'
+#             check, part of `make test`.
 
 DEPS_TARGETS += deps-e2e
 TEST_TARGETS += e2e
@@ -25,6 +26,7 @@ run-preflight:
 	  exit 1; fi
 	@echo "make run: the first run builds the Kubernetes control plane from Debian's source (about 8 minutes, once)"
 
-e2e: deps-e2e deps-k8s deps-clients
+e2e: deps-e2e deps-k8s deps-clients images
 	$(CARGO) build -p strait-broker -p strait-operator
-	STRAIT_BIN_DIR=$(abspath $(BENCH_TARGET_DIR))/debug $(CARGO) test -p strait-e2e -- --test-threads=1
+	STRAIT_BIN_DIR=$(abspath $(BENCH_TARGET_DIR))/debug STRAIT_IMAGES_DIR=$(IMAGES_DIR) \
+	  $(CARGO) test -p strait-e2e -- --test-threads=1

@@ -59,5 +59,16 @@ for bad, name in [({"replicaCount": -1}, "replicaCount"), ({"image": {"pullPolic
         assert name in str(error), f"{bad}: {error}"
     else:
         sys.exit(f"values.schema.json accepted {bad}")
+# The images the chart names are the ones `make images` builds: this version.
+with open(os.path.join(chart_path, "Chart.yaml")) as f:
+    app_version = yaml.safe_load(f)["appVersion"]
+with open(os.path.join(chart_path, "..", "..", "Cargo.toml")) as f:
+    import re
+    workspace_version = re.search(r'^\[workspace\.package\]\nversion = "([^"]+)"', f.read(), re.M).group(1)
+assert app_version == workspace_version, f"Chart appVersion {app_version} != workspace version {workspace_version}"
+with open(os.path.join(chart_path, "values.yaml")) as f:
+    defaults = yaml.safe_load(f)
+assert defaults["brokerImage"] == f"ghcr.io/strait/broker:{app_version}", defaults["brokerImage"]
+assert container["image"] == f"{defaults['image']['repository']}:{app_version}", container["image"]
 print("chart: lint clean, renders cluster-wide and namespaced installs and the CRDs, refuses bad values")
 PY

@@ -32,11 +32,12 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Broker image for clusters whose spec sets none.
+    /// Broker image for clusters whose spec sets none: by default the one
+    /// `make images` builds from this same version.
     #[arg(
         long,
         env = "STRAIT_BROKER_IMAGE",
-        default_value = "ghcr.io/strait/broker:latest"
+        default_value = concat!("ghcr.io/strait/broker:", env!("CARGO_PKG_VERSION"))
     )]
     broker_image: String,
     /// Only watch this namespace (all namespaces by default).

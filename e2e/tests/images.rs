@@ -138,6 +138,25 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `kubectl create -f -` of `manifest`; panics if it fails.
+async fn kubectl_create(kubectl: &Path, kubeconfig: &Path, manifest: &[u8]) {
+    let mut create = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["create", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("kubectl");
+    let mut stdin = create.stdin.take().expect("stdin");
+    stdin.write_all(manifest).await.expect("write the manifest");
+    drop(stdin);
+    assert!(
+        create.wait().await.expect("kubectl").success(),
+        "kubectl create"
+    );
+}
+
 async fn http_ok(url: &str) -> bool {
     Command::new("curl")
         .args(["-sf", "-o", "/dev/null", url])
@@ -266,18 +285,7 @@ async fn the_operator_image_prints_its_crds_and_reconciles_on_a_real_api_server(
         .await
         .expect("strait-operator crd");
     assert!(crds.status.success());
-    let mut apply = Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(&plane.kubeconfig)
-        .args(["create", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("kubectl");
-    let mut stdin = apply.stdin.take().expect("stdin");
-    stdin.write_all(&crds.stdout).await.expect("write CRDs");
-    drop(stdin);
-    assert!(apply.wait().await.expect("kubectl").success());
+    kubectl_create(&kubectl, &plane.kubeconfig, &crds.stdout).await;
     eventually(WAIT, "the CRDs are served", || async {
         Command::new(&kubectl)
             .arg("--kubeconfig")
@@ -318,19 +326,8 @@ async fn the_operator_image_prints_its_crds_and_reconciles_on_a_real_api_server(
         http_ok(&ready)
     })
     .await;
-    let mut create = Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(&plane.kubeconfig)
-        .args(["create", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("kubectl");
     let cluster = b"apiVersion: strait.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: from-image, namespace: default}\nspec: {replicas: 1}\n";
-    let mut stdin = create.stdin.take().expect("stdin");
-    stdin.write_all(cluster).await.expect("write cluster");
-    drop(stdin);
-    assert!(create.wait().await.expect("kubectl").success());
+    kubectl_create(&kubectl, &plane.kubeconfig, cluster).await;
 
     // Its StatefulSet runs the broker image of the same version by default.
     let expected = format!("ghcr.io/strait/broker:{VERSION}");

@@ -88,22 +88,7 @@ async fn the_minimal_example_works_as_it_is(system: &support::System) {
             support::READY,
         ])
         .expect("the minimal example becomes Ready");
-    let secret = system
-        .kubectl(&[
-            "get",
-            "mqc",
-            "demo",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.status.defaultUserSecret}",
-        ])
-        .expect("status");
-    assert_eq!(secret, "demo-default-user");
-    let login = support::Login {
-        user: support::secret_value(system, "demo", &secret, "username").await,
-        password: support::secret_value(system, "demo", &secret, "password").await,
-    };
+    let login = support::generated_login(system, "demo", "demo").await;
     let host = service_ip(system, "demo", "demo");
     let mut subscriber = Subscriber::start_as(&login, &host, "hello/#", 1, None);
     subscriber
@@ -287,6 +272,12 @@ async fn a_killed_pod_and_a_recreated_one_lose_nothing_of_a_qos1_stream() {
             .expect("pod")
     };
     let old_uid = west_1_uid();
+    let configured = support::Watch::start(
+        &system,
+        "east",
+        "clink/east-west",
+        r#"{.status.conditions[?(@.type=="Configured")].message}"#,
+    );
     let _ = stream_across(
         &east,
         &west,
@@ -310,6 +301,32 @@ async fn a_killed_pod_and_a_recreated_one_lose_nothing_of_a_qos1_stream() {
     support::wait_ready(&system, "mqc,clink");
     let new_uid = west_1_uid();
     assert_ne!(old_uid, new_uid, "west-1 was made again");
+    // The link's conditions show the recovery (all six nodes back at their
+    // link set's revision) and, as a user watching them saw, the dip
+    // (west-1 gone from the ready nodes).
+    eventually(
+        Duration::from_secs(60),
+        "Configured counts all six nodes again",
+        || async {
+            let message = system
+                .kubectl(&[
+                    "get",
+                    "clink/east-west",
+                    "-n",
+                    "east",
+                    "-o",
+                    r#"jsonpath={.status.conditions[?(@.type=="Configured")].message}"#,
+                ])
+                .unwrap_or_default();
+            message.contains("east: 3/3") && message.contains("west: 3/3")
+        },
+    )
+    .await;
+    let seen = configured.stop().await;
+    assert!(
+        seen.iter().any(|m| m.contains("west: 2/2")),
+        "no dip in Configured: {seen:#?}"
+    );
     system.shutdown().await;
 }
 
@@ -602,4 +619,116 @@ async fn rotating_then_deleting_the_link_and_a_cluster_leaves_nothing_behind() {
     )
     .await;
     system.shutdown().await;
+}
+
+/// Two regions as two Kubernetes, each with its own API server, operator
+/// and node, their networks peered: `manifests/two-regions/` applied as its
+/// comments say, the accepting side's issued Secret copied to the dialing
+/// side by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_servers_link_through_a_copied_secret() {
+    let us_east = support::system().await;
+    let eu_west = support::system().await;
+    // eu-west's brokers dial us-east's link Service (a LoadBalancer, whose
+    // address is its cluster IP) over the peering.
+    eu_west
+        .agent
+        .route_to(&us_east.plane.service_cidr)
+        .await
+        .expect("peer the networks");
+
+    us_east
+        .kubectl(&[
+            "apply",
+            "-f",
+            &support::manifest("two-regions/us-east.yaml"),
+        ])
+        .expect("apply us-east");
+    us_east
+        .kubectl(&[
+            "wait",
+            "--for=condition=CredentialsReady",
+            "clink/eu-west",
+            support::READY,
+        ])
+        .expect("us-east issues eu-west's credential");
+    let link_ip = service_ip(&us_east, "default", "us-east-link");
+    eventually(
+        Duration::from_secs(60),
+        "the issued Secret names us-east's load balancer",
+        || async {
+            support::secret_value(&us_east, "default", "eu-west-link-secret", "endpoints").await
+                == format!("{link_ip}:7883")
+        },
+    )
+    .await;
+
+    // Copied as a user would: the same data under the name eu-west expects.
+    let issued = us_east
+        .kubectl(&["get", "secret", "eu-west-link-secret", "-o", "json"])
+        .expect("get the issued Secret");
+    let issued: serde_json::Value = serde_json::from_str(&issued).expect("JSON");
+    let copy = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "us-east-link-credentials", "namespace": "default"},
+        "type": issued["type"],
+        "data": issued["data"],
+    });
+    let copy_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(copy_file.path(), copy.to_string()).expect("write the copy");
+    eu_west
+        .kubectl(&["apply", "-f", &copy_file.path().to_string_lossy()])
+        .expect("apply the copied Secret");
+    eu_west
+        .kubectl(&[
+            "apply",
+            "-f",
+            &support::manifest("two-regions/eu-west.yaml"),
+        ])
+        .expect("apply eu-west");
+    support::wait_ready(&eu_west, "mqc,clink");
+    support::wait_ready(&us_east, "mqc,clink");
+    let links = us_east
+        .kubectl(&["get", "clink", "eu-west", "--no-headers"])
+        .expect("get clink");
+    let cols: Vec<&str> = links.split_whitespace().collect();
+    // NAME CLUSTER PEER CONNECTED READY AGE
+    assert_eq!(
+        cols[1..5],
+        ["us-east", "eu-west", "True", "True"],
+        "{links}"
+    );
+
+    // Telemetry crosses to eu-west, commands to us-east, each only as its
+    // side exports: what us-east does not export stays there.
+    let (east_login, west_login) = (
+        support::generated_login(&us_east, "default", "us-east").await,
+        support::generated_login(&eu_west, "default", "eu-west").await,
+    );
+    let east = service_ip(&us_east, "default", "us-east");
+    let west = service_ip(&eu_west, "default", "eu-west");
+    let mut telemetry = Subscriber::start_as(&west_login, &west, "fleet/#", 1, None);
+    telemetry
+        .await_route_as(&east_login, &east, "fleet/car-1/telemetry/speed")
+        .await;
+    for (topic, payload) in [
+        ("fleet/car-1/status", "not exported"),
+        ("fleet/car-1/telemetry/speed", "88"),
+    ] {
+        assert!(support::publish_as(&east_login, &east, topic, payload, 1).await);
+    }
+    assert_eq!(
+        telemetry.next(Duration::from_secs(10)).await.as_deref(),
+        Some("fleet/car-1/telemetry/speed 88"),
+        "only what us-east exports crosses, in order"
+    );
+    let mut commands = Subscriber::start_as(&east_login, &east, "fleet/+/commands/#", 1, None);
+    commands
+        .await_route_as(&west_login, &west, "fleet/car-1/commands/stop")
+        .await;
+    telemetry.stop().await;
+    commands.stop().await;
+    us_east.shutdown().await;
+    eu_west.shutdown().await;
 }

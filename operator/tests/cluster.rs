@@ -286,6 +286,35 @@ async fn children_are_built_with_the_right_content() {
     op.stop().await.expect("clean stop");
 }
 
+/// Pokes the cluster `name` with a metadata-only change, which triggers a
+/// reconcile without changing the spec, and waits until a reconcile that
+/// began after the poke has finished (one already in flight may finish
+/// first); the operator's counts from before the poke.
+async fn poke_and_reconcile(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    op: &RunningOperator,
+) -> strait_operator::telemetry::Counts {
+    let before = op.handle.metrics.counts();
+    let api: Api<MqttCluster> = Api::namespaced(client.clone(), ns);
+    let patch =
+        json!({"metadata": {"annotations": {"test.strait.dev/poke": before.started.to_string()}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("poke");
+    eventually(WAIT, "a reconcile to begin after the poke", || async {
+        op.handle.metrics.counts().started > before.started
+    })
+    .await;
+    let begun = op.handle.metrics.counts().started;
+    eventually(WAIT, "the poke is reconciled", || async {
+        op.handle.metrics.counts().reconciles >= begun
+    })
+    .await;
+    before
+}
+
 #[tokio::test]
 async fn an_unchanged_cluster_reconciles_with_zero_writes() {
     let Some((client, ns)) = setup("steady").await else {
@@ -299,25 +328,7 @@ async fn an_unchanged_cluster_reconciles_with_zero_writes() {
         .await
         .expect("secret");
     let sts_before: StatefulSet = get(&client, &ns, "steady").await.expect("sts");
-    let before = op.handle.metrics.counts();
-
-    // A metadata-only change triggers a reconcile without changing the spec.
-    let api: Api<MqttCluster> = Api::namespaced(client.clone(), &ns);
-    let patch = json!({"metadata": {"annotations": {"test.strait.dev/poke": "1"}}});
-    api.patch("steady", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("poke");
-    // Wait for a reconcile that began after the poke, then for every begun
-    // reconcile to finish: one already in flight at `before` may finish first.
-    eventually(WAIT, "a reconcile to begin after the poke", || async {
-        op.handle.metrics.counts().started > before.started
-    })
-    .await;
-    let begun = op.handle.metrics.counts().started;
-    eventually(WAIT, "the poke is reconciled", || async {
-        op.handle.metrics.counts().reconciles >= begun
-    })
-    .await;
+    let before = poke_and_reconcile(&client, &ns, "steady", &op).await;
     let after = op.handle.metrics.counts();
     assert_eq!(
         after.writes, before.writes,
@@ -826,20 +837,7 @@ async fn a_cluster_without_users_gets_one_and_plain_passwords_are_hashed() {
     assert_eq!(file["bob"], hashed, "a hash is used as it is");
 
     // Another reconcile keeps alice's hash: the pods' file does not churn.
-    let poke = json!({"metadata": {"annotations": {"test.strait.dev/poke": "1"}}});
-    let before = op.handle.metrics.counts();
-    api.patch("users", &PatchParams::default(), &Patch::Merge(&poke))
-        .await
-        .expect("poke");
-    eventually(WAIT, "a reconcile to begin after the poke", || async {
-        op.handle.metrics.counts().started > before.started
-    })
-    .await;
-    let begun = op.handle.metrics.counts().started;
-    eventually(WAIT, "the poke is reconciled", || async {
-        op.handle.metrics.counts().reconciles >= begun
-    })
-    .await;
+    poke_and_reconcile(&client, &ns, "users", &op).await;
     assert_eq!(credentials_file(&client, &ns, "users").await, file);
     op.stop().await.expect("clean stop");
 }

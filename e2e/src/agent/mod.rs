@@ -3,13 +3,15 @@
 //! it would in a cluster: every Pod bound to its Node runs as a real process
 //! (see [`pod`]) in a network namespace of its own (see [`network`]), finds
 //! Services by name (see [`dns`]) and reaches them at their cluster IPs
-//! (see [`proxy`]).
+//! (see [`proxy`]); a LoadBalancer Service gets its cluster IP as its
+//! address (see [`load_balancer`]).
 //!
 //! It needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN in the host's namespaces:
 //! a bridge, veth pairs, mounts), `ip` (iproute2), util-linux and dnsmasq.
 
 pub mod dns;
 pub mod launch;
+pub mod load_balancer;
 pub mod network;
 pub mod pod;
 pub mod probe;
@@ -187,7 +189,8 @@ impl Agent {
             config.api_server,
         )));
         {
-            let (services, endpoints, proxy, mut stopped) = (
+            let (client, services, endpoints, proxy, mut stopped) = (
+                client.clone(),
                 services.clone(),
                 endpoints.clone(),
                 proxy.clone(),
@@ -197,6 +200,7 @@ impl Agent {
                 loop {
                     dns.update(&services, &endpoints).await;
                     proxy.lock().await.update(&services).await;
+                    load_balancer::announce(&client, &services).await;
                     tokio::select! {
                         changed = net_changed.changed() => if changed.is_err() { break },
                         _ = stopped.changed() => break,
@@ -248,6 +252,13 @@ impl Agent {
             .with_context(|| format!("no running container in {namespace}/{pod}"))?;
         launch::signal(pid, "KILL").await;
         Ok(())
+    }
+
+    /// Gives this node's pods a route to another node's service range, as
+    /// between two regions whose networks are peered: their links reach the
+    /// other region's link Services.
+    pub async fn route_to(&self, service_range: &str) -> anyhow::Result<()> {
+        self.shared.network.route_to(service_range).await
     }
 
     /// Cuts (`cut`) or heals the network between the pods of two namespaces.

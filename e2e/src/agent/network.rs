@@ -6,7 +6,9 @@
 //!
 //! Nothing is routed off the machine: a pod knows the pod subnet and the
 //! service range (through the gateway, where the service proxy listens) and
-//! has no default route, and the host does not forward.
+//! has no default route, and the host does not forward. Another node's
+//! service range can be routed too ([`Network::route_to`]), as two regions'
+//! networks are peered: its cluster IPs are addresses of this host as well.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -36,6 +38,8 @@ struct Allocations {
     pods: Vec<PodNet>,
     /// Pairs of namespaces that cannot reach each other.
     cut: BTreeSet<(String, String)>,
+    /// Other nodes' service ranges the pods have routes to.
+    peer_ranges: BTreeSet<String>,
 }
 
 /// The bridge and the pods' namespaces of one node.
@@ -168,16 +172,20 @@ impl Network {
             self.detach(&pod).await;
             return Err(error);
         }
-        let cuts: Vec<String> = {
+        let (cuts, peer_ranges): (Vec<String>, Vec<String>) = {
             let mut state = self.state.lock().expect("network state");
             state.pods.push(pod.clone());
-            state
+            let cuts = state
                 .cut
                 .iter()
                 .filter(|(a, _)| a == namespace)
                 .map(|(_, b)| b.clone())
-                .collect()
+                .collect();
+            (cuts, state.peer_ranges.iter().cloned().collect())
         };
+        for range in peer_ranges {
+            self.route_pod_to(&netns, &range).await?;
+        }
         for other in cuts {
             if let Some(subnet) = self.subnet_of(&other) {
                 ip(&["-n", &netns, "route", "add", "blackhole", &subnet]).await?;
@@ -220,6 +228,27 @@ impl Network {
             &self.bridge,
         ])
         .await;
+    }
+
+    /// Routes `range` (another node's service range) from every pod, now
+    /// and for pods to come.
+    pub async fn route_to(&self, range: &str) -> anyhow::Result<()> {
+        let pods = {
+            let mut state = self.state.lock().expect("network state");
+            if !state.peer_ranges.insert(range.to_owned()) {
+                return Ok(());
+            }
+            state.pods.clone()
+        };
+        for pod in pods {
+            self.route_pod_to(&pod.netns, range).await?;
+        }
+        Ok(())
+    }
+
+    async fn route_pod_to(&self, netns: &str, range: &str) -> anyhow::Result<()> {
+        let gateway = self.gateway().to_string();
+        ip(&["-n", netns, "route", "replace", range, "via", &gateway]).await
     }
 
     /// Cuts (or heals) the network between the pods of two namespaces, both

@@ -17,13 +17,21 @@ use tokio::process::{Child, ChildStdout, Command};
 /// How long a region may take to become Ready.
 pub const READY: &str = "--timeout=240s";
 
-static NEXT_INDEX: AtomicU8 = AtomicU8::new(1);
+/// Systems started so far by this test binary.
+static STARTED: AtomicU8 = AtomicU8::new(0);
 
 /// A Kubernetes of its own (its node's network and service range too),
 /// with the operator installed by the Helm chart. Fails, saying why, where
 /// the node agent cannot run (it needs root).
+///
+/// Nodes are numbered from `STRAIT_E2E_FIRST_NODE` (1 by default; `make
+/// run` is node 0), so that two runs on one machine can keep apart.
 pub async fn system() -> System {
-    let index = NEXT_INDEX.fetch_add(1, Ordering::SeqCst);
+    let first: u8 = std::env::var("STRAIT_E2E_FIRST_NODE")
+        .ok()
+        .map(|v| v.parse().expect("STRAIT_E2E_FIRST_NODE is a number"))
+        .unwrap_or(1);
+    let index = first + STARTED.fetch_add(1, Ordering::SeqCst);
     System::start(index, &[], &Progress::new(false))
         .await
         .expect("start Kubernetes with the operator")
@@ -79,6 +87,27 @@ pub async fn secret_value(system: &System, namespace: &str, name: &str, key: &st
         .and_then(|mut data| data.remove(key))
         .unwrap_or_else(|| panic!("Secret {name} has no {key}"));
     String::from_utf8(value.0).expect("utf-8")
+}
+
+/// The user the operator generated for `cluster` (its spec names no users
+/// Secret), from the Secret its status names.
+pub async fn generated_login(system: &System, namespace: &str, cluster: &str) -> Login {
+    let secret = system
+        .kubectl(&[
+            "get",
+            "mqc",
+            cluster,
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.status.defaultUserSecret}",
+        ])
+        .expect("the cluster's status");
+    assert_eq!(secret, format!("{cluster}-default-user"));
+    Login {
+        user: secret_value(system, namespace, &secret, "username").await,
+        password: secret_value(system, namespace, &secret, "password").await,
+    }
 }
 
 /// `kubectl wait --for=condition=Ready` on every `kinds` in every namespace.
@@ -347,4 +376,41 @@ pub async fn counter_becomes(system: &System, namespace: &str, pod: &str, metric
         counter(system, namespace, &[pod], metric).await == want
     })
     .await;
+}
+
+/// `kubectl get --watch` printing one JSONPath line per change of an
+/// object, collected until stopped: what a user watching it sees.
+pub struct Watch {
+    child: Child,
+    lines: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Watch {
+    /// Watches `kind/name` in `namespace`, printing `jsonpath` at each change.
+    pub fn start(system: &System, namespace: &str, object: &str, jsonpath: &str) -> Watch {
+        let mut child = Command::new(system.kubectl_path())
+            .arg("--kubeconfig")
+            .arg(system.kubeconfig())
+            .args(["get", object, "-n", namespace, "--watch", "-o"])
+            .arg(format!("jsonpath={jsonpath}{{\"\\n\"}}"))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kubectl get --watch");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let lines = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.push(line);
+            }
+            seen
+        });
+        Watch { child, lines }
+    }
+
+    /// Stops watching; every line printed.
+    pub async fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill().await;
+        self.lines.await.expect("the watch's reader")
+    }
 }

@@ -63,6 +63,9 @@ struct Runner {
     state: State,
     last: Option<Ended>,
     ready: bool,
+    /// Readiness as last written, and since when: a condition's
+    /// `lastTransitionTime` moves only when its status does.
+    ready_written: Option<(bool, String)>,
     restarts: u32,
     started: String,
 }
@@ -112,6 +115,7 @@ pub(super) async fn run(shared: Arc<Shared>, pod: Pod, mut updates: watch::Recei
         },
         last: None,
         ready: false,
+        ready_written: None,
         restarts: 0,
         started: now(),
     };
@@ -543,7 +547,7 @@ impl Runner {
         ])
     }
 
-    async fn write_status(&self) {
+    async fn write_status(&mut self) {
         let running = matches!(self.state, State::Running { .. });
         let state = match &self.state {
             State::Running { started_at } => json!({"running": {"startedAt": started_at}}),
@@ -558,18 +562,25 @@ impl Runner {
             None => json!({}),
         };
         let ready = if self.ready { "True" } else { "False" };
-        let time = now();
-        let condition = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastTransitionTime": time});
+        let ready_since = match &self.ready_written {
+            Some((written, since)) if *written == self.ready => since.clone(),
+            _ => {
+                let since = now();
+                self.ready_written = Some((self.ready, since.clone()));
+                since
+            }
+        };
+        let condition = |type_: &str, status: &str, since: &str| json!({"type": type_, "status": status, "lastTransitionTime": since});
         let pod_ip = self.net.as_ref().map(|n| n.ip.to_string());
         let mut status = json!({
             "phase": if running || self.last.is_some() { "Running" } else { "Pending" },
             "hostIP": self.shared.network.gateway().to_string(),
             "startTime": self.started,
             "conditions": [
-                condition("PodScheduled", "True"),
-                condition("Initialized", "True"),
-                condition("ContainersReady", ready),
-                condition("Ready", ready),
+                condition("PodScheduled", "True", &self.started),
+                condition("Initialized", "True", &self.started),
+                condition("ContainersReady", ready, &ready_since),
+                condition("Ready", ready, &ready_since),
             ],
             "containerStatuses": [{
                 "name": self.container,

@@ -20,6 +20,7 @@ use strait_operator::controller::ChildKinds;
 use strait_operator::crd::MqttCluster;
 use strait_operator::leader::LeaseTiming;
 use strait_operator::operator::Election;
+use strait_operator::resources::{DEFAULT_USERNAME, RETIRED_ANNOTATION};
 use support::{eventually, namespace, RunningOperator};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -787,10 +788,13 @@ async fn a_cluster_without_users_gets_one_and_plain_passwords_are_hashed() {
         Some("kubernetes.io/basic-auth")
     );
     let data = default_user.data.expect("data");
-    assert_eq!(data["username"].0, b"strait");
+    assert_eq!(data["username"].0, DEFAULT_USERNAME.as_bytes());
     let password = data["password"].0.clone();
     let file = credentials_file(&client, &ns, "users").await;
-    assert!(strait_broker::auth::verify(&password, &file["strait"]));
+    assert!(strait_broker::auth::verify(
+        &password,
+        &file[DEFAULT_USERNAME]
+    ));
 
     // A users Secret with a plain password and a hashed one replaces it.
     let hashed = strait_broker::auth::hash_password("looking-glass").expect("hash");
@@ -827,12 +831,15 @@ async fn a_cluster_without_users_gets_one_and_plain_passwords_are_hashed() {
             .await
             .is_some_and(|s| {
                 s.data.as_ref().is_some_and(|d| !d.contains_key("password"))
-                    && s.annotations().contains_key("strait.dev/retired")
+                    && s.annotations().contains_key(RETIRED_ANNOTATION)
             })
     })
     .await;
     let file = credentials_file(&client, &ns, "users").await;
-    assert!(!file.contains_key("strait"), "the generated user is gone");
+    assert!(
+        !file.contains_key(DEFAULT_USERNAME),
+        "the generated user is gone"
+    );
     assert!(strait_broker::auth::verify(b"wonderland", &file["alice"]));
     assert_eq!(file["bob"], hashed, "a hash is used as it is");
 

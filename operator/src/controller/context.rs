@@ -10,6 +10,7 @@ use kube::api::ApiResource;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+use crate::resources::KnownHashes;
 use crate::settings::Settings;
 use crate::telemetry::Metrics;
 
@@ -63,6 +64,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per cluster (`namespace/name`), for backoff.
     pub failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// Which password hashes are known to match, so that a reconcile need
+    /// not check them again.
+    pub known_hashes: Arc<KnownHashes>,
 }
 
 impl std::fmt::Debug for Context {
@@ -96,6 +100,7 @@ impl Context {
             metrics,
             recorder,
             failures: Arc::default(),
+            known_hashes: Arc::default(),
         })
     }
 }

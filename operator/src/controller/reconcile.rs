@@ -17,7 +17,8 @@ use super::Error;
 use crate::conditions::{reasons, Outcome};
 use crate::crd::MqttCluster;
 use crate::resources::{
-    build, credentials_file, credentials_lines, Credentials, DefaultUser, Inputs, User,
+    build, credentials_file, credentials_lines, known_lines, Credentials, DefaultUser, Inputs,
+    KnownHashes, User,
 };
 use crate::validate::{self, InvalidSpec};
 
@@ -130,6 +131,7 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, E
         users,
         default_user.as_ref(),
         credentials_secret.as_ref().and_then(credentials_file),
+        &ctx.known_hashes,
     )
     .await?;
     let inputs = Inputs {
@@ -174,16 +176,23 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Step, E
     }
 }
 
-/// The credentials-file lines of `users` and the default user, hashed on a
-/// blocking thread: each plain password costs an Argon2 computation.
+/// The credentials-file lines of `users` and the default user: at once when
+/// nothing needs an Argon2 computation (a steady cluster), else on a
+/// blocking thread.
 async fn hash_users(
     mut users: Vec<User>,
     default_user: Option<&DefaultUser>,
     live: Option<String>,
+    known: &Arc<KnownHashes>,
 ) -> Result<Vec<String>, Error> {
     users.extend(default_user.map(DefaultUser::user));
+    if let Some(lines) = known_lines(&users, live.as_deref(), known) {
+        return Ok(lines);
+    }
+    let known = known.clone();
     let lines =
-        tokio::task::spawn_blocking(move || credentials_lines(&users, live.as_deref())).await??;
+        tokio::task::spawn_blocking(move || credentials_lines(&users, live.as_deref(), &known))
+            .await??;
     Ok(lines)
 }
 

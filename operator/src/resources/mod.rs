@@ -25,8 +25,8 @@ pub use hash::{content_hash, APPLIED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
 pub use meta::{names, selector_labels, Names, OPERATOR_LABELS};
 pub use services::{client_endpoint, link_endpoint};
 pub use users::{
-    credentials_lines, DefaultUser, DefaultUserSecret, Password, User, DEFAULT_USERNAME,
-    DEFAULT_USER_KEYS, RETIRED_ANNOTATION,
+    credentials_lines, known_lines, DefaultUser, DefaultUserSecret, KnownHashes, Password, User,
+    DEFAULT_USERNAME, RETIRED_ANNOTATION,
 };
 
 use k8s_openapi::api::apps::v1::StatefulSet;

@@ -149,12 +149,12 @@ impl System {
 
     /// Runs `kubectl` as the admin; its output, or an error with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = Command::new(&self.kubectl)
+        let mut command = Command::new(&self.kubectl);
+        command
             .arg("--kubeconfig")
             .arg(&self.plane.kubeconfig)
-            .args(args)
-            .output()
-            .context("run kubectl")?;
+            .args(args);
+        let output = off_the_runtime(|| command.output()).context("run kubectl")?;
         anyhow::ensure!(
             output.status.success(),
             "kubectl {}: {}",
@@ -197,14 +197,14 @@ impl System {
     /// `helm install` or `helm upgrade` of the operator's chart with `values` files.
     pub fn helm(&self, verb: &str, values: &[&Path]) -> anyhow::Result<()> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/helm.sh");
-        let output = Command::new("bash")
+        let mut command = Command::new("bash");
+        command
             .arg(script)
             .arg(verb)
             .arg(&self.plane.kubeconfig)
             .arg(OPERATOR_NAMESPACE)
-            .args(values)
-            .output()
-            .context("run scripts/helm.sh")?;
+            .args(values);
+        let output = off_the_runtime(|| command.output()).context("run scripts/helm.sh")?;
         anyhow::ensure!(
             output.status.success(),
             "helm {verb}: {}{}",
@@ -237,4 +237,17 @@ pub async fn client_from(path: &Path) -> anyhow::Result<Client> {
 pub fn random_password() -> String {
     use rand::distributions::{Alphanumeric, DistString};
     Alphanumeric.sample_string(&mut rand::thread_rng(), 24)
+}
+
+/// Runs `blocking` (a child process waited for, `kubectl wait` for
+/// minutes) without starving the tasks of the runtime it is called on: the
+/// node agent's probes, pods and proxy share it, and a probe that cannot run
+/// for a second fails, which restarts a healthy pod.
+fn off_the_runtime<T>(blocking: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(blocking)
+        }
+        _ => blocking(),
+    }
 }

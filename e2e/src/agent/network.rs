@@ -84,7 +84,22 @@ impl Network {
         };
         network.remove_leftovers().await;
         let gateway = format!("{}/16", network.gateway());
-        ip(&["link", "add", &network.bridge, "type", "bridge"]).await?;
+        // A bridge takes the lowest address of its ports unless given one:
+        // each new pod could change it, and every pod's cached address of
+        // the gateway would go stale until its neighbour entry expired (a
+        // pod cut off from the API server and its probes for up to a
+        // minute). A fixed, locally administered one never changes.
+        let mac = format!("02:00:0a:{:02x}:00:01", network.range[1]);
+        ip(&[
+            "link",
+            "add",
+            &network.bridge,
+            "address",
+            &mac,
+            "type",
+            "bridge",
+        ])
+        .await?;
         ip(&["addr", "add", &gateway, "dev", &network.bridge]).await?;
         ip(&["link", "set", &network.bridge, "up"]).await?;
         Ok(network)

@@ -224,7 +224,11 @@ pub struct ClusterLinkStatus {
     pub revision: Option<String>,
     /// Each ready node of either end: the link-set revision it runs and the
     /// link's state there.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // Always written, even empty: a server-side apply that leaves out every
+    // item it applied before stores `null` (kubernetes/kubernetes#104694),
+    // which the schema refuses, so a link whose nodes all went unready could
+    // not report it.
+    #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub nodes: Vec<NodeLinkStatus>,
     /// Messages queued for the peer, as of the last status write (the
@@ -251,4 +255,15 @@ pub struct NodeLinkStatus {
     /// `connecting`, `waiting` (for the peer to dial), `absent` (not in the
     /// node's links) or `unreachable` (its admin API did not answer).
     pub state: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_without_nodes_applies_an_empty_list_not_nothing() {
+        let json = serde_json::to_value(ClusterLinkStatus::default()).expect("JSON");
+        assert_eq!(json["nodes"], serde_json::json!([]));
+    }
 }

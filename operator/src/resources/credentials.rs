@@ -88,7 +88,7 @@ impl Credentials {
     /// Draws new random credentials.
     ///
     /// The internal password is 256 random bits, so its Argon2 hash uses the
-    /// least parameters (see [`light_hash`]): brute force is out of reach anyway.
+    /// least parameters: brute force is out of reach anyway.
     pub fn generate() -> Result<Credentials, HashError> {
         let internal_password = random_token();
         let hash = light_hash(&internal_password)?;

@@ -216,37 +216,18 @@ async fn the_broker_image_serves_mqtt_and_persists_on_a_read_only_root_as_nonroo
     })
     .await;
 
-    let host = "127.0.0.1";
     let port = mqtt.to_string();
+    let topic = ["-h", "127.0.0.1", "-p", &port, "-t", "image/check"];
     let retained = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            host,
-            "-p",
-            &port,
-            "-t",
-            "image/check",
-            "-m",
-            "from-the-image",
-        ])
-        .args(["-q", "1", "-r"])
+        .args(topic)
+        .args(["-m", "from-the-image", "-q", "1", "-r"])
         .status()
         .await
         .expect("mosquitto_pub");
     assert!(retained.success());
     let received = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            host,
-            "-p",
-            &port,
-            "-t",
-            "image/check",
-            "-C",
-            "1",
-            "-W",
-            "10",
-        ])
+        .args(topic)
+        .args(["-C", "1", "-W", "10"])
         .output()
         .await
         .expect("mosquitto_sub");

@@ -47,6 +47,16 @@ pub struct Login {
 /// The password of the `demo` user the regions are given.
 pub const PASSWORD: &str = "e2e-demo-password";
 
+impl Login {
+    /// A mosquitto client (`mosquitto_sub`, `mosquitto_pub`) for `host`,
+    /// logging in as this user.
+    pub fn client(&self, program: &str, host: &str) -> Command {
+        let mut command = Command::new(program);
+        command.args(["-h", host, "-u", &self.user, "-P", &self.password]);
+        command
+    }
+}
+
 /// The `demo` user of both regions.
 pub fn demo() -> Login {
     Login {
@@ -197,20 +207,8 @@ impl Subscriber {
         qos: u8,
         id: Option<&str>,
     ) -> Subscriber {
-        let mut cmd = Command::new("mosquitto_sub");
-        cmd.args([
-            "-h",
-            host,
-            "-u",
-            &login.user,
-            "-P",
-            &login.password,
-            "-t",
-            filter,
-            "-q",
-            &qos.to_string(),
-            "-v",
-        ]);
+        let mut cmd = login.client("mosquitto_sub", host);
+        cmd.args(["-t", filter, "-q", &qos.to_string(), "-v"]);
         if let Some(id) = id {
             cmd.args(["-i", id, "-c"]);
         }
@@ -275,21 +273,9 @@ pub async fn publish(host: &str, topic: &str, payload: &str, qos: u8) {
 /// One message with `mosquitto_pub` as the user of `login`; whether the
 /// broker took it.
 pub async fn publish_as(login: &Login, host: &str, topic: &str, payload: &str, qos: u8) -> bool {
-    Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            host,
-            "-u",
-            &login.user,
-            "-P",
-            &login.password,
-            "-t",
-            topic,
-            "-m",
-            payload,
-            "-q",
-            &qos.to_string(),
-        ])
+    login
+        .client("mosquitto_pub", host)
+        .args(["-t", topic, "-m", payload, "-q", &qos.to_string()])
         .stderr(Stdio::null())
         .status()
         .await
@@ -305,22 +291,9 @@ pub struct Publisher {
 impl Publisher {
     /// Publishes lines to `topic` at `qos` on `host`, as client `id`.
     pub fn start(host: &str, topic: &str, qos: u8, id: &str) -> Publisher {
-        let child = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                host,
-                "-u",
-                "demo",
-                "-P",
-                PASSWORD,
-                "-t",
-                topic,
-                "-q",
-                &qos.to_string(),
-                "-i",
-                id,
-                "-l",
-            ])
+        let child = demo()
+            .client("mosquitto_pub", host)
+            .args(["-t", topic, "-q", &qos.to_string(), "-i", id, "-l"])
             .stdin(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
